@@ -88,42 +88,46 @@ def _package_folder(spec: PackagedModel) -> Path:
     return folder
 
 
-def _convert_gguf(source: Path, gguf_file: str, target: Path) -> None:
-    """Dequantise a GGUF causal LM once into a plain safetensors + tokenizer folder at ``target``."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-
-    if importlib.util.find_spec("gguf") is None:
-        raise PretrainedError("reading a GGUF model needs the 'gguf' package: run `pip install gguf`")
-    gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
-    tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
-    # A GGUF-loaded model refuses save_pretrained: rebuild the plain class from its config and copy weights.
-    config_dict = gguf_model.config.to_dict()
-    config_dict.pop("quantization_config", None)
-    config_dict.pop("_name_or_path", None)
-    model_type = config_dict.pop("model_type")
-    config = AutoConfig.for_model(model_type, **config_dict)
-    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
-    missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
-    if missing or unexpected:
-        raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
+def _make_tmp_dir(target: Path) -> Path:
     try:
-        cache_root = target.parent
-        cache_root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=cache_root))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=target.name + ".tmp-", dir=target.parent))
     except OSError as e:
         raise PretrainedError(
-            f"cannot write the model cache {target.parent} ({e.strerror}): set {CACHE_ENV} to a writable folder"
+            f"cannot write the model cache {target.parent} ({e.strerror or e}): "
+            f"set {CACHE_ENV} to a writable folder"
         ) from e
+
+
+def _convert_gguf(source: Path, gguf_file: str, target: Path) -> None:
+    """Dequantise a GGUF causal LM once into a plain safetensors + tokenizer folder at ``target``."""
+    if importlib.util.find_spec("gguf") is None:
+        raise PretrainedError("reading a GGUF model needs the 'gguf' package: run `pip install gguf`")
+    tmp = _make_tmp_dir(target)  # fail on an unwritable cache before the slow dequantisation
     try:
+        import torch
+        from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+        gguf_model = AutoModelForCausalLM.from_pretrained(source, gguf_file=gguf_file, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(source, gguf_file=gguf_file)
+        # A GGUF-loaded model refuses save_pretrained: rebuild the plain class from its config, copy weights.
+        config_dict = gguf_model.config.to_dict()
+        for key in ("quantization_config", "_name_or_path", "transformers_version"):
+            config_dict.pop(key, None)
+        config = AutoConfig.for_model(config_dict.pop("model_type"), **config_dict)
+        plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        missing, unexpected = plain.load_state_dict(gguf_model.state_dict(), strict=False)
+        missing = [k for k in missing if not k.endswith("lm_head.weight")]  # tied to the embeddings
+        if missing or unexpected:
+            raise RuntimeError(f"GGUF conversion mismatch: missing={missing[:5]} unexpected={unexpected[:5]}")
         plain.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "CONVERTED_FROM").write_text(f"{source / gguf_file}\n")
-        if target.exists():  # another process finished first
+        if (target / "config.json").is_file():  # another process finished first
             shutil.rmtree(tmp)
             return
-        os.replace(tmp, target)  # atomic: a folder is either absent or complete
+        shutil.rmtree(target, ignore_errors=True)  # a stale partial folder from an old version
+        os.replace(tmp, target)  # atomic: the folder is either absent or complete
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -189,3 +193,24 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
     from transformers import AutoTokenizer
 
     return _from_pretrained(AutoTokenizer, name, trust_remote_code=trust_remote_code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m contrastive_encoder.pretrained NAME...``: resolve (and convert/cache) packaged models."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("names", nargs="+", help=f"model names: {', '.join(PACKAGED_MODELS)} or a folder / hub id")
+    args = parser.parse_args(argv)
+    try:
+        for name in args.names:
+            print(f"{name}: {resolve_pretrained(name)}")
+    except PretrainedError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
