@@ -1,0 +1,84 @@
+"""Configuration and named presets of the Flamingo model (arXiv 2204.14198, Table 2 / Appendix B.1).
+
+Presets are JSON files in ``presets/`` loaded as ``FlamingoConfig(**json)``. The paper inserts a GATED
+XATTN-DENSE block before every layer of the 3B model, every 4th of the 9B and every 7th of the 80B
+(``cross_attn_every`` 1 / 4 / 7); the ``flamingo-*-spacing`` presets reproduce that spacing on SmolLM2.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+__all__ = ["FlamingoConfig", "list_models", "load_config"]
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+@dataclass
+class FlamingoConfig:
+    lm: str = "smollm2-135m"  # frozen causal LM: packaged short name, local folder or hub id
+    lm_config: dict | None = None  # instead of `lm`: a transformers config dict (with model_type), random init
+    lm_seed: int = 0  # seed of the random LM built from `lm_config`
+    tokenizer: str | None = None  # tokenizer name; None = the LM's; "byte" = built-in byte-level tokenizer
+    vision_encoder: str = "nano-minilm"  # contrastive_encoder preset or checkpoint folder; "conv-tiny" = test stem
+    cross_attn_every: int = 4  # a GATED XATTN-DENSE block before every N-th decoder layer (paper: 1/4/7)
+    only_attend_immediate_media: bool = True  # phi masking: attend only to the last preceding media (paper)
+    num_latents: int = 64  # R, visual tokens per image/video
+    resampler_depth: int = 6  # Perceiver Resampler layers
+    resampler_heads: int = 8  # its attention heads
+    resampler_dim_head: int = 64  # width of each of its heads
+    resampler_ff_mult: int = 4  # its feed-forward width multiplier
+    max_frames: int = 8  # learned time embeddings (max video frames)
+    xattn_heads: int = 8  # cross-attention heads
+    xattn_dim_head: int = 64  # width of each cross-attention head
+    xattn_ff_mult: int = 4  # gated feed-forward width multiplier
+    media_token: str = "<image>"  # marks where an image/video occurs in the text
+    eoc_token: str = "<EOC>"  # end of chunk: ends a caption/answer, stops generation
+    seed: int = 0  # seed of the trainable parts' initialisation
+    name: str = ""  # preset name, informational
+    extra: dict = field(default_factory=dict)  # free-form metadata carried in saved configs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FlamingoConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown FlamingoConfig fields {unknown}; expected some of {sorted(known)}")
+        return cls(**d)
+
+    def __post_init__(self):
+        if self.cross_attn_every < 1:
+            raise ValueError(f"cross_attn_every must be >= 1, got {self.cross_attn_every}")
+        if self.num_latents < 1 or self.max_frames < 1:
+            raise ValueError("num_latents and max_frames must be >= 1")
+
+
+def list_models() -> list[str]:
+    """Names of the bundled presets."""
+    return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
+
+
+def load_config(name_or_path: str | Path | FlamingoConfig, **overrides) -> FlamingoConfig:
+    """A preset name, a JSON file, a saved model folder (its config.json) or a config -> FlamingoConfig."""
+    if isinstance(name_or_path, FlamingoConfig):
+        d = name_or_path.to_dict()
+    else:
+        path = Path(name_or_path)
+        if path.is_dir():
+            path = path / "config.json"
+        elif not path.is_file():
+            path = PRESET_DIR / f"{name_or_path}.json"
+        if not path.is_file():
+            raise ValueError(
+                f"unknown Flamingo model '{name_or_path}': not a preset ({', '.join(list_models())}), "
+                "a JSON file or a folder with config.json"
+            )
+        d = json.loads(path.read_text())
+        d = d.get("flamingo", d)  # saved models nest the config under "flamingo"
+    d.update(overrides)
+    return FlamingoConfig.from_dict(d)

@@ -1,0 +1,409 @@
+"""The Flamingo model (Alayrac et al., "Flamingo: a Visual Language Model for Few-Shot Learning",
+arXiv 2204.14198, Figure 3): a frozen vision encoder and a frozen causal LM bridged by a trained Perceiver
+Resampler and GATED XATTN-DENSE blocks, modelling p(y | x) = prod_l p(y_l | y_<l, x_<=l) (Equation 1).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.modeling_outputs import CausalLMOutputWithPast
+
+from .config import FlamingoConfig, load_config
+from .gated_xattn import GatedCrossAttentionBlock
+from .lm_adapter import FlamingoDecoderLayer, MediaContext, NewTokenRows, find_decoder_layers
+from .perceiver import PerceiverResampler
+from .tokenization import add_flamingo_tokens, load_flamingo_tokenizer
+from .vision import freeze_module, load_vision_encoder
+
+__all__ = ["Flamingo", "create_model", "default_labels"]
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_NAME = "model.safetensors"
+CONFIG_NAME = "config.json"
+TRAINABLE_PREFIXES = ("perceiver.", "xattn_layers.", "new_tokens.")
+
+
+def default_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, media_token_id: int) -> torch.Tensor:
+    """Language-modelling labels: the ids, with padding (by mask, never by id) and ``<image>`` set to -100."""
+    labels = input_ids.clone()
+    labels[attention_mask == 0] = -100
+    labels[input_ids == media_token_id] = -100
+    return labels
+
+
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Positions counted over real tokens only, so a left-padded row matches the same row unpadded."""
+    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+
+
+class Flamingo(nn.Module):
+    """Frozen vision encoder + Perceiver Resampler + frozen LM with GATED XATTN-DENSE blocks.
+
+    Args:
+        config: the model configuration.
+        lm: a Hugging Face causal LM (frozen here).
+        vision_encoder: module with the FrozenVisionEncoder interface (frozen here).
+        tokenizer: the LM's tokenizer; ``<image>`` and ``<EOC>`` are added to it.
+    """
+
+    def __init__(self, config: FlamingoConfig, lm: nn.Module, vision_encoder: nn.Module, tokenizer):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, config.media_token, config.eoc_token)
+        self.lm = freeze_module(lm)
+        self.vision_encoder = freeze_module(vision_encoder)
+        in_emb, out_emb = lm.get_input_embeddings(), lm.get_output_embeddings()
+        tied = out_emb is None or out_emb.weight is in_emb.weight
+        self.lm_vocab_size = (in_emb if out_emb is None else out_emb).weight.shape[0]
+        self.vocab_size = max(len(tokenizer), self.lm_vocab_size)
+        dim, dim_visual = lm.config.hidden_size, vision_encoder.feature_dim
+
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.perceiver = PerceiverResampler(
+                dim_visual,
+                depth=config.resampler_depth,
+                heads=config.resampler_heads,
+                dim_head=config.resampler_dim_head,
+                num_latents=config.num_latents,
+                max_frames=config.max_frames,
+                ff_mult=config.resampler_ff_mult,
+            )
+            parent, attr, layers = find_decoder_layers(lm)
+            every = config.cross_attn_every
+            self.xattn_layer_indices = [i for i in range(len(layers)) if (i + 1) % every == 0]
+            self.xattn_layers = nn.ModuleList(
+                GatedCrossAttentionBlock(
+                    dim,
+                    dim_visual,
+                    heads=config.xattn_heads,
+                    dim_head=config.xattn_dim_head,
+                    ff_mult=config.xattn_ff_mult,
+                    only_attend_immediate_media=config.only_attend_immediate_media,
+                )
+                for _ in self.xattn_layer_indices
+            )
+            self.new_tokens = NewTokenRows(
+                [self.media_token_id, self.eoc_token_id],
+                in_emb.weight,
+                None if tied else out_emb.weight,
+                seed=config.seed,
+            )
+        wrapped = list(layers)
+        for block_index, (i, block) in enumerate(zip(self.xattn_layer_indices, self.xattn_layers)):
+            wrapped[i] = FlamingoDecoderLayer(layers[i], block, block_index)
+        setattr(parent, attr, nn.ModuleList(wrapped))
+        self._wrappers = [m for m in wrapped if isinstance(m, FlamingoDecoderLayer)]
+        dtype = in_emb.weight.dtype
+        self.perceiver.to(dtype)
+        self.xattn_layers.to(dtype)
+
+    # ------------------------------------------------------------------ freezing and parameters
+    def freeze_lm(self) -> None:
+        freeze_module(self.lm)
+
+    def freeze_vision_encoder(self) -> None:
+        freeze_module(self.vision_encoder)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.lm.eval()  # frozen parts never use dropout
+        self.vision_encoder.eval()
+        return self
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The trained parameters only (resampler, cross-attention blocks, new token rows)."""
+        return {k: v for k, v in self.state_dict().items() if k.startswith(TRAINABLE_PREFIXES)}
+
+    def parameter_counts(self) -> dict[str, int]:
+        counts = {"trainable": 0, "frozen": 0}
+        for p in self.parameters():
+            counts["trainable" if p.requires_grad else "frozen"] += p.numel()
+        return counts
+
+    def log_parameter_counts(self) -> dict[str, int]:
+        counts = self.parameter_counts()
+        logger.info("Flamingo parameters: %(trainable)d trainable, %(frozen)d frozen", counts)
+        return counts
+
+    @property
+    def processor(self):
+        from .processor import FlamingoProcessor
+
+        return FlamingoProcessor(
+            self.tokenizer, self.vision_encoder.preprocess, self.config.media_token, self.config.eoc_token
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.perceiver.latents.device
+
+    @property
+    def stop_token_ids(self) -> list[int]:
+        ids = [self.eoc_token_id]
+        eos = self.tokenizer.eos_token_id
+        if eos is not None and eos not in ids:
+            ids.append(eos)
+        return ids
+
+    # ------------------------------------------------------------------ vision
+    def encode_media(
+        self,
+        media: torch.Tensor,
+        media_mask: torch.Tensor | None = None,
+        media_frame_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Pixels -> visual tokens: frozen encoder, then the Perceiver Resampler.
+
+        Args:
+            media: (B, N, T, C, H, W) pixels (or (B, N, C, H, W) for images).
+            media_mask: (B, N) bool, False for padding slots (not encoded).
+            media_frame_mask: (B, N, T) bool, False for padding frames.
+
+        Returns:
+            (B, N, R, d) visual tokens (zeros for padding slots).
+        """
+        if media.ndim == 5:
+            media = media[:, :, None]  # (B, N, 1, C, H, W)
+        if media.ndim != 6:
+            raise ValueError(f"media must have shape (B, N, T, C, H, W), got {tuple(media.shape)}")
+        b, n, t = media.shape[:3]
+        flat = media.flatten(0, 1)  # (B*N, T, C, H, W)
+        valid = torch.ones(b * n, dtype=torch.bool, device=media.device)
+        if media_mask is not None:
+            valid = media_mask.reshape(b * n).to(torch.bool)
+        frame_mask = None if media_frame_mask is None else media_frame_mask.reshape(b * n, t)[valid]
+        with torch.no_grad():
+            x_f = self.vision_encoder(flat[valid])  # (M, T, S, d)
+        tokens = self.perceiver(x_f.to(self.perceiver.latents.dtype), frame_mask)  # (M, R, d)
+        out = tokens.new_zeros(b * n, *tokens.shape[1:])
+        out = out.index_copy(0, valid.nonzero().squeeze(1), tokens)
+        return out.view(b, n, *tokens.shape[1:])  # (B, N, R, d)
+
+    def media_kv_cache(self, visual: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Each cross-attention block's keys/values of the visual tokens, computed once per prompt."""
+        return [block.media_kv(visual) for block in self.xattn_layers]
+
+    def phi(self, input_ids: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """phi of Figure 7: (B, L) index of the last ``<image>`` at or before each token (0 = none)."""
+        phi = (input_ids == self.media_token_id).long().cumsum(-1)
+        return phi if offset is None else phi + offset[:, None]
+
+    # ------------------------------------------------------------------ LM calls
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.new_tokens.embed(input_ids, self.lm.get_input_embeddings())
+
+    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Frozen LM head logits with the new tokens' logits at their ids: (B, L, D) -> (B, L, vocab_size)."""
+        head = self.lm.get_output_embeddings()
+        lm_logits = head(hidden) if head is not None else hidden @ self.lm.get_input_embeddings().weight.t()
+        return self.new_tokens.logits(hidden, lm_logits, self.vocab_size)
+
+    def run_lm(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        context: MediaContext | None,
+        past_key_values=None,
+        use_cache: bool = False,
+        logits_slice: slice | None = None,
+    ):
+        """One call of the frozen LM with the media context set on the cross-attention layers.
+
+        Returns:
+            (logits (B, L', vocab_size), past_key_values, last hidden state).
+        """
+        embeds = self.embed_tokens(input_ids)
+        for w in self._wrappers:
+            object.__setattr__(w, "media_context", context)
+        try:
+            out = self.lm.base_model(
+                inputs_embeds=embeds,
+                attention_mask=attention_mask,
+                position_ids=position_ids,
+                past_key_values=past_key_values,
+                use_cache=use_cache,
+            )
+        finally:
+            for w in self._wrappers:
+                object.__setattr__(w, "media_context", None)
+        hidden = out.last_hidden_state
+        if logits_slice is not None:
+            hidden = hidden[:, logits_slice]
+        return self.compute_logits(hidden), out.past_key_values if use_cache else None, hidden
+
+    def _check_media_count(self, phi: torch.Tensor, num_media: torch.Tensor) -> None:
+        used = phi.max(dim=1).values
+        bad = (used > num_media).nonzero()
+        if len(bad):
+            i = int(bad[0, 0])
+            raise ValueError(
+                f"{int(used[i])} {self.config.media_token} tokens in the text but {int(num_media[i])} "
+                f"images were given (sample {i})"
+            )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        media: torch.Tensor | None = None,
+        media_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        media_tokens: torch.Tensor | None = None,
+        media_frame_mask: torch.Tensor | None = None,
+        past_key_values=None,
+        use_cache: bool = False,
+        **unused,
+    ) -> CausalLMOutputWithPast:
+        """Logits (and loss when ``labels`` are given) of interleaved text and media.
+
+        Args:
+            input_ids: (B, L) token ids with one ``<image>`` token where each media occurs.
+            attention_mask: (B, L), 0 on padding (left or right).
+            media: (B, N, T, C, H, W) pixels of the media in order of occurrence.
+            media_mask: (B, N) bool, False for padding slots.
+            labels: (B, L) targets (-100 ignored), shifted inside as usual for causal LMs.
+            media_tokens: instead of ``media``: precomputed (B, N, R, d) visual tokens (``encode_media``).
+            media_frame_mask: (B, N, T) bool, False on padding frames of short videos.
+            past_key_values, use_cache: the LM's cache (phi of new tokens counts the cached ones' media
+                only through ``input_ids``; use ``generate`` / ``score_continuations`` for cached decoding).
+
+        Returns:
+            ``CausalLMOutputWithPast`` with ``loss``, ``logits`` (B, L, vocab_size), ``past_key_values``.
+        """
+        if unused:
+            bad = sorted(k for k, v in unused.items() if v is not None)
+            if bad:
+                raise TypeError(f"Flamingo.forward got unexpected arguments {bad}")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        phi = self.phi(input_ids)
+        context = None
+        if media_tokens is None and media is not None:
+            media_tokens = self.encode_media(media, media_mask, media_frame_mask)
+        if media_tokens is not None:
+            n = media_tokens.shape[1]
+            num_media = media_mask.sum(1) if media_mask is not None else torch.full_like(phi[:, 0], n)
+            self._check_media_count(phi, num_media)
+            context = MediaContext(phi, media_tokens, None, self.config.num_latents)
+        else:
+            self._check_media_count(phi, torch.zeros_like(phi[:, 0]))
+        logits, past, _ = self.run_lm(
+            input_ids, attention_mask, position_ids_from_mask(attention_mask), context, past_key_values, use_cache
+        )
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
+            )
+        return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past)
+
+    # ------------------------------------------------------------------ generation and scoring
+    def generate(self, input_ids, attention_mask=None, media=None, max_new_tokens: int = 20, **kwargs):
+        """Generate continuations; see ``flamingo_core.generation.generate`` for all options."""
+        from .generation import generate
+
+        return generate(self, input_ids, attention_mask, media, max_new_tokens=max_new_tokens, **kwargs)
+
+    def score_continuations(self, prefix_ids, continuations, media=None, **kwargs):
+        """Summed log-likelihood of each continuation after one prefix; see ``generation.score_continuations``."""
+        from .generation import score_continuations
+
+        return score_continuations(self, prefix_ids, continuations, media, **kwargs)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write ``config.json`` (names the LM, vision encoder, tokens) and the trained weights only."""
+        from contrastive_encoder.checkpoint import atomic_save_dir
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        meta = {
+            "format": "flamingo_core",
+            "format_version": 1,
+            "flamingo": self.config.to_dict(),
+            "added_tokens": {self.config.media_token: self.media_token_id, self.config.eoc_token: self.eoc_token_id},
+            "vision_encoder_identifier": getattr(self.vision_encoder, "identifier", None),
+        }
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}
+        with atomic_save_dir(directory) as tmp:
+            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
+            save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        return directory
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, lm=None, vision_encoder=None, tokenizer=None, **overrides
+    ) -> Flamingo:
+        """Rebuild a saved model: the frozen parts from the names in its config (or the ones given)."""
+        from safetensors.torch import load_file
+
+        directory = Path(directory)
+        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
+            raise ValueError(f"{directory} is not a saved Flamingo model: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
+        meta = json.loads((directory / CONFIG_NAME).read_text())
+        model = create_model(load_config(directory, **overrides), lm=lm, vision_encoder=vision_encoder,
+                             tokenizer=tokenizer)
+        saved_ids = meta.get("added_tokens", {})
+        got = {model.config.media_token: model.media_token_id, model.config.eoc_token: model.eoc_token_id}
+        if saved_ids and saved_ids != got:
+            raise ValueError(f"tokenizer gives the added tokens ids {got} but the model was saved with {saved_ids}")
+        weights = load_file(str(directory / WEIGHTS_NAME))
+        expected = set(model.trainable_state_dict())
+        missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
+        if missing or unexpected:
+            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing[:5]}, "
+                             f"unexpected {unexpected[:5]}")
+        model.load_state_dict(weights, strict=False)
+        return model
+
+
+def _build_lm(config: FlamingoConfig):
+    if config.lm_config is not None:
+        from transformers import AutoConfig, AutoModelForCausalLM
+
+        cfg = dict(config.lm_config)
+        model_type = cfg.pop("model_type")
+        lm_cfg = AutoConfig.for_model(model_type, **cfg)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.lm_seed)
+            return AutoModelForCausalLM.from_config(lm_cfg).eval()
+    from contrastive_encoder.pretrained import load_causal_lm
+
+    return load_causal_lm(config.lm)
+
+
+def create_model(
+    config_or_preset: str | Path | FlamingoConfig = "smollm2",
+    lm: nn.Module | None = None,
+    vision_encoder: nn.Module | None = None,
+    tokenizer=None,
+    **overrides,
+) -> Flamingo:
+    """Build a Flamingo model from a preset name, JSON file or config; frozen parts are loaded by name unless given.
+
+    Args:
+        config_or_preset: ``list_models()`` name, JSON path, saved folder or ``FlamingoConfig``.
+        lm, vision_encoder, tokenizer: already-built frozen parts to use instead of loading them.
+        **overrides: ``FlamingoConfig`` fields to change.
+    """
+    config = load_config(config_or_preset, **overrides)
+    if tokenizer is None:
+        name = config.tokenizer or (config.lm if config.lm_config is None else None)
+        if name is None:
+            raise ValueError("a config with lm_config needs a 'tokenizer' name (e.g. 'byte')")
+        tokenizer = load_flamingo_tokenizer(name)
+    lm = lm if lm is not None else _build_lm(config)
+    vision_encoder = vision_encoder if vision_encoder is not None else load_vision_encoder(config.vision_encoder)
+    model = Flamingo(config, lm, vision_encoder, tokenizer)
+    model.log_parameter_counts()
+    return model

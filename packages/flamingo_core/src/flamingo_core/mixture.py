@@ -1,0 +1,209 @@
+"""The weighted dataset mixture of Flamingo (arXiv 2204.14198, Section 3 "Training on a mixture of vision and
+language datasets", and Appendix B.1.2 / Table 5).
+
+The paper minimises ``sum_m lambda_m * E_{(x,y) ~ D_m} [-log p(y | x)]`` over M3W, ALIGN, LTIP and VTP
+(weights 1.0 / 0.2 / 0.2 / 0.03) and found the *accumulation* strategy best: every update draws one batch
+from each dataset, back-propagates ``lambda_m * loss_m`` for each in turn, sums the gradients and takes ONE
+optimizer step (rather than round-robin updates, which lag).
+
+``next_token_nll`` is the loss: next-token negative log-likelihood over text tokens, with padding and media
+tokens carrying the label ``IGNORE_INDEX``. The mean is guarded, so a batch whose labels are all masked gives a
+zero loss (and zero gradients), not NaN.
+
+Across processes the loss of a source is normalised by the number of label tokens in the *global* batch, so
+DDP's gradient averaging yields exactly the gradient of the global token mean: a 2-process run equals a
+1-process run with the same global batch even when the processes hold different numbers of tokens.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from flamingo_core.data.loader import IGNORE_INDEX
+
+__all__ = [
+    "DEFAULT_WEIGHTS",
+    "DatasetMixture",
+    "SourceLoss",
+    "accumulate_gradients",
+    "flamingo_logits",
+    "next_token_nll",
+    "parse_weights",
+]
+
+DEFAULT_WEIGHTS: dict[str, float] = {"m3w": 1.0, "ltip": 0.2, "align": 0.2, "vtp": 0.03}
+
+
+def parse_weights(text: str | Mapping[str, float] | None, names: list[str] | None = None) -> dict[str, float]:
+    """``"m3w=1,ltip=0.2"`` -> ``{"m3w": 1.0, "ltip": 0.2}``; missing names get the paper's default (or 0).
+
+    Raises:
+        ValueError: a malformed entry, a negative weight, an unknown source name, or all weights zero.
+    """
+    weights: dict[str, float] = {}
+    if isinstance(text, Mapping):
+        weights = {k: float(v) for k, v in text.items()}
+    elif text:
+        for part in text.split(","):
+            name, sep, value = part.partition("=")
+            try:
+                if not sep:
+                    raise ValueError
+                weights[name.strip()] = float(value)
+            except ValueError:
+                raise ValueError(f"--weights entry {part!r}: expected NAME=NUMBER, e.g. m3w=1.0,ltip=0.2") from None
+    if names is not None:
+        unknown = sorted(set(weights) - set(names))
+        if unknown:
+            raise ValueError(f"--weights names unknown source(s) {unknown}; sources are {names}")
+        weights = {n: weights.get(n, DEFAULT_WEIGHTS.get(n, 0.0)) for n in names}
+    bad = {k: v for k, v in weights.items() if not v >= 0}
+    if bad:
+        raise ValueError(f"dataset weights must be >= 0, got {bad}")
+    if weights and not any(v > 0 for v in weights.values()):
+        raise ValueError("at least one dataset weight must be > 0")
+    return weights
+
+
+def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed next-token NLL and the number of predicted tokens.
+
+    Args:
+        logits: (B, L, V); position t predicts token t+1.
+        labels: (B, L) token ids, IGNORE_INDEX where no loss is taken (padding, media tokens).
+
+    Returns:
+        ``(sum_nll, count)``: fp32 scalar and integer scalar. ``sum_nll / max(count, 1)`` is the mean.
+    """
+    shift_logits = logits[:, :-1].float()  # (B, L-1, V)
+    shift_labels = labels[:, 1:]  # (B, L-1)
+    count = (shift_labels != IGNORE_INDEX).sum()
+    nll = F.cross_entropy(shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.reshape(-1),
+                          ignore_index=IGNORE_INDEX, reduction="sum")
+    return nll, count
+
+
+def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
+    """Run the model on a collated batch and return its logits (media_mask passed only if it is accepted)."""
+    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    if batch.get("media") is not None:
+        kwargs["media"] = batch["media"]
+    target = getattr(model, "module", model)  # DDP / FSDP wrappers forward everything
+    if batch.get("media_mask") is not None and "media_mask" in inspect.signature(target.forward).parameters:
+        kwargs["media_mask"] = batch["media_mask"]
+    out = model(**kwargs)
+    return out.logits if hasattr(out, "logits") else out
+
+
+@dataclass
+class SourceLoss:
+    """One source's contribution to a step: summed NLL over this process's tokens and the token counts."""
+
+    sum_nll: float
+    count: int  # label tokens on this process
+    global_count: int  # label tokens over all processes (normaliser)
+    weight: float
+
+
+def accumulate_gradients(
+    model: torch.nn.Module,
+    batches: Mapping[str, Mapping[str, Any]],
+    weights: Mapping[str, float],
+    *,
+    global_counts: Mapping[str, int] | None = None,
+    world_size: int = 1,
+    forward: Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor] = flamingo_logits,
+    backward: Callable[[torch.Tensor], None] | None = None,
+    no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
+    autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
+) -> dict[str, SourceLoss]:
+    """The accumulation step: for each source, forward one batch and backprop ``weight * loss``.
+
+    Gradients add up in ``.grad``; the caller takes one optimizer step afterwards. Sources with weight 0 are
+    skipped. Under DDP, every backward but the last runs inside ``no_sync()`` so gradients are all-reduced
+    once per step.
+
+    Args:
+        model: the (possibly DDP-wrapped) model.
+        batches: source name -> collated batch (``input_ids``, ``attention_mask``, ``media``, ``labels``).
+        weights: source name -> lambda.
+        global_counts: source name -> label tokens over all processes; defaults to this process's counts.
+        world_size: number of processes whose gradients DDP averages.
+        forward: ``forward(model, batch) -> logits``.
+        backward: ``backward(loss)``, e.g. ``accelerator.backward``; defaults to ``loss.backward()``.
+        no_sync: context manager factory that suspends gradient all-reduce (``lambda: accelerator.no_sync(m)``).
+        autocast: context manager factory for mixed precision around the forward.
+
+    Returns:
+        source name -> SourceLoss (this process's summed NLL and counts).
+    """
+    backward = backward or (lambda loss: loss.backward())
+    names = [n for n in batches if weights.get(n, 0.0) > 0]
+    out: dict[str, SourceLoss] = {}
+    for i, name in enumerate(names):
+        batch = batches[name]
+        local = int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+        total = int(global_counts[name]) if global_counts is not None else local
+        sync = no_sync() if (no_sync is not None and i < len(names) - 1) else contextlib.nullcontext()
+        with sync:
+            with autocast() if autocast is not None else contextlib.nullcontext():
+                logits = forward(model, batch)
+            sum_nll, _ = next_token_nll(logits, batch["labels"].to(logits.device))
+            # guarded mean over the global batch; times world_size because DDP averages over processes
+            loss = sum_nll * (world_size / max(total, 1))
+            backward(weights[name] * loss)
+        out[name] = SourceLoss(float(sum_nll.detach()), local, total, float(weights[name]))
+    return out
+
+
+class DatasetMixture:
+    """Named, weighted, endless batch iterators; ``next()`` gives one batch per source with weight > 0.
+
+    A batch whose samples were all corrupt is replaced by the source's last good batch with every label
+    masked (zero loss, zero gradient), so every process still runs the same forward/backward sequence.
+
+    Args:
+        loaders: source name -> endless iterable of collated batches.
+        weights: source name -> lambda.
+        on_skip: called with each SkippedSample (counting / logging).
+    """
+
+    def __init__(self, loaders: Mapping[str, Any], weights: Mapping[str, float],
+                 on_skip: Callable[[Any], None] | None = None):
+        self.loaders = dict(loaders)
+        self.weights = {n: float(weights.get(n, 0.0)) for n in self.loaders}
+        self.active = [n for n in self.loaders if self.weights[n] > 0]
+        self.on_skip = on_skip
+        self._iters: dict[str, Iterator] = {}
+        self._last_good: dict[str, dict[str, Any]] = {}
+
+    def _next(self, name: str) -> dict[str, Any]:
+        if name not in self._iters:
+            self._iters[name] = iter(self.loaders[name])
+        batch = next(self._iters[name])
+        for s in batch.get("skipped", ()):
+            if self.on_skip is not None:
+                self.on_skip(s)
+        return batch
+
+    def next(self) -> dict[str, dict[str, Any]]:
+        out = {}
+        for name in self.active:
+            batch = self._next(name)
+            if "input_ids" not in batch:
+                fallback = self._last_good.get(name)
+                while fallback is None:  # nothing good seen yet on this source: read on until something is
+                    b = self._next(name)
+                    fallback = b if "input_ids" in b else None
+                batch = dict(fallback, labels=torch.full_like(fallback["labels"], IGNORE_INDEX), meta=[])
+            else:
+                self._last_good[name] = batch
+            out[name] = batch
+        return out
