@@ -1,0 +1,450 @@
+"""Loaders for the evaluation formats of docs/formats.md: COCO Karpathy JSON (also Flickr30K), VQAv2
+questions + annotations (also OK-VQA / VizWiz / TextVQA in that layout), class folders or JSON Lines with class
+names, and video captioning / video QA JSON Lines.
+
+Every loader returns an ``EvalSet`` of ``Example`` records and fails with a one-line ``DataError`` naming the
+file and what was expected when the file is not of the task's format. Media are only resolved to paths here;
+``check_media`` verifies them before any long work starts and ``load_media`` decodes them (cached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+
+from PIL import Image
+
+from contrastive_encoder.data.jsonl import SkipCounter, read_jsonl, resolve_media_path
+
+__all__ = [
+    "TASKS",
+    "DataError",
+    "EvalSet",
+    "Example",
+    "check_media",
+    "load_classification",
+    "load_karpathy",
+    "load_media",
+    "load_task_data",
+    "load_video_jsonl",
+    "load_vqa",
+]
+
+TASKS = ("caption", "vqa", "classify", "video-caption", "video-qa")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+DEFAULT_IMAGE_TEMPLATE = "images/{image_id:012d}.png"
+
+
+class DataError(ValueError):
+    """An evaluation file or folder is missing, malformed, or of another task's format."""
+
+
+@dataclass(frozen=True)
+class Example:
+    """One evaluation or support item."""
+
+    id: str  # unique within its set (image id, question id, file stem)
+    media: Path  # an image file, or a video (mp4 file or folder of frames)
+    target: str  # the text shown when the example is a demonstration (first caption, majority answer, class)
+    references: tuple[str, ...]  # what a prediction is scored against (all captions / the 10 answers / class)
+    question: str | None = None  # VQA / video QA only
+
+
+@dataclass
+class EvalSet:
+    """The examples of one split of one dataset."""
+
+    task: str
+    split: str
+    source: Path  # the file or folder the split was read from
+    examples: list[Example]
+    class_names: list[str] | None = None  # classification only, in class-index order
+    skipped: SkipCounter = field(default_factory=SkipCounter)
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    @property
+    def fingerprint(self) -> str:
+        """Hash of the ids, media paths and targets: keys caches of per-example features."""
+        h = hashlib.sha256()
+        for ex in self.examples:
+            h.update(f"{ex.id}\0{ex.media}\0{ex.target}\n".encode())
+        return h.hexdigest()[:16]
+
+    @property
+    def identifier(self) -> str:
+        return f"{self.source}:{self.split}:{len(self)}:{self.fingerprint}"
+
+
+def _read_json(path: Path, what: str):
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise DataError(f"{path}: file not found (expected {what})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise DataError(f"{path}: not valid JSON ({e}); expected {what}") from None
+
+
+def _guess_format(obj) -> str:
+    """A short name for what a parsed JSON file looks like, for mismatch errors."""
+    if isinstance(obj, dict):
+        if "questions" in obj:
+            return "a VQA questions file"
+        if "annotations" in obj:
+            return "a VQA/COCO annotations file"
+        if "images" in obj:
+            return "a COCO Karpathy caption file"
+    if isinstance(obj, list):
+        return "a JSON list"
+    return f"a JSON {type(obj).__name__}"
+
+
+# ---------------------------------------------------------------- captioning (COCO Karpathy / Flickr30K)
+
+KARPATHY = "a COCO Karpathy caption JSON ({'images': [{'filename', 'split', 'sentences': [{'raw'}]}]})"
+
+
+def _find_karpathy(path: Path) -> Path:
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = sorted(path.glob("dataset_*.json"))
+        if len(found) == 1:
+            return found[0]
+        if (path / "dataset_coco.json").is_file():
+            return path / "dataset_coco.json"
+        hint = " (found a VQA questions file there)" if any(path.glob("*questions*.json")) else ""
+        raise DataError(f"{path}: no dataset_*.json in this folder{hint}; expected {KARPATHY}")
+    raise DataError(f"{path}: no such file or folder; expected {KARPATHY}")
+
+
+def load_karpathy(path: str | Path, split: str) -> EvalSet:
+    """Captioning split from a Karpathy-style JSON; ``train`` includes ``restval`` as is customary.
+
+    Args:
+        path: the JSON file, or a folder holding one ``dataset_*.json``.
+        split: ``train``, ``val`` or ``test``.
+    """
+    file = _find_karpathy(Path(path))
+    data = _read_json(file, KARPATHY)
+    if not isinstance(data, dict) or not isinstance(data.get("images"), list) or (
+        data["images"] and "sentences" not in data["images"][0]
+    ):
+        raise DataError(f"{file}: looks like {_guess_format(data)}, but task 'caption' expects {KARPATHY}")
+    wanted = {"train", "restval"} if split == "train" else {split}
+    examples, skipped = [], SkipCounter()
+    for i, img in enumerate(data["images"]):
+        if img.get("split") not in wanted:
+            continue
+        caps = tuple(s.get("raw") or " ".join(s.get("tokens", [])) for s in img.get("sentences", []))
+        caps = tuple(c for c in caps if c)
+        if not caps or not img.get("filename"):
+            skipped.skip("no captions or no filename", f"{file}: images[{i}]", strict=False)
+            continue
+        media = resolve_media_path(str(Path(img.get("filepath", "")) / img["filename"]), file.parent)
+        ex_id = str(img.get("cocoid", img.get("imgid", Path(img["filename"]).stem)))
+        examples.append(Example(id=ex_id, media=media, target=caps[0], references=caps))
+    splits = sorted({str(im.get("split")) for im in data["images"]})
+    if not examples:
+        raise DataError(f"{file}: no images in split {split!r} (splits present: {', '.join(splits)})")
+    return EvalSet("caption", split, file, examples, skipped=skipped)
+
+
+# ---------------------------------------------------------------- VQA (VQAv2, OK-VQA, VizWiz, TextVQA)
+
+VQA_QUESTIONS = "a VQA questions JSON ({'questions': [{'image_id', 'question', 'question_id'}]})"
+VQA_ANNOTATIONS = "a VQA annotations JSON ({'annotations': [{'question_id', 'answers': [{'answer'}]}]})"
+
+
+def _find_one(folder: Path, names: Sequence[str], pattern: str, what: str) -> Path:
+    for n in names:
+        if (folder / n).is_file():
+            return folder / n
+    found = sorted(folder.glob(pattern))
+    if len(found) == 1:
+        return found[0]
+    extra = f" ({len(found)} files match {pattern!r}; keep one)" if found else ""
+    raise DataError(f"{folder}: no {names[0]}{extra}; expected {what}")
+
+
+def load_vqa(path: str | Path, split: str, image_template: str = DEFAULT_IMAGE_TEMPLATE) -> EvalSet:
+    """VQA split from ``{split}_questions.json`` + ``{split}_annotations.json`` in a folder.
+
+    Args:
+        path: the folder (or one of the two files; the other is found beside it).
+        split: ``train`` / ``val`` / ...
+        image_template: image path relative to the folder, formatted with ``image_id``.
+    """
+    path = Path(path)
+    folder = path.parent if path.is_file() else path
+    if not folder.is_dir():
+        raise DataError(f"{path}: no such folder; expected a folder with {split}_questions.json and annotations")
+    qfile = _find_one(folder, [f"{split}_questions.json"], f"*{split}*questions*.json", VQA_QUESTIONS)
+    afile = _find_one(folder, [f"{split}_annotations.json"], f"*{split}*annotations*.json", VQA_ANNOTATIONS)
+    qdata, adata = _read_json(qfile, VQA_QUESTIONS), _read_json(afile, VQA_ANNOTATIONS)
+    if not isinstance(qdata, dict) or not isinstance(qdata.get("questions"), list):
+        raise DataError(f"{qfile}: looks like {_guess_format(qdata)}, but task 'vqa' expects {VQA_QUESTIONS}")
+    if not isinstance(adata, dict) or not isinstance(adata.get("annotations"), list) or (
+        adata["annotations"] and "answers" not in adata["annotations"][0]
+    ):
+        raise DataError(f"{afile}: looks like {_guess_format(adata)}, but task 'vqa' expects {VQA_ANNOTATIONS}")
+    by_qid = {a.get("question_id"): a for a in adata["annotations"]}
+    examples, skipped = [], SkipCounter()
+    for i, q in enumerate(qdata["questions"]):
+        ann = by_qid.get(q.get("question_id"))
+        where = f"{qfile}: questions[{i}]"
+        if ann is None or not ann.get("answers") or q.get("image_id") is None or not q.get("question"):
+            skipped.skip("question without annotation, answers, image_id or text", where, strict=False)
+            continue
+        answers = tuple(str(a["answer"]) for a in ann["answers"] if a.get("answer") is not None)
+        target = ann.get("multiple_choice_answer") or Counter(answers).most_common(1)[0][0]
+        try:
+            rel = image_template.format(image_id=q["image_id"])
+        except (ValueError, KeyError, IndexError) as e:
+            raise DataError(f"image template {image_template!r} cannot format image_id {q['image_id']!r} ({e})") from None
+        examples.append(
+            Example(id=str(q["question_id"]), media=resolve_media_path(rel, folder), target=str(target),
+                    references=answers, question=str(q["question"]))
+        )  # fmt: skip
+    if not examples:
+        raise DataError(f"{qfile}: no question has an annotation with answers in {afile}")
+    return EvalSet("vqa", split, qfile, examples, skipped=skipped)
+
+
+# ---------------------------------------------------------------- classification
+
+CLASSIFY = "a folder <data>/<split>/<class>/*.png (optionally <data>/classes.json) or <data>/<split>.jsonl rows {'image', 'label'}"
+
+
+def _class_names_file(root: Path) -> list[str] | dict | None:
+    f = root / "classes.json"
+    if not f.is_file():
+        return None
+    names = _read_json(f, "a JSON list of class names")
+    if not isinstance(names, list | dict) or not names:
+        raise DataError(f"{f}: expected a non-empty JSON list of class names (or {{folder: name}})")
+    return names
+
+
+def load_classification(path: str | Path, split: str) -> EvalSet:
+    """Classification split from class folders or JSON Lines.
+
+    Args:
+        path: the dataset root holding ``<split>/<class>/`` folders or ``<split>.jsonl``, and ``classes.json``.
+        split: ``train`` / ``val`` / ...
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise DataError(f"{root}: no such folder; expected {CLASSIFY}")
+    names = _class_names_file(root)
+    jsonl, folder = root / f"{split}.jsonl", root / split
+    skipped = SkipCounter()
+    examples: list[Example] = []
+    if folder.is_dir():
+        dirs = sorted(d for d in folder.iterdir() if d.is_dir())
+        if not dirs:
+            raise DataError(f"{folder}: no class sub-folders; expected {CLASSIFY}")
+        if isinstance(names, dict):
+            class_names = [str(names.get(d.name, d.name)) for d in dirs]
+        elif isinstance(names, list):
+            folder_names = [d.name for d in dirs]
+            if sorted(folder_names) == sorted(names):
+                class_names = [str(n) for n in names]
+                dirs = [folder / n for n in names]
+            elif len(names) == len(dirs):
+                class_names = [str(n) for n in names]  # classes.json gives the names of the folders, in order
+            else:
+                raise DataError(f"{root / 'classes.json'}: {len(names)} class names but {len(dirs)} class folders in {folder}")
+        else:
+            class_names = [d.name for d in dirs]
+        for d, name in zip(dirs, class_names):
+            for f in sorted(d.iterdir()):
+                if f.suffix.lower() in IMAGE_SUFFIXES:
+                    examples.append(Example(id=f"{d.name}/{f.stem}", media=f, target=name, references=(name,)))
+        source = folder
+    elif jsonl.is_file():
+        rows = list(read_jsonl(jsonl, required=("image",), skipped=skipped))
+        if rows and "label" not in rows[0] and "class" not in rows[0]:
+            raise DataError(f"{jsonl}: rows have no 'label'; task 'classify' expects rows {{'image', 'label'}}")
+        class_names = [str(n) for n in names] if isinstance(names, list) else None
+        labels = []
+        for row in rows:
+            lab = row.get("label", row.get("class"))
+            if isinstance(lab, int) and class_names is not None and 0 <= lab < len(class_names):
+                lab = class_names[lab]
+            labels.append(str(lab))
+        if class_names is None:
+            class_names = sorted(set(labels))
+        for i, (row, lab) in enumerate(zip(rows, labels)):
+            if lab not in class_names:
+                skipped.skip(f"label not among the {len(class_names)} classes", f"{jsonl}: row {i + 1}", strict=False)
+                continue
+            ex_id = str(row.get("id", Path(row["image"]).stem))
+            examples.append(Example(ex_id, resolve_media_path(row["image"], jsonl.parent), lab, (lab,)))
+        source = jsonl
+    else:
+        raise DataError(f"{root}: neither {folder.name}/ nor {jsonl.name} found; expected {CLASSIFY}")
+    if not examples:
+        raise DataError(f"{source}: no images found; expected {CLASSIFY}")
+    return EvalSet("classify", split, source, examples, class_names=class_names, skipped=skipped)
+
+
+# ---------------------------------------------------------------- video captioning / video QA
+
+
+def load_video_jsonl(path: str | Path, split: str, task: str) -> EvalSet:
+    """Video split from ``<path>/<split>.jsonl`` (or the file itself).
+
+    Rows are ``{"video", "text"}`` (or ``"captions": [...]``) for ``video-caption`` and
+    ``{"video", "question", "answers", "question_id"}`` for ``video-qa``.
+    """
+    path = Path(path)
+    file = path if path.is_file() else path / f"{split}.jsonl"
+    expected = "rows {'video', 'text'}" if task == "video-caption" else "rows {'video', 'question', 'answers'}"
+    if not file.is_file():
+        raise DataError(f"{file}: file not found; task {task!r} expects a JSON Lines file with {expected}")
+    skipped = SkipCounter()
+    rows = list(read_jsonl(file, required=("video",), skipped=skipped))
+    if not rows:
+        raise DataError(f"{file}: no rows with a 'video'; task {task!r} expects {expected}")
+    first = rows[0]
+    if task == "video-caption" and "text" not in first and "captions" not in first:
+        kind = " (this looks like a video-QA file)" if "question" in first else ""
+        raise DataError(f"{file}: rows have no 'text'{kind}; task 'video-caption' expects {expected}")
+    if task == "video-qa" and ("question" not in first or "answers" not in first):
+        kind = " (this looks like a captioning file)" if "text" in first else ""
+        raise DataError(f"{file}: rows have no 'question'/'answers'{kind}; task 'video-qa' expects {expected}")
+    examples = []
+    for i, row in enumerate(rows):
+        media = resolve_media_path(row["video"], file.parent)
+        ex_id = str(row.get("question_id", row.get("id", i)))
+        if task == "video-caption":
+            caps = tuple(row["captions"]) if row.get("captions") else ((row["text"],) if row.get("text") else ())
+            if not caps:
+                skipped.skip("no caption", f"{file}: row {i + 1}", strict=False)
+                continue
+            examples.append(Example(ex_id, media, caps[0], caps))
+        else:
+            answers = tuple(str(a) for a in row.get("answers") or ())
+            if not answers or not row.get("question"):
+                skipped.skip("no question or answers", f"{file}: row {i + 1}", strict=False)
+                continue
+            target = str(row.get("answer") or Counter(answers).most_common(1)[0][0])
+            examples.append(Example(ex_id, media, target, answers, question=str(row["question"])))
+    if not examples:
+        raise DataError(f"{file}: no usable rows; task {task!r} expects {expected}")
+    return EvalSet(task, split, file, examples, skipped=skipped)
+
+
+# ---------------------------------------------------------------- dispatch, checks, decoding
+
+DEFAULT_SPLITS = {  # (support, query)
+    "caption": ("train", "test"),
+    "vqa": ("train", "val"),
+    "classify": ("train", "val"),
+    "video-caption": ("train", "val"),
+    "video-qa": ("train", "val"),
+}
+
+
+def load_split(task: str, data: str | Path, split: str, image_template: str = DEFAULT_IMAGE_TEMPLATE) -> EvalSet:
+    """One split of ``data`` in the format of ``task``."""
+    if task == "caption":
+        return load_karpathy(data, split)
+    if task == "vqa":
+        return load_vqa(data, split, image_template)
+    if task == "classify":
+        return load_classification(data, split)
+    if task in ("video-caption", "video-qa"):
+        return load_video_jsonl(data, split, task)
+    raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+
+
+def load_task_data(
+    task: str,
+    data: str | Path,
+    split: str | None = None,
+    support_split: str | None = None,
+    image_template: str = DEFAULT_IMAGE_TEMPLATE,
+) -> tuple[EvalSet, EvalSet]:
+    """(support set, query set) of a task; splits default to train / test-or-val.
+
+    For captioning the query split is ``test`` when the file has it, else ``val``.
+    """
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    default_support, default_query = DEFAULT_SPLITS[task]
+    support = load_split(task, data, support_split or default_support, image_template)
+    if split is None and task == "caption":
+        try:
+            query = load_split(task, data, default_query, image_template)
+        except DataError:
+            query = load_split(task, data, "val", image_template)
+    else:
+        query = load_split(task, data, split or default_query, image_template)
+    return support, query
+
+
+def check_media(examples: Sequence[Example], source: Path | str, open_images: bool = False) -> None:
+    """Raise one ``DataError`` naming the first missing (or, with ``open_images``, unreadable) media file.
+
+    Args:
+        examples: the examples whose media will be used.
+        source: the file they came from, for the message.
+        open_images: also open each image's header with PIL (cheap; catches truncated or non-image files).
+    """
+    missing = [ex.media for ex in examples if not ex.media.exists()]
+    if missing:
+        raise DataError(
+            f"{len(missing)} of {len(examples)} media files named in {source} are missing, e.g. {missing[0]}"
+        )
+    if open_images:
+        for ex in examples:
+            if ex.media.is_file() and ex.media.suffix.lower() in IMAGE_SUFFIXES:
+                try:
+                    with Image.open(ex.media) as im:
+                        im.verify()
+                except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
+                    raise DataError(f"{ex.media} (named in {source}) is not a readable image ({e})") from None
+
+
+def _read_video(path: Path, max_frames: int) -> list[Image.Image]:
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+        frames = [Image.open(f).convert("RGB") for f in files]
+    else:
+        import av
+
+        with av.open(str(path)) as container:
+            frames = [fr.to_image().convert("RGB") for fr in container.decode(video=0)]
+    if not frames:
+        raise DataError(f"{path}: video has no frames")
+    if len(frames) > max_frames:  # evenly spaced frames, first and last kept
+        step = (len(frames) - 1) / (max_frames - 1) if max_frames > 1 else 0
+        frames = [frames[round(i * step)] for i in range(max_frames)]
+    return frames
+
+
+@lru_cache(maxsize=4096)
+def _load_cached(path: Path, max_frames: int):
+    if path.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES:
+        return _read_video(path, max_frames)
+    with Image.open(path) as im:
+        return im.convert("RGB")
+
+
+def load_media(example: Example, max_frames: int = 8) -> Image.Image | list[Image.Image]:
+    """Decode an example's image (RGB) or video (list of RGB frames); each file is decoded once per run."""
+    try:
+        return _load_cached(example.media, max_frames)
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise DataError(f"{example.media}: cannot read media ({e})") from None

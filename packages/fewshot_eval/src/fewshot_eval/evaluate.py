@@ -1,0 +1,380 @@
+"""The evaluation runner: for every selection method, shot count and trial, prompt the model on every query,
+save its predictions as it goes, score them, and summarise trials into ``results.json``.
+
+Order of work (so that bad input fails before long work starts): load and check the data (``prepare_data``),
+then the model, then RICES features (support features cached on disk), then the prompts. Predictions are
+appended to ``predictions/<task>_<selection>_<k>shot_trial<t>.rank<r>.jsonl`` one batch at a time; a rerun with
+``resume=True`` skips every example already there. Under ``accelerate launch`` the queries are split across
+processes and the predictions gathered on the main process, which computes metrics and writes the results.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from contrastive_encoder.checkpoint import atomic_write_text
+from contrastive_encoder.data.jsonl import read_jsonl
+from fewshot_eval.datasets import (
+    DEFAULT_IMAGE_TEMPLATE,
+    TASKS,
+    DataError,
+    EvalSet,
+    Example,
+    check_media,
+    load_media,
+    load_task_data,
+)
+from fewshot_eval.ensemble import ensemble_scores
+from fewshot_eval.metrics import cider, topk_accuracy, vqa_accuracy
+from fewshot_eval.model import EvalModel, prompt_to_text
+from fewshot_eval.postprocess import postprocess
+from fewshot_eval.prompts import ZERO_SHOT_DEMOS, PromptTemplate, Shot, build_prompt, get_template
+from fewshot_eval.rices import RICES, cached_features
+from fewshot_eval.selection import SELECTIONS, RandomSelector, RicesSelector, _stable_hash, mean_std
+
+__all__ = ["MAX_NEW_TOKENS", "METRICS", "TaskData", "evaluate", "prepare_data", "score_predictions"]
+
+MAX_NEW_TOKENS = {"caption": 30, "vqa": 5, "video-caption": 30, "video-qa": 5}  # paper: short VQA answers
+METRICS = {
+    "caption": ["CIDEr"],
+    "video-caption": ["CIDEr"],
+    "vqa": ["VQA accuracy"],
+    "video-qa": ["VQA accuracy"],
+    "classify": ["top-1 accuracy", "top-5 accuracy"],
+}
+RESULTS_SCHEMA = "fewshot_eval/results/v1"
+
+
+@dataclass
+class TaskData:
+    """A checked support set and query set (the query set already cut to ``limit``)."""
+
+    task: str
+    support: EvalSet
+    query: EvalSet
+
+
+def _demos_needed(k: int) -> int:
+    return k if k > 0 else ZERO_SHOT_DEMOS
+
+
+def prepare_data(
+    task: str,
+    data: str | Path,
+    shots: Sequence[int] = (0,),
+    split: str | None = None,
+    support_split: str | None = None,
+    limit: int | None = None,
+    image_template: str = DEFAULT_IMAGE_TEMPLATE,
+) -> TaskData:
+    """Load the support and query sets of ``task`` and check them, raising a one-line ``DataError``.
+
+    Checks: the files are of the task's format, every media file exists (query images are also opened), and
+    the support set holds enough demonstrations for the largest shot count.
+    """
+    if task not in TASKS:
+        raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if limit is not None and limit < 1:
+        raise DataError(f"--limit must be a positive number of examples, got {limit}")
+    if any(k < 0 for k in shots):
+        raise DataError(f"shot counts must be >= 0, got {list(shots)}")
+    support, query = load_task_data(task, data, split, support_split, image_template)
+    if limit is not None:
+        query.examples = query.examples[:limit]
+    check_media(query.examples, query.source, open_images=True)
+    check_media(support.examples, support.source)
+    overlap = bool({e.id for e in query.examples} & {e.id for e in support.examples})
+    available = len(support) - (1 if overlap else 0)
+    for k in shots:
+        if _demos_needed(k) > available:
+            raise DataError(
+                f"{k} shots need {_demos_needed(k)} demonstrations but the support set ({support.source}, split "
+                f"{support.split!r}) holds {available}"
+            )
+    if task == "classify" and query.class_names != support.class_names:
+        raise DataError(f"{query.source} and {support.source} have different class lists")
+    return TaskData(task, support, query)
+
+
+class _Dist:
+    """Process rank, world size and gathering; accelerate is used only under a multi-process launch."""
+
+    def __init__(self):
+        self.state = None
+        self.rank, self.world = 0, 1
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import PartialState
+
+            self.state = PartialState()
+            self.rank, self.world = self.state.process_index, self.state.num_processes
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def gather(self, records: list) -> list:
+        if self.world == 1:
+            return records
+        from accelerate.utils import gather_object
+
+        return gather_object(records)
+
+    def barrier(self) -> None:
+        if self.state is not None:
+            self.state.wait_for_everyone()
+
+
+def _embed(model: EvalModel, examples: Sequence[Example], batch_size: int, max_frames: int) -> np.ndarray:
+    feats = []
+    for i in range(0, len(examples), batch_size):
+        images = []
+        for ex in examples[i : i + batch_size]:
+            media = load_media(ex, max_frames)
+            images.append(media[len(media) // 2] if isinstance(media, list) else media)  # video: middle frame
+        feats.append(np.asarray(model.embed_images(images), dtype=np.float32))
+    return np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
+
+
+def score_predictions(task: str, records: dict[str, dict], query: EvalSet) -> dict[str, float]:
+    """Metric name -> score (papers' scale: CIDEr x100, accuracies in %) of the saved predictions."""
+    by_id = {ex.id: ex for ex in query.examples}
+    ids = [i for i in by_id if i in records]
+    if task in ("caption", "video-caption"):
+        score, _ = cider({i: records[i]["prediction"] for i in ids}, {i: by_id[i].references for i in ids})
+        return {"CIDEr": 100 * score}
+    if task in ("vqa", "video-qa"):
+        score, _ = vqa_accuracy({i: records[i]["prediction"] for i in ids}, {i: by_id[i].references for i in ids})
+        return {"VQA accuracy": 100 * score}
+    ranked = [records[i]["ranking"] for i in ids]
+    labels = [by_id[i].target for i in ids]
+    return {"top-1 accuracy": 100 * topk_accuracy(ranked, labels, 1),
+            "top-5 accuracy": 100 * topk_accuracy(ranked, labels, 5)}
+
+
+class _Runner:
+    """Prompts one batch of queries for one (selection, shots, trial) and returns prediction records."""
+
+    def __init__(self, model, task, support, template, class_names, num_beams, max_new_tokens, ensemble, seed,
+                 max_frames):  # fmt: skip
+        self.model, self.task, self.support, self.template = model, task, support, template
+        self.class_names, self.num_beams, self.max_new_tokens = class_names, num_beams, max_new_tokens
+        self.ensemble, self.seed, self.max_frames = ensemble, seed, max_frames
+
+    def _shot(self, ex: Example, with_media: bool, answer: bool) -> Shot:
+        media = load_media(ex, self.max_frames) if with_media else None
+        return Shot(media, ex.target if answer else None, ex.question)
+
+    def run(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int) -> list[dict]:
+        text_only = k == 0
+        demos = [[self._shot(self.support.examples[i], not text_only, True) for i in idx] for idx in demo_idx]
+        queries = [self._shot(ex, True, False) for ex in batch]
+        common = [{"id": ex.id, "demos": [self.support.examples[i].id for i in idx]} for ex, idx in zip(batch, demo_idx)]
+        if self.task == "classify":
+            return [self._classify(c, d, q) for c, d, q in zip(common, demos, queries)]
+        prompts = [build_prompt(d, q, self.template, text_only) for d, q in zip(demos, queries)]
+        raw = self.model.generate(prompts, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
+        return [dict(c, prediction=postprocess(r, self.task), raw=r, prompt=prompt_to_text(p))
+                for c, r, p in zip(common, raw, prompts)]  # fmt: skip
+
+    def _classify(self, common: dict, demos: list[Shot], query: Shot) -> dict:
+        conts = [self.template.continuation(c) for c in self.class_names]
+        text_only = all(d.media is None for d in demos)
+
+        def build_prefix(order):
+            return build_prompt([demos[o] for o in order], query, self.template, text_only)
+
+        seed = (self.seed + _stable_hash(common["id"])) % 2**32
+        scores = ensemble_scores(self.model, build_prefix, len(demos), conts, k=self.ensemble, seed=seed)
+        order = np.argsort(-scores, kind="stable")
+        ranking = [self.class_names[i] for i in order]
+        return dict(common, prediction=ranking[0], ranking=ranking[:5], prompt=prompt_to_text(build_prefix(range(len(demos)))))
+
+
+def _pred_files(out_dir: Path, stem: str) -> list[Path]:
+    return sorted((out_dir / "predictions").glob(f"{stem}.rank*.jsonl"))
+
+
+def _load_predictions(files: Sequence[Path]) -> dict[str, dict]:
+    done: dict[str, dict] = {}
+    for f in files:
+        for rec in read_jsonl(f, required=("id",)):  # a line cut by an interruption is skipped
+            done[str(rec["id"])] = rec
+    return done
+
+
+def _merge_results(path: Path, new: list[dict]) -> list[dict]:
+    """Results already in ``path`` with the records of ``new`` replacing those with the same key."""
+    def key(r):
+        return (r["task"], r["split"], r["shots"], r["selection"], r["ensembling"], r["metric"], r["model"], r["data"])
+
+    old = []
+    if path.is_file():
+        try:
+            old = json.loads(path.read_text()).get("results", [])
+        except (json.JSONDecodeError, AttributeError):
+            old = []
+    keys = {key(r) for r in new}
+    return [r for r in old if key(r) not in keys] + new
+
+
+def evaluate(
+    model: EvalModel,
+    task: str,
+    data: str | Path | TaskData,
+    shots: Sequence[int] = (0, 4, 8),
+    selection: Sequence[str] = ("random",),
+    *,
+    trials: int = 3,
+    ensemble: int = 1,
+    limit: int | None = None,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    batch_size: int = 8,
+    num_beams: int = 3,
+    max_new_tokens: int | None = None,
+    template: str | None = None,
+    split: str | None = None,
+    support_split: str | None = None,
+    image_template: str = DEFAULT_IMAGE_TEMPLATE,
+    cache_dir: str | Path | None = None,
+    seed: int = 0,
+    max_frames: int = 8,
+    progress: bool = True,
+) -> list[dict]:
+    """Few-shot evaluation of ``model`` on ``task``.
+
+    Args:
+        model: an ``EvalModel``.
+        task: ``caption``, ``vqa``, ``classify``, ``video-caption`` or ``video-qa``.
+        data: the dataset path (see ``datasets``) or a ``TaskData`` from ``prepare_data``.
+        shots: shot counts; 0 means two text-only demonstrations.
+        selection: ``random`` (``trials`` seeded trials) and/or ``rices`` (one deterministic trial).
+        trials: trials for random selection.
+        ensemble: orderings of the demonstrations averaged for close-ended tasks (1 = none; paper: 6).
+        limit: evaluate only the first ``limit`` queries.
+        out_dir: where predictions, ``results.json``, ``results.md`` and ``results.png`` go (None: nowhere).
+        resume: continue from the predictions already in ``out_dir``; without it they are overwritten.
+        batch_size: queries per ``generate`` call (and images per embedding call).
+        num_beams: beams for open-ended decoding.
+        max_new_tokens: tokens to generate (default per task, ``MAX_NEW_TOKENS``).
+        template: a prompt template overriding the task's (see ``prompts.PromptTemplate``).
+        split / support_split: query and support splits (defaults per task).
+        image_template: VQA image path template.
+        cache_dir: folder for cached RICES support features (default ``<out_dir>/cache``).
+        seed: base seed of random selection and ensembling.
+        max_frames: frames sampled from each video.
+        progress: show progress bars.
+
+    Returns:
+        One result record per (selection, shots, metric): task, split, shots, selection, ensembling, metric, n,
+        trials, scores, mean, std, model, data.
+    """
+    unknown = [s for s in selection if s not in SELECTIONS]
+    if unknown:
+        raise ValueError(f"unknown selection {unknown[0]!r}; expected one of {', '.join(SELECTIONS)}")
+    if ensemble < 1:
+        raise ValueError(f"ensemble must be at least 1 ordering, got {ensemble}")
+    if ensemble > 1 and task != "classify":
+        raise ValueError(f"prompt ensembling applies to close-ended tasks (classify), not {task!r}")
+    td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
+                                                              image_template)  # fmt: skip
+    if isinstance(data, TaskData) and limit is not None:
+        td.query.examples = td.query.examples[:limit]
+    support, query = td.support, td.query
+    tmpl: PromptTemplate = get_template(task, template)
+    dist = _Dist()
+    out = Path(out_dir) if out_dir is not None else None
+    if out is not None:
+        (out / "predictions").mkdir(parents=True, exist_ok=True)
+    runner = _Runner(model, task, support, tmpl, support.class_names, num_beams,
+                     max_new_tokens or MAX_NEW_TOKENS.get(task, 0), ensemble, seed, max_frames)  # fmt: skip
+    mine = query.examples[dist.rank :: dist.world]
+
+    rices_selector = None
+    if "rices" in selection:
+        cache = cache_dir if cache_dir is not None else (out / "cache" if out is not None else None)
+        t0 = time.time()
+        if dist.state is not None:
+            with dist.state.main_process_first():
+                feats = cached_features(cache, model.identifier, support.fingerprint, [e.id for e in support.examples],
+                                        lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
+        else:
+            feats = cached_features(cache, model.identifier, support.fingerprint, [e.id for e in support.examples],
+                                    lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
+        qfeats = _embed(model, mine, batch_size, max_frames)
+        rices_selector = RicesSelector(RICES(feats, [e.id for e in support.examples]),
+                                       {ex.id: f for ex, f in zip(mine, qfeats)})  # fmt: skip
+        if progress and dist.is_main:
+            print(f"RICES: {len(support)} support and {len(mine)} query features in {time.time() - t0:.1f}s")
+
+    results: list[dict] = []
+    for sel in selection:
+        n_trials = trials if sel == "random" else 1
+        for k in shots:
+            per_trial: dict[str, list[float]] = {m: [] for m in METRICS[task]}
+            n_scored = 0
+            for t in range(n_trials):
+                stem = f"{task}_{sel}_{k}shot_ens{ensemble}_trial{t}"
+                done: dict[str, dict] = {}
+                if out is not None:
+                    if resume:
+                        done = _load_predictions(_pred_files(out, stem))
+                    elif dist.is_main:
+                        for f in _pred_files(out, stem):
+                            f.unlink()
+                    dist.barrier()
+                selector = rices_selector if sel == "rices" else RandomSelector([e.id for e in support.examples], seed, t)
+                todo = [ex for ex in mine if ex.id not in done]
+                new: list[dict] = []
+                fh = open(out / "predictions" / f"{stem}.rank{dist.rank}.jsonl", "a") if out is not None else None
+                try:
+                    bar = tqdm(range(0, len(todo), batch_size), desc=f"{task} {sel} {k}-shot trial {t}",
+                               disable=not (progress and dist.is_main), leave=False)  # fmt: skip
+                    for i in bar:
+                        batch = todo[i : i + batch_size]
+                        demo_idx = selector.select([ex.id for ex in batch], _demos_needed(k))
+                        recs = runner.run(batch, demo_idx, k)
+                        new.extend(recs)
+                        if fh is not None:
+                            fh.write("".join(json.dumps(r) + "\n" for r in recs))
+                            fh.flush()
+                            os.fsync(fh.fileno())
+                finally:
+                    if fh is not None:
+                        fh.close()
+                gathered = dist.gather(new)
+                if not dist.is_main:
+                    continue
+                records = {**done, **{r["id"]: r for r in gathered}}
+                for m, v in score_predictions(task, records, query).items():
+                    per_trial[m].append(v)
+                n_scored = sum(1 for ex in query.examples if ex.id in records)
+            if not dist.is_main:
+                continue
+            for metric, scores in per_trial.items():
+                mean, std = mean_std(scores)
+                results.append({
+                    "task": task, "split": query.split, "support_split": support.split, "shots": k,
+                    "selection": sel, "ensembling": ensemble, "metric": metric, "n": n_scored,
+                    "trials": n_trials, "scores": scores, "mean": mean, "std": std,
+                    "model": model.identifier, "data": query.identifier, "support": support.identifier,
+                })  # fmt: skip
+            if out is not None:  # results so far, so that an interrupted run still leaves a summary
+                _write_outputs(out, results)
+    return results
+
+
+def _write_outputs(out: Path, results: list[dict]) -> None:
+    from fewshot_eval.report import write_report
+
+    merged = _merge_results(out / "results.json", results)
+    atomic_write_text(out / "results.json", json.dumps({"schema": RESULTS_SCHEMA, "results": merged}, indent=1))
+    write_report(merged, out)
