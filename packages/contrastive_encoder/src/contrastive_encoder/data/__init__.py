@@ -1,0 +1,1 @@
+"""Data loading for stage 1 (image-text pairs)."""
