@@ -91,13 +91,15 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 
 
 def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-    """Run the model on a collated batch and return its logits (media_mask passed only if it is accepted)."""
+    """Run the model on a collated batch and return its logits (media masks passed when the model takes them)."""
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if batch.get("media") is not None:
         kwargs["media"] = batch["media"]
     target = getattr(model, "module", model)  # DDP / FSDP wrappers forward everything
-    if batch.get("media_mask") is not None and "media_mask" in inspect.signature(target.forward).parameters:
-        kwargs["media_mask"] = batch["media_mask"]
+    accepted = inspect.signature(target.forward).parameters
+    for key in ("media_mask", "media_frame_mask"):
+        if batch.get(key) is not None and key in accepted:
+            kwargs[key] = batch[key]
     out = model(**kwargs)
     return out.logits if hasattr(out, "logits") else out
 

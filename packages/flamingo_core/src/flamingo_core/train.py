@@ -1,0 +1,603 @@
+"""Training Flamingo (arXiv 2204.14198, Section 3 and Appendix B.1.2) on the weighted dataset mixture with
+accelerate: one process, DDP (+ ZeRO stage 1 optimizer sharding) on CPU or GPUs, or FSDP through an accelerate
+config (``configs/accelerate/``).
+
+Recipe (paper -> here): AdamW, weight decay on the GATED XATTN-DENSE matrices only (not the resampler, norms,
+gates, biases or token rows); linear warm-up then constant learning rate; gradient clipping (global norm 1)
+per optimizer step; bf16 autocast with fp32 parameters where the hardware has bf16; the accumulation
+strategy over datasets (``flamingo_core.mixture``).
+
+Checkpoints (``<out>/checkpoints/step_N/``, written atomically): ``trained.safetensors`` (the trained
+parameters only), ``optimizer.pt`` (full AdamW state, read with ``weights_only=True``), ``rng.pt`` (torch RNG
+of every process) and ``state.json`` (step, scheduler, data positions, skip counts, config). Resuming
+restores all of it, so a resumed run equals an uninterrupted one. A NaN/inf loss or gradient norm stops the
+run before the optimizer step, leaving the last good checkpoint as the newest.
+
+Usage: ``flamingo train --data data/world --vision-encoder runs/stage1/export --max-minutes 16``;
+multi-process: ``accelerate launch --config_file configs/accelerate/ddp_cpu_2proc.yaml -m flamingo_core.train``
+or ``torchrun --nproc_per_node 2 -m flamingo_core.train --cpu``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from flamingo_core.data import EOC, IGNORE_INDEX, FlamingoCollator, build_source, make_loader
+from flamingo_core.mixture import (
+    DEFAULT_WEIGHTS,
+    DatasetMixture,
+    accumulate_gradients,
+    flamingo_logits,
+    next_token_nll,
+    parse_weights,
+)
+from flamingo_core.zero import build_adamw, load_optimizer_state, optimizer_state_dict
+
+__all__ = [
+    "NonFiniteLossError",
+    "TrainConfig",
+    "TrainResult",
+    "caption_eval",
+    "default_sources",
+    "load_checkpoint",
+    "main",
+    "param_groups",
+    "train",
+]
+
+SOURCE_KINDS = {"m3w": "interleaved", "ltip": "pairs", "align": "pairs", "vtp": "video"}
+MAX_TOKENS = {"interleaved": 256, "pairs": 64, "video": 32}  # paper: 256 for M3W; 32 for VTP
+EXIT_NONFINITE = 3
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised (and turned into exit code 3 by ``main``) when a step's loss or gradient norm is NaN/inf."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run; the CLI flags map one to one."""
+
+    data: str = "data/world"  # ShapesWorld root (docs/formats.md)
+    sources: list[str] = field(default_factory=list)  # NAME=KIND:SPEC overrides/additions
+    weights: str | None = None  # NAME=W,...; default m3w 1.0, ltip 0.2, align 0.2, vtp 0.03
+    eval_data: str | None = None  # held-out image-text pairs; default <data>/ltip/val.jsonl
+    out: str = "runs/flamingo"  # run folder
+    preset: str = "smollm2"  # Flamingo preset (flamingo_core/presets) or JSON file
+    vision_encoder: str | None = "runs/stage1/export"  # stage-1 export folder or preset; None = preset's
+    lm: str | None = None  # frozen LM name; None = preset's
+    batch_size: int = 8  # samples per source per process per step
+    lr: float = 2e-4  # peak learning rate
+    warmup_steps: int = 30  # linear warm-up steps, then constant
+    weight_decay: float = 0.1  # on cross-attention matrices only
+    grad_clip: float = 1.0  # global gradient-norm clip per optimizer step (0 = off)
+    max_steps: int = 100_000  # optimizer steps (the time budget usually ends the run first)
+    max_minutes: float = 0.0  # wall-clock budget for training, 0 = none
+    precision: str = "auto"  # auto | fp32 | bf16 (autocast, parameters stay fp32)
+    grad_checkpointing: bool = False  # recompute LM activations in backward
+    zero: str = "auto"  # ZeRO-1 optimizer sharding: auto (on when >1 DDP process) | on | off
+    cpu: bool = False  # force CPU even when a GPU is present
+    seed: int = 0  # data order, sample randomness and RNG
+    num_workers: int = 0  # DataLoader workers per source
+    strict: bool = False  # raise on the first corrupt sample instead of skipping it
+    resume: str | None = None  # 'latest' or a checkpoint folder
+    save_every: int = 200  # checkpoint every N steps (and at the end)
+    keep_checkpoints: int = 2  # newest checkpoints kept (0 = all)
+    eval_every: int = 200  # held-out loss + sample captions every N steps (0 = only at start and end)
+    eval_samples: int = 64  # held-out pairs for the loss and colour accuracy
+    num_captions: int = 4  # sample captions logged per evaluation
+    final_eval: bool = True  # evaluate before the first and after the last step
+    log_every: int = 10  # metrics.jsonl record every N steps
+    p_next: float = 0.5  # M3W: probability a sequence's text attends to the next image
+    video_frames: int = 0  # VTP frames per clip at 1 FPS (paper: 8); 0 = the model's max_frames
+    progress: bool = True  # tqdm progress bar
+
+
+@dataclass
+class TrainResult:
+    step: int
+    losses: dict[str, float]
+    eval: dict[str, Any]
+    skipped: dict[str, int]
+    model_dir: str | None
+    stopped: str  # "max_steps" | "max_minutes"
+
+
+# ---------------------------------------------------------------- data
+
+
+def default_sources(root: str | Path) -> dict[str, tuple[str, str]]:
+    """The ShapesWorld layout: name -> (kind, path) for M3W, LTIP, ALIGN and VTP training files."""
+    root = Path(root)
+    return {
+        "m3w": ("interleaved", str(root / "m3w" / "train.jsonl")),
+        "ltip": ("pairs", str(root / "ltip" / "train.jsonl")),
+        "align": ("pairs", str(root / "align" / "train.jsonl")),
+        "vtp": ("video", str(root / "vtp" / "train.jsonl")),
+    }
+
+
+def parse_source_specs(specs: list[str], root: str) -> dict[str, tuple[str, str]]:
+    """Default layout under ``root`` plus ``NAME=KIND:SPEC`` entries (``ltip=pairs:shards/{00..09}.tar``)."""
+    sources = default_sources(root)
+    for s in specs:
+        name, sep, rest = s.partition("=")
+        kind, sep2, spec = rest.partition(":")
+        if not sep or not sep2 or not name or kind not in ("interleaved", "pairs", "video"):
+            raise ValueError(f"--source {s!r}: expected NAME=KIND:SPEC with KIND interleaved|pairs|video")
+        sources[name] = (kind, spec)
+    return sources
+
+
+def build_sources(cfg: TrainConfig, weights: dict[str, float], skipped, video_frames: int = 8) -> dict[str, Any]:
+    out = {}
+    for name, (kind, spec) in parse_source_specs(cfg.sources, cfg.data).items():
+        if weights.get(name, 0.0) <= 0:
+            continue
+        if not (spec.startswith("hf:") or any(c in spec for c in "*?{") or Path(spec).exists()):
+            raise FileNotFoundError(f"training source {name!r} not found: {spec} (give --weights {name}=0 to "
+                                    f"train without it, or --data / --source to point at it)")
+        opts: dict[str, Any] = {"max_tokens": MAX_TOKENS[kind]}
+        if kind == "interleaved":
+            opts["p_next"] = cfg.p_next
+        if kind == "video":
+            opts["num_frames"] = cfg.video_frames or video_frames
+        out[name] = build_source(name, kind, spec, strict=cfg.strict, skipped=skipped, **opts)
+    return out
+
+
+# ---------------------------------------------------------------- optimizer
+
+
+def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on the matrices of the GATED XATTN-DENSE blocks, none elsewhere.
+
+    The paper applies weight decay to the cross-attention layers but not to the Perceiver Resampler; norms,
+    tanh gates, biases and the new token rows are never decayed.
+    """
+    from flamingo_core.gated_xattn import GatedCrossAttentionBlock
+
+    decay_ids = set()
+    for module in model.modules():
+        if isinstance(module, GatedCrossAttentionBlock):
+            decay_ids.update(id(p) for p in module.parameters() if p.ndim >= 2)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if id(p) in decay_ids else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def warmup_constant(warmup_steps: int):
+    """LR multiplier: linear from 1/warmup to 1 over ``warmup_steps``, then 1 (paper: warm-up, then constant)."""
+    return lambda step: min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def trained_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p for n, p in model.named_parameters() if p.requires_grad}
+
+
+def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: TrainConfig, extra: dict) -> Path | None:
+    """Write ``<out>/checkpoints/step_N`` atomically (collective: call on every process)."""
+    from contrastive_encoder.checkpoint import atomic_save_dir, checkpoint_dir, prune_checkpoints
+    from safetensors.torch import save_file
+
+    opt_state = optimizer_state_dict(optimizer)  # collective under ZeRO
+    rng = torch.get_rng_state()
+    rngs = accelerator.gather(rng[None].to(accelerator.device)).cpu() if accelerator.num_processes > 1 else rng[None]
+    path = None
+    if accelerator.is_main_process:
+        unwrapped = accelerator.unwrap_model(model)
+        weights = {n: p.detach().float().contiguous().cpu().clone() for n, p in trained_parameters(unwrapped).items()}
+        state = {"step": step, "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
+                 "world_size": accelerator.num_processes, "config": asdict(cfg), **extra}
+        path = checkpoint_dir(cfg.out, step)
+        with atomic_save_dir(path) as tmp:
+            save_file(weights, str(tmp / "trained.safetensors"))
+            torch.save(opt_state, tmp / "optimizer.pt")
+            rng_state = {"cpu": rngs}
+            if torch.cuda.is_available():
+                rng_state["cuda"] = torch.cuda.get_rng_state()
+            torch.save(rng_state, tmp / "rng.pt")
+            (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str) + "\n")
+        prune_checkpoints(cfg.out, cfg.keep_checkpoints)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def resolve_resume(resume: str, out: str) -> Path:
+    from contrastive_encoder.checkpoint import latest_checkpoint
+
+    if resume == "latest":
+        path = latest_checkpoint(out)
+        if path is None:
+            raise FileNotFoundError(f"--resume latest: no checkpoint under {Path(out) / 'checkpoints'}")
+        return path
+    path = Path(resume)
+    if not (path / "state.json").is_file():
+        raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no state.json)")
+    return path
+
+
+def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
+    """Load the trained parameters of a checkpoint into ``model`` (unwrapped); return its state.json."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = load_file(str(path / "trained.safetensors"))
+    params = trained_parameters(model)
+    missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
+    if missing or unexpected:
+        raise ValueError(f"{path}: checkpoint does not match the model (missing {missing[:3]}, "
+                         f"unexpected {unexpected[:3]})")
+    with torch.no_grad():
+        for n, p in params.items():
+            p.copy_(weights[n].to(p.dtype))
+    return json.loads((path / "state.json").read_text())
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+def _colour_words(records: list[dict]) -> list[str]:
+    colours = {o.get("colour") for r in records for o in (r.get("scene") or {}).get("objects", [])}
+    return sorted(c for c in colours if c)
+
+
+def first_colour(text: str, colours: list[str]) -> str | None:
+    words = [w.strip(".,;:!?").lower() for w in text.split()]
+    return next((w for w in words if w in colours), None)
+
+
+@torch.no_grad()
+def caption_eval(model, processor, source, num_samples: int, num_captions: int, batch_size: int,
+                 device, rank: int = 0, world_size: int = 1, generate: bool = True) -> dict[str, Any]:
+    """Held-out caption loss (token mean over ``<image>caption<EOC>``) and greedy captions.
+
+    The loss is computed on every process over its shard (sums all-reduced by the caller through the returned
+    ``loss_sum`` / ``loss_count``). Greedy captions of the first ``num_samples`` images give ``colour_acc``:
+    the fraction whose first colour word is the main object's colour (``scene.objects[0].colour``).
+    """
+    from flamingo_core.data import make_labels
+
+    model_was_training = model.training
+    model.eval()
+    n = min(num_samples, len(source))
+    loaded = [source.load(i, random.Random(i)) for i in range(n)]
+    good = [x for x in loaded if isinstance(x, tuple)]
+    mine = good[rank::world_size]
+    loss_sum, loss_count = 0.0, 0
+    media_id = processor.media_token_id
+    for k in range(0, len(mine), batch_size):
+        chunk = mine[k: k + batch_size]
+        enc = processor([items for items, _ in chunk], padding_side="right")
+        enc = {k2: (v.to(device) if torch.is_tensor(v) else v) for k2, v in enc.items()}
+        labels = make_labels(enc["input_ids"], enc["attention_mask"], [media_id])
+        logits = flamingo_logits(model, enc)
+        s, c = next_token_nll(logits, labels)
+        loss_sum, loss_count = loss_sum + float(s), loss_count + int(c)
+    result: dict[str, Any] = {"loss_sum": loss_sum, "loss_count": loss_count}
+    if generate and rank == 0 and hasattr(model, "generate"):
+        colours = _colour_words([m for _, m in good])
+        samples, correct, judged = [], 0, 0
+        gen_set = good if colours else good[:num_captions]
+        for k in range(0, len(gen_set), batch_size):
+            chunk = gen_set[k: k + batch_size]
+            enc = processor([[items[0]] for items, _ in chunk], padding_side="left")
+            new = model.generate(enc["input_ids"].to(device), enc["attention_mask"].to(device),
+                                 enc["media"].to(device), max_new_tokens=16)
+            texts = processor.decode(new)
+            for (items, meta), text in zip(chunk, texts):
+                ref = items[1].replace(EOC, "")
+                if len(samples) < num_captions:
+                    samples.append({"reference": ref, "generated": text})
+                objects = (meta.get("scene") or {}).get("objects") or []
+                if colours and objects and objects[0].get("colour"):
+                    judged += 1
+                    correct += first_colour(text, colours) == objects[0]["colour"]
+        result["captions"] = samples
+        if judged:
+            result["colour_acc"] = correct / judged
+            result["colour_judged"] = judged
+    model.train(model_was_training)
+    return result
+
+
+# ---------------------------------------------------------------- the loop
+
+
+def _precision(name: str, cpu: bool) -> str:
+    if name == "auto":
+        ok = not cpu and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+        return "bf16" if ok else "no"
+    return {"fp32": "no", "bf16": "bf16"}[name]
+
+
+def _enable_grad_checkpointing(model) -> None:
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+    elif hasattr(getattr(model, "lm", None), "gradient_checkpointing_enable"):
+        model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        raise ValueError("--grad-checkpointing: the model has no gradient_checkpointing_enable()")
+
+
+def _to(batch: dict[str, Any], device) -> dict[str, Any]:
+    return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
+
+
+def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> TrainResult:
+    """Run training as configured; returns the final losses and evaluation.
+
+    Args:
+        cfg: the run's options.
+        model: a Flamingo to train instead of ``create_model(cfg.preset, ...)`` (tests pass tiny models).
+        processor: its processor; defaults to ``model.processor``.
+        accelerator: an ``accelerate.Accelerator``; one is made from the config when None.
+
+    Raises:
+        NonFiniteLossError: a step's loss or gradient norm was NaN/inf (the run's checkpoints are kept).
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+    from contrastive_encoder.data.jsonl import SkipCounter
+    from contrastive_encoder.logging_utils import MetricsLogger
+
+    t_start = time.monotonic()
+    if accelerator is None:
+        accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=_precision(cfg.precision, cfg.cpu),
+                                  kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    torch.manual_seed(cfg.seed)
+    rank, world = accelerator.process_index, accelerator.num_processes
+    say = accelerator.print
+
+    weights = parse_weights(cfg.weights or DEFAULT_WEIGHTS, names=list(parse_source_specs(cfg.sources, cfg.data)))
+
+    if model is None:
+        from flamingo_core.flamingo import create_model
+
+        overrides = {k: v for k, v in (("vision_encoder", cfg.vision_encoder), ("lm", cfg.lm)) if v}
+        model = create_model(cfg.preset, **overrides)
+    processor = processor or model.processor
+    skipped = SkipCounter()
+    max_frames = getattr(getattr(model, "config", None), "max_frames", 8)
+    sources = build_sources(cfg, weights, skipped, video_frames=min(8, max_frames))
+    eval_path = cfg.eval_data or str(Path(cfg.data) / "ltip" / "val.jsonl")
+    eval_source = build_source("eval", "pairs", eval_path, skipped=SkipCounter()) if Path(eval_path).exists() else None
+    if cfg.grad_checkpointing:
+        _enable_grad_checkpointing(model)
+    counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+              "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)}
+    say(f"parameters: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen; sources "
+        + ", ".join(f"{n}({len(s)}, w={weights[n]})" for n, s in sources.items()) + f"; {world} process(es)")
+
+    start_step, resume_state = 0, None
+    if cfg.resume:
+        ckpt = resolve_resume(cfg.resume, cfg.out)
+        resume_state = load_checkpoint(ckpt, model)
+        start_step = int(resume_state["step"])
+        say(f"resumed from {ckpt} (step {start_step})")
+
+    model.train()
+    model = accelerator.prepare(model)
+    unwrapped = accelerator.unwrap_model(model)
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    use_zero = cfg.zero == "on" or (cfg.zero == "auto" and world > 1)
+    optimizer = build_adamw(param_groups(unwrapped, cfg.weight_decay), cfg.lr, zero=use_zero and not fsdp)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(cfg.warmup_steps))
+    if resume_state is not None:
+        ckpt = resolve_resume(cfg.resume, cfg.out)
+        load_optimizer_state(optimizer, torch.load(ckpt / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(dict(resume_state["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups)))
+        rng = torch.load(ckpt / "rng.pt", weights_only=True)
+        if int(resume_state.get("world_size", 1)) == world:
+            torch.set_rng_state(rng["cpu"][rank])
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"])
+        skipped.update(resume_state.get("skipped", {}))
+
+    media_id = processor.media_token_id
+    loaders = {name: make_loader(src, FlamingoCollator(processor, src.max_tokens, media_id), cfg.batch_size,
+                                 rank, world, cfg.seed, start_step, cfg.num_workers)
+               for name, src in sources.items()}
+
+    def on_skip(s):
+        skipped.skip(s.reason, s.where, False)
+        if cfg.progress and skipped[s.reason] <= 3:
+            accelerator.print(f"skipped sample: {s.where}")
+
+    mixture = DatasetMixture(loaders, weights, on_skip=on_skip)
+    logger = MetricsLogger(cfg.out, enabled=accelerator.is_main_process)
+    trained = [p for p in unwrapped.parameters() if p.requires_grad]
+
+    def evaluate(step: int) -> dict[str, Any]:
+        if eval_source is None:
+            return {}
+        eval_model = model if fsdp else unwrapped
+        r = caption_eval(eval_model, processor, eval_source, cfg.eval_samples, cfg.num_captions, cfg.batch_size,
+                         accelerator.device, rank, world, generate=not fsdp)
+        tot = torch.tensor([r["loss_sum"], r["loss_count"]], dtype=torch.float64, device=accelerator.device)
+        tot = accelerator.reduce(tot, reduction="sum") if world > 1 else tot
+        out = {"eval_loss": float(tot[0] / max(tot[1], 1))}
+        out.update({k: r[k] for k in ("colour_acc", "captions") if k in r})
+        if accelerator.is_main_process:
+            logger.log(step, **{k: v for k, v in out.items() if k != "captions"},
+                       captions=json.dumps(out.get("captions", [])))
+            say(f"step {step}: held-out caption loss {out['eval_loss']:.4f}"
+                + (f", colour accuracy {out['colour_acc']:.1%}" if "colour_acc" in out else ""))
+            for c in out.get("captions", [])[:cfg.num_captions]:
+                say(f"  ref: {c['reference']!r}\n  gen: {c['generated']!r}")
+        accelerator.wait_for_everyone()
+        return out
+
+    eval_first = evaluate(start_step) if cfg.final_eval and start_step == 0 else {}
+    progress = None
+    if cfg.progress and accelerator.is_main_process:
+        from tqdm.auto import tqdm
+
+        progress = tqdm(total=cfg.max_steps, initial=start_step, desc="flamingo train", dynamic_ncols=True)
+    names = mixture.active
+    step, last, stopped = start_step, {}, "max_steps"
+    t_loop = time.monotonic()
+    while step < cfg.max_steps:
+        batches = {n: _to(b, accelerator.device) for n, b in mixture.next().items()}
+        over = cfg.max_minutes > 0 and (time.monotonic() - t_start) / 60 >= cfg.max_minutes
+        local = [float((batches[n]["labels"][:, 1:] != IGNORE_INDEX).sum()) for n in names]
+        agreed = torch.tensor(local + [float(over)], dtype=torch.float64, device=accelerator.device)
+        agreed = accelerator.reduce(agreed, reduction="sum") if world > 1 else agreed
+        if agreed[-1] > 0:
+            stopped = "max_minutes"
+            break
+        global_counts = {n: int(agreed[i]) for i, n in enumerate(names)}
+        losses = accumulate_gradients(
+            model, batches, weights, global_counts=global_counts, world_size=world,
+            backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(model), autocast=accelerator.autocast)
+        grad_norm = accelerator.clip_grad_norm_(trained, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        sums = torch.tensor([losses[n].sum_nll for n in names], dtype=torch.float64, device=accelerator.device)
+        sums = accelerator.reduce(sums, reduction="sum") if world > 1 else sums
+        per_source = {n: float(sums[i]) / max(global_counts[n], 1) for i, n in enumerate(names)}
+        total = sum(weights[n] * per_source[n] for n in names)
+        if not (math.isfinite(total) and math.isfinite(float(grad_norm))):
+            from contrastive_encoder.checkpoint import latest_checkpoint
+
+            optimizer.zero_grad(set_to_none=True)
+            if progress is not None:
+                progress.close()
+            logger.log(step, loss=total, grad_norm=float(grad_norm), stopped="non-finite")
+            logger.close()
+            bad = ", ".join(f"{n}={v:.4g}" for n, v in per_source.items())
+            raise NonFiniteLossError(
+                f"non-finite loss at step {step + 1} ({bad}; grad norm {float(grad_norm):.4g}): stopped before the "
+                f"update; last good checkpoint: {latest_checkpoint(cfg.out) or 'none'} (resume with --resume latest)")
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        last = per_source
+        if progress is not None:
+            progress.update(1)
+            progress.set_postfix(loss=f"{total:.3f}", **{n: f"{v:.2f}" for n, v in per_source.items()})
+        if step % cfg.log_every == 0 or step == cfg.max_steps:
+            elapsed = time.monotonic() - t_loop
+            logger.log(step, loss=total, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+                       steps_per_s=(step - start_step) / max(elapsed, 1e-9), skipped=sum(skipped.values()),
+                       **{f"loss/{n}": v for n, v in per_source.items()})
+        if cfg.save_every > 0 and step % cfg.save_every == 0:
+            save_checkpoint(accelerator, model, optimizer, scheduler, step, cfg, _extra(sources, loaders, step,
+                                                                                          skipped, last))
+        if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.max_steps:
+            evaluate(step)
+    if progress is not None:
+        progress.close()
+    if step > start_step and not (cfg.save_every > 0 and step % cfg.save_every == 0):
+        save_checkpoint(accelerator, model, optimizer, scheduler, step, cfg, _extra(sources, loaders, step,
+                                                                                      skipped, last))
+    final = evaluate(step) if cfg.final_eval else {}
+    model_dir = None
+    if accelerator.is_main_process and hasattr(unwrapped, "save_pretrained") and not fsdp:
+        model_dir = str(unwrapped.save_pretrained(Path(cfg.out) / "model"))
+    accelerator.wait_for_everyone()
+    logger.close()
+    summary = (f"trained {step - start_step} steps ({stopped}) in {(time.monotonic() - t_start) / 60:.1f} min; "
+               + ", ".join(f"{n} loss {v:.4f}" for n, v in last.items())
+               + (f"; held-out loss {eval_first.get('eval_loss', float('nan')):.4f} -> {final['eval_loss']:.4f}"
+                  if final else "") + f"; {skipped.report()}" + (f"; model saved to {model_dir}" if model_dir else ""))
+    say(summary)
+    return TrainResult(step=step, losses=last, eval={"first": eval_first, "final": final},
+                       skipped=dict(skipped), model_dir=model_dir, stopped=stopped)
+
+
+def _extra(sources, loaders, step: int, skipped, last) -> dict[str, Any]:
+    positions = {n: loaders[n].batch_sampler.position(step) for n in sources}
+    return {"data_position": positions, "skipped": dict(skipped), "losses": last}
+
+
+# ---------------------------------------------------------------- CLI
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="flamingo train", description="Train Flamingo's resampler and cross-attention "
+                                "on the weighted M3W / LTIP / ALIGN / VTP mixture.")
+    p.add_argument("--data", default=d.data, help="ShapesWorld root with m3w/ ltip/ align/ vtp/ (docs/formats.md)")
+    p.add_argument("--source", dest="sources", action="append", default=[], metavar="NAME=KIND:SPEC",
+                   help="add or replace a source; KIND interleaved|pairs|video, SPEC a .jsonl, WebDataset shards "
+                        "(dir/{000..009}.tar) or hf:<save_to_disk folder>; repeatable")
+    p.add_argument("--weights", default=None, help="dataset weights NAME=W,... (default m3w=1,ltip=0.2,align=0.2,"
+                                                    "vtp=0.03; 0 drops a source)")
+    p.add_argument("--eval-data", default=None, help="held-out image-text JSONL (default <data>/ltip/val.jsonl)")
+    p.add_argument("--out", default=d.out, help="run folder: checkpoints/, metrics.jsonl, model/")
+    p.add_argument("--preset", default=d.preset, help="Flamingo preset name or JSON config (e.g. smollm2, tiny)")
+    p.add_argument("--vision-encoder", default=d.vision_encoder,
+                   help="frozen vision encoder: the stage-1 export folder or a preset ('' = the preset's)")
+    p.add_argument("--lm", default=None, help="frozen causal LM name or folder (default: the preset's)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per source per process per step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate after warm-up")
+    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay on cross-attention matrices")
+    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max global gradient norm (0 = no clipping)")
+    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
+    p.add_argument("--max-minutes", type=float, default=d.max_minutes,
+                   help="stop training after this many minutes from start (0 = no limit)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
+                   help="bf16 autocast with fp32 parameters; auto = bf16 on GPUs that support it")
+    p.add_argument("--grad-checkpointing", action="store_true", help="recompute LM activations during backward")
+    p.add_argument("--zero", choices=["auto", "on", "off"], default=d.zero,
+                   help="ZeRO-1 optimizer-state sharding (auto: on with more than one process)")
+    p.add_argument("--cpu", action="store_true", help="train on CPU even if a GPU is present")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed of data order and initialisation")
+    p.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per source")
+    p.add_argument("--strict", action="store_true", help="fail on the first corrupt or missing media (names the file)")
+    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
+    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps")
+    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="newest checkpoints to keep")
+    p.add_argument("--eval-every", type=int, default=d.eval_every, help="held-out evaluation every N steps (0 = off)")
+    p.add_argument("--eval-samples", type=int, default=d.eval_samples, help="held-out pairs per evaluation")
+    p.add_argument("--num-captions", type=int, default=d.num_captions, help="sample captions printed per evaluation")
+    p.add_argument("--no-eval", action="store_true", help="skip the evaluations before and after training")
+    p.add_argument("--log-every", type=int, default=d.log_every, help="metrics record every N steps")
+    p.add_argument("--p-next", type=float, default=d.p_next, help="M3W: probability text attends to the next image")
+    p.add_argument("--video-frames", type=int, default=d.video_frames,
+                   help="frames per video clip at 1 FPS (0 = the model's max_frames, 8 for the paper presets)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__})
+    cfg.vision_encoder = a.vision_encoder or None
+    cfg.final_eval, cfg.progress = not a.no_eval, not a.no_progress
+    return cfg
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``flamingo train``: returns 0 on success, 2 on bad input, 3 when a non-finite loss stopped the run."""
+    from contrastive_encoder.data.jsonl import BadSampleError
+
+    cfg = parse_args(argv)
+    if cfg.batch_size < 1 or cfg.max_steps < 0 or cfg.lr <= 0:
+        print("flamingo train: --batch-size and --lr must be positive, --max-steps >= 0", file=sys.stderr)
+        return 2
+    try:
+        train(cfg)
+    except NonFiniteLossError as e:
+        print(f"flamingo train: {e}", file=sys.stderr)
+        return EXIT_NONFINITE
+    except (FileNotFoundError, BadSampleError, ValueError) as e:
+        print(f"flamingo train: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
