@@ -1,0 +1,161 @@
+"""Fixtures for fewshot_eval: tiny datasets on disk in every supported format, and a deterministic fake model.
+
+The fake model reads its prompt the way a well-trained few-shot model would: it answers with the last
+demonstration's answer (under RICES the most similar one), scores a candidate continuation by where it appears
+in the prompt's demonstrations (order-dependent, so ensembling over orderings changes scores), and embeds an
+image by its mean colour. Its calls are recorded so tests can count work.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fewshot_eval.model import prompt_to_text
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 40), "blue": (30, 40, 220), "yellow": (230, 220, 30)}
+
+
+def write_image(path: Path, colour: str, jitter: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rgb = tuple(min(255, max(0, c + jitter)) for c in COLOURS[colour])
+    Image.new("RGB", (16, 16), rgb).save(path)
+    return path
+
+
+class FakeModel:
+    """A deterministic ``EvalModel``."""
+
+    identifier = "fake-model-v1"
+
+    def __init__(self, fail_after_generate_calls: int | None = None):
+        self.generate_calls: list[list[str]] = []
+        self.loglikelihood_calls: list[tuple[str, list[str]]] = []
+        self.embed_calls = 0
+        self.fail_after = fail_after_generate_calls
+
+    def generate(self, prompts, max_new_tokens, num_beams=3):
+        if self.fail_after is not None and len(self.generate_calls) >= self.fail_after:
+            raise KeyboardInterrupt("simulated interruption")
+        texts = [prompt_to_text(p) for p in prompts]
+        self.generate_calls.append(texts)
+        out = []
+        for t in texts:
+            answers = re.findall(r"(?:Output|Answer): (.*?)<EOC>", t)
+            # a model that goes on with another demonstration, which post-processing must cut
+            out.append((answers[-1] if answers else "nothing") + "\nQuestion: what next?")
+        return out
+
+    def loglikelihood(self, prefix, continuations):
+        text = prompt_to_text(prefix)
+        self.loglikelihood_calls.append((text, list(continuations)))
+        answers = re.findall(r"Output: (.*?)<EOC>", text)
+        out = []
+        for c in continuations:
+            name = c.strip().replace("<EOC>", "")
+            # later demonstrations weigh more: order matters, like recency in a real LM
+            score = sum((i + 1) / len(answers) for i, a in enumerate(answers) if a == name) - 0.1 * len(name)
+            out.append((score * len(name), len(name)))
+        return out
+
+    def embed_images(self, images):
+        self.embed_calls += 1
+        feats = np.stack([np.asarray(im.convert("RGB"), dtype=np.float32).mean(axis=(0, 1)) for im in images])
+        feats = feats - 128.0
+        return feats / np.linalg.norm(feats, axis=1, keepdims=True)
+
+
+@pytest.fixture
+def fake_model():
+    return FakeModel()
+
+
+def _caption_variants(colour: str) -> list[str]:
+    return [f"A {colour} square.", f"a {colour} square on white", f"The square is {colour}.",
+            f"A plain {colour} square", f"{colour.capitalize()} square, nothing else."]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def coco_dir(tmp_path_factory) -> Path:
+    """Karpathy JSON: 12 train, 4 val, 8 test images; the caption names the image's colour."""
+    root = tmp_path_factory.mktemp("coco")
+    images, n = [], 0
+    for split, per_colour in (("train", 3), ("val", 1), ("test", 2)):
+        for colour in COLOURS:
+            for j in range(per_colour):
+                n += 1
+                write_image(root / "images" / f"{n:06d}.png", colour, jitter=j * 3)
+                images.append({"filepath": "images", "filename": f"{n:06d}.png", "imgid": n, "cocoid": n,
+                               "split": split, "sentences": [{"raw": s} for s in _caption_variants(colour)]})  # fmt: skip
+    (root / "dataset_coco.json").write_text(json.dumps({"images": images, "dataset": "coco"}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def vqa_dir(tmp_path_factory) -> Path:
+    """VQAv2 layout: 'what colour is the square?' with 10 answers (8 right, 2 noisy)."""
+    root = tmp_path_factory.mktemp("vqav2")
+    qid = 0
+    for split, per_colour in (("train", 3), ("val", 2)):
+        questions, annotations = [], []
+        for colour in COLOURS:
+            for j in range(per_colour):
+                qid += 1
+                image_id = qid * 7
+                write_image(root / "images" / f"{image_id:012d}.png", colour, jitter=j * 3)
+                questions.append({"image_id": image_id, "question": "What colour is the square?", "question_id": qid})
+                answers = [colour] * 8 + ["white", f"a {colour}"]
+                annotations.append({"question_id": qid, "image_id": image_id, "question_type": "what color",
+                                    "answer_type": "other", "multiple_choice_answer": colour,
+                                    "answers": [{"answer": a, "answer_confidence": "yes", "answer_id": i + 1}
+                                                for i, a in enumerate(answers)]})  # fmt: skip
+        (root / f"{split}_questions.json").write_text(json.dumps({"questions": questions}))
+        (root / f"{split}_annotations.json").write_text(json.dumps({"annotations": annotations}))
+    return root
+
+
+@pytest.fixture(scope="session")
+def classify_dir(tmp_path_factory) -> Path:
+    """Class folders train/<colour>/ (3 each) and val/<colour>/ (2 each) + classes.json."""
+    root = tmp_path_factory.mktemp("classify")
+    for split, per_colour in (("train", 3), ("val", 2)):
+        for colour in COLOURS:
+            for j in range(per_colour):
+                write_image(root / split / colour / f"{j:03d}.png", colour, jitter=j * 3)
+    (root / "classes.json").write_text(json.dumps(list(COLOURS)))
+    return root
+
+
+@pytest.fixture(scope="session")
+def video_dir(tmp_path_factory) -> Path:
+    """Video sets as frame folders: captions in vtp-like rows and QA rows in videoqa layout."""
+    root = tmp_path_factory.mktemp("video")
+    n = 0
+    for split, per_colour in (("train", 2), ("val", 1)):
+        cap_rows, qa_rows = [], []
+        for colour in COLOURS:
+            for _ in range(per_colour):
+                for f in range(3):
+                    write_image(root / "videos" / f"{n:06d}" / f"{f:02d}.png", colour, jitter=f * 2)
+                cap_rows.append({"video": f"videos/{n:06d}", "text": f"A {colour} square stays still."})
+                qa_rows.append({"video": f"videos/{n:06d}", "question": "What colour is the square?",
+                                "answers": [colour] * 10, "question_id": n})  # fmt: skip
+                n += 1
+        (root / "caption").mkdir(exist_ok=True)
+        (root / "qa").mkdir(exist_ok=True)
+        (root / "caption" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in cap_rows))
+        (root / "qa" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in qa_rows))
+    # rows name videos relative to their file's folder
+    for sub in ("caption", "qa"):
+        (root / sub / "videos").symlink_to(root / "videos")
+    return root
+
+
+@pytest.fixture
+def make_fake():
+    return FakeModel
