@@ -1,0 +1,285 @@
+"""Flamingo (this suite) side by side with OpenFlamingo 2.0.1 and the plain LM, on the same LM and vision features.
+
+Measures, each implementation in its own process (so peak memory is that process's max RSS):
+  - training step: tokens/s and peak RSS, batch 4 x 64 tokens, one image per sequence, AdamW on what each
+    implementation trains (OpenFlamingo: resampler, cross-attention and the whole tied embedding matrix);
+  - generation: ms per new token, batch 1, two images in the prompt, 20 new tokens, greedy and beam 3
+    (ours with and without the media key/value cache).
+
+Setup (benchmark environment only): `bash benchmarks/peers/install_openflamingo.sh`, which puts OpenFlamingo
+and the modules its import needs into benchmarks/.peer-site. Patches OpenFlamingo needs on transformers 5 are
+applied here, never in the packages.
+
+Usage: .venv/bin/python benchmarks/bench_vs_openflamingo.py [--lm smollm2-135m] [--every 4] [--steps 6]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_SITE = ROOT / "benchmarks" / ".peer-site"
+BATCH, SEQ, NEW_TOKENS = 4, 64, 20
+
+
+def _vision():
+    from contrastive_encoder.vision import load_vision_encoder
+
+    torch.manual_seed(0)
+    return load_vision_encoder("nano-minilm")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _time_steps(step, n: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    return (time.perf_counter() - start) / n
+
+
+# ---------------------------------------------------------------------------------------------------------
+# OpenFlamingo
+# ---------------------------------------------------------------------------------------------------------
+def _openflamingo(lm_name: str, every: int):
+    sys.path.insert(0, str(PEER_SITE))
+    from open_flamingo.src.flamingo import Flamingo as OFFlamingo
+    from open_flamingo.src.flamingo_lm import FlamingoLMMixin
+    from open_flamingo.src.utils import extend_instance
+
+    from contrastive_encoder.pretrained import load_causal_lm, load_tokenizer
+
+    # transformers 5's generate() drops an all-ones attention mask: OpenFlamingo's forward must accept None.
+    original_forward = FlamingoLMMixin.forward
+
+    def forward(self, input_ids=None, attention_mask=None, **kwargs):
+        return original_forward(self, input_ids, attention_mask, **kwargs)
+
+    FlamingoLMMixin.forward = forward
+
+    vision = _vision()
+
+    class VisualStub(torch.nn.Module):
+        """OpenFlamingo expects vision_encoder.visual(x)[1] = (N, S, d) tokens."""
+
+        def __init__(self):
+            super().__init__()
+            self.enc = vision
+
+        def forward(self, x):
+            feats = self.enc(x)  # (N, 1, S, d)
+            return None, feats[:, 0]
+
+    holder = torch.nn.Module()
+    holder.visual = VisualStub()
+    tok = load_tokenizer(lm_name)
+    tok.add_special_tokens({"additional_special_tokens": ["<|endofchunk|>", "<image>"]})
+    lm = load_causal_lm(lm_name)
+    extend_instance(lm, FlamingoLMMixin)
+    lm.set_decoder_layers_attr_name("model.layers")
+    torch.manual_seed(0)
+    lm.resize_token_embeddings(len(tok))
+    model = OFFlamingo(
+        holder, lm, tok.convert_tokens_to_ids("<|endofchunk|>"), tok.convert_tokens_to_ids("<image>"),
+        vis_dim=vision.feature_dim, cross_attn_every_n_layers=every,
+    )
+    model.requires_grad_(False)
+    model.perceiver.requires_grad_(True)
+    model.lang_encoder.gated_cross_attn_layers.requires_grad_(True)
+    model.lang_encoder.get_input_embeddings().requires_grad_(True)
+    return model, tok, vision
+
+
+def of_train(args) -> dict:
+    model, tok, vision = _openflamingo(args.lm, args.every)
+    media_id = tok.convert_tokens_to_ids("<image>")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, 40000, (BATCH, SEQ), generator=g)
+    ids[:, 0] = media_id
+    pixels = torch.randn(BATCH, 1, 1, 3, vision.image_size, vision.image_size, generator=g)
+    labels = ids.clone()
+    labels[:, 0] = -100
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+
+    def step():
+        out = model(vision_x=pixels, lang_x=ids, attention_mask=torch.ones_like(ids), labels=labels)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    sec = _time_steps(step, args.steps)
+    return {"impl": "openflamingo", "what": "train", "tokens_per_s": BATCH * SEQ / sec,
+            "trainable": sum(p.numel() for p in params), "peak_rss_mb": _peak_rss_mb()}
+
+
+def of_generate(args) -> dict:
+    model, tok, vision = _openflamingo(args.lm, args.every)
+    model.eval()
+    prompt = "<image>Output: a red circle.<|endofchunk|><image>Output:"
+    ids = tok(prompt, return_tensors="pt")["input_ids"]
+    pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size, generator=torch.Generator().manual_seed(0))
+    res = {"impl": "openflamingo", "what": "generate"}
+    for beams in (1, 3):
+        def run():
+            with torch.no_grad():
+                out = model.generate(vision_x=pixels, lang_x=ids, attention_mask=torch.ones_like(ids),
+                                     max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, num_beams=beams,
+                                     do_sample=False)
+            assert out.shape[1] - ids.shape[1] == NEW_TOKENS, out.shape
+
+        res[f"ms_per_token_beam{beams}"] = 1000 * _time_steps(run, args.gen_reps, warmup=1) / NEW_TOKENS
+    res["peak_rss_mb"] = _peak_rss_mb()
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the plain LM (the floor)
+# ---------------------------------------------------------------------------------------------------------
+def lm_train(args) -> dict:
+    from contrastive_encoder.pretrained import load_causal_lm
+
+    lm = load_causal_lm(args.lm).train()
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, 40000, (BATCH, SEQ), generator=g)
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-5)
+
+    def step():
+        lm(input_ids=ids, labels=ids).loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    sec = _time_steps(step, args.steps)
+    return {"impl": "plain-lm", "what": "train (full fine-tuning)", "tokens_per_s": BATCH * SEQ / sec,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def lm_generate(args) -> dict:
+    from contrastive_encoder.pretrained import load_causal_lm, load_tokenizer
+
+    lm, tok = load_causal_lm(args.lm), load_tokenizer(args.lm)
+    ids = tok("An image of a red circle. Output: a red circle. An image. Output:", return_tensors="pt")["input_ids"]
+    res = {"impl": "plain-lm", "what": "generate"}
+    for beams in (1, 3):
+        def run():
+            with torch.no_grad():
+                out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
+                                  min_new_tokens=NEW_TOKENS, num_beams=beams, do_sample=False)
+            assert out.shape[1] - ids.shape[1] == NEW_TOKENS
+
+        res[f"ms_per_token_beam{beams}"] = 1000 * _time_steps(run, args.gen_reps, warmup=1) / NEW_TOKENS
+    res["peak_rss_mb"] = _peak_rss_mb()
+    return res
+
+
+# ---------------------------------------------------------------------------------------------------------
+# this suite
+# ---------------------------------------------------------------------------------------------------------
+def _ours(lm_name: str, every: int):
+    from flamingo_core import FlamingoConfig, create_model
+
+    vision = _vision()
+    torch.manual_seed(0)
+    config = FlamingoConfig(lm=lm_name, cross_attn_every=every)
+    model = create_model(config, vision_encoder=vision)
+    return model, model.tokenizer, vision
+
+
+def ours_train(args) -> dict:
+    model, tok, vision = _ours(args.lm, args.every)
+    media_id = tok.convert_tokens_to_ids("<image>")
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(100, 40000, (BATCH, SEQ), generator=g)
+    ids[:, 0] = media_id
+    pixels = torch.randn(BATCH, 1, 1, 3, vision.image_size, vision.image_size, generator=g)
+    labels = ids.clone()
+    labels[:, 0] = -100
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+
+    def step():
+        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), media=pixels, labels=labels)
+        out.loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    sec = _time_steps(step, args.steps)
+    return {"impl": "ours", "what": "train", "tokens_per_s": BATCH * SEQ / sec,
+            "trainable": sum(p.numel() for p in params), "peak_rss_mb": _peak_rss_mb()}
+
+
+def ours_generate(args) -> dict:
+    model, tok, vision = _ours(args.lm, args.every)
+    model.eval()
+    ids = tok("<image>Output: a red circle.<EOC><image>Output:", return_tensors="pt")["input_ids"]
+    pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size, generator=torch.Generator().manual_seed(0))
+    res = {"impl": "ours", "what": "generate"}
+    for cache in (True, False):
+        for beams in (1, 3):
+            def run():
+                out = model.generate(ids, torch.ones_like(ids), pixels, max_new_tokens=NEW_TOKENS,
+                                     min_new_tokens=NEW_TOKENS, num_beams=beams, use_media_cache=cache)
+                n_new = out.shape[-1] if out.dim() == 2 else out.shape[-1]
+                assert n_new >= NEW_TOKENS, out.shape
+
+            key = f"ms_per_token_beam{beams}" + ("" if cache else "_no_media_cache")
+            res[key] = 1000 * _time_steps(run, args.gen_reps, warmup=1) / NEW_TOKENS
+    res["peak_rss_mb"] = _peak_rss_mb()
+    return res
+
+
+WORKERS = {
+    "lm-train": lm_train, "lm-generate": lm_generate,
+    "of-train": of_train, "of-generate": of_generate,
+    "ours-train": ours_train, "ours-generate": ours_generate,
+}
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--lm", default="smollm2-135m", help="causal LM for every implementation")
+    p.add_argument("--every", type=int, default=4, help="cross-attention every N decoder layers")
+    p.add_argument("--steps", type=int, default=6, help="timed training steps (after 2 warm-up steps)")
+    p.add_argument("--gen-reps", type=int, default=3, help="timed generate calls per setting")
+    p.add_argument("--only", nargs="*", default=list(WORKERS), help="workers to run")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = p.parse_args(argv)
+    if args.worker:
+        print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
+        return 0
+    if not (PEER_SITE / "open_flamingo").is_dir():
+        print("run `bash benchmarks/peers/install_openflamingo.sh` first", file=sys.stderr)
+        return 2
+    results = []
+    for name in args.only:
+        cmd = [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
+               "--steps", str(args.steps), "--gen-reps", str(args.gen_reps)]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+        if proc.returncode != 0 or not line:
+            print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
+            continue
+        results.append(json.loads(line[0][7:]))
+        print(json.dumps(results[-1]), flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
