@@ -267,7 +267,7 @@ def load_classification(path: str | Path, split: str) -> EvalSet:
         for d, name in zip(dirs, class_names):
             for f in sorted(d.iterdir()):
                 if f.suffix.lower() in IMAGE_SUFFIXES:
-                    examples.append(Example(id=f"{d.name}/{f.stem}", media=f, target=name, references=(name,)))
+                    examples.append(Example(id=f"{split}/{d.name}/{f.name}", media=f, target=name, references=(name,)))
         source = folder
     elif jsonl.is_file():
         rows = list(read_jsonl(jsonl, required=("image",), skipped=skipped))
@@ -286,7 +286,8 @@ def load_classification(path: str | Path, split: str) -> EvalSet:
             if lab not in class_names:
                 skipped.skip(f"label not among the {len(class_names)} classes", f"{jsonl}: row {i + 1}", strict=False)
                 continue
-            ex_id = str(row.get("id", Path(row["image"]).stem))
+            ex_id = str(row.get("id", row["image"]))  # the path: unique, and shared with the support set only if
+            # the same image is in both
             examples.append(Example(ex_id, resolve_media_path(row["image"], jsonl.parent), lab, (lab,)))
         source = jsonl
     else:
@@ -324,7 +325,7 @@ def load_video_jsonl(path: str | Path, split: str, task: str) -> EvalSet:
     examples = []
     for i, row in enumerate(rows):
         media = resolve_media_path(row["video"], file.parent)
-        ex_id = str(row.get("question_id", row.get("id", i)))
+        ex_id = str(row.get("question_id", row.get("id", row["video"])))
         if task == "video-caption":
             caps = tuple(row["captions"]) if row.get("captions") else ((row["text"],) if row.get("text") else ())
             if not caps:

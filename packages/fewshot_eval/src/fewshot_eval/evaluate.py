@@ -202,6 +202,16 @@ def _pred_files(out_dir: Path, stem: str) -> list[Path]:
     return sorted((out_dir / "predictions").glob(f"{stem}.rank*.jsonl"))
 
 
+def _open_append(path: Path):
+    """Open a predictions file for appending, ending a line an interruption left unfinished."""
+    fh = open(path, "a+", encoding="utf-8")
+    if fh.tell() > 0:
+        fh.seek(fh.tell() - 1)
+        if fh.read(1) != "\n":
+            fh.write("\n")
+    return fh
+
+
 def _load_predictions(files: Sequence[Path]) -> dict[str, dict]:
     done: dict[str, dict] = {}
     for f in files:
@@ -334,7 +344,7 @@ def evaluate(
                 selector = rices_selector if sel == "rices" else RandomSelector([e.id for e in support.examples], seed, t)
                 todo = [ex for ex in mine if ex.id not in done]
                 new: list[dict] = []
-                fh = open(out / "predictions" / f"{stem}.rank{dist.rank}.jsonl", "a") if out is not None else None
+                fh = _open_append(out / "predictions" / f"{stem}.rank{dist.rank}.jsonl") if out is not None else None
                 try:
                     bar = tqdm(range(0, len(todo), batch_size), desc=f"{task} {sel} {k}-shot trial {t}",
                                disable=not (progress and dist.is_main), leave=False)  # fmt: skip

@@ -1,0 +1,115 @@
+"""The runner end to end with the fake model: every task, RICES vs random, ensembling, saved predictions,
+results schema, report files, and an interrupted run continued with resume."""
+
+import json
+
+import pytest
+
+from fewshot_eval.evaluate import evaluate
+
+SCHEMA_KEYS = {"task", "split", "shots", "selection", "ensembling", "metric", "n", "trials", "mean", "std",
+               "model", "data", "scores"}  # fmt: skip
+
+
+def _by(results, **kw):
+    return [r for r in results if all(r[k] == v for k, v in kw.items())]
+
+
+def test_caption_random_and_rices(coco_dir, fake_model, tmp_path):
+    out = tmp_path / "run"
+    results = evaluate(fake_model, "caption", coco_dir, shots=[0, 2], selection=["random", "rices"], trials=2,
+                       out_dir=out, batch_size=3, progress=False)  # fmt: skip
+    assert len(results) == 4 and all(SCHEMA_KEYS <= set(r) for r in results)
+    rices2 = _by(results, selection="rices", shots=2)[0]
+    random2 = _by(results, selection="random", shots=2)[0]
+    assert rices2["trials"] == 1 and random2["trials"] == 2 and len(random2["scores"]) == 2
+    assert rices2["n"] == 8 and rices2["metric"] == "CIDEr" and rices2["model"] == "fake-model-v1"
+    # RICES puts a same-colour image last, and the fake copies the last caption: better than random
+    assert rices2["mean"] > random2["mean"]
+    # saved predictions: one line per query, cut at the stop word, with the prompt and demonstrations
+    lines = (out / "predictions" / "caption_rices_2shot_ens1_trial0.rank0.jsonl").read_text().splitlines()
+    recs = [json.loads(x) for x in lines]
+    assert len(recs) == 8 and all("Question:" not in r["prediction"] for r in recs)
+    assert all(r["prompt"].count("<image>") == 3 and len(r["demos"]) == 2 for r in recs)
+    assert all(r["id"] not in r["demos"] for r in recs)
+    zero = json.loads((out / "predictions" / "caption_random_0shot_ens1_trial0.rank0.jsonl").read_text().splitlines()[0])
+    assert zero["prompt"].count("<image>") == 1 and zero["prompt"].count("<EOC>") == 2  # text-only demos
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["schema"] == "fewshot_eval/results/v1" and len(saved["results"]) == 4
+    assert "| caption | CIDEr | rices |" in (out / "results.md").read_text()
+    assert (out / "results.png").stat().st_size > 1000
+    # support features were cached on disk and a second run reuses them
+    assert len(list((out / "cache").glob("*.npy"))) == 1
+    calls = fake_model.embed_calls
+    evaluate(fake_model, "caption", coco_dir, shots=[2], selection=["rices"], out_dir=out, batch_size=3,
+             progress=False)  # fmt: skip
+    assert fake_model.embed_calls - calls == 3  # only the 8 queries (batches of 3), not the 12 support images
+
+
+def test_vqa_rices_four_shots_beats_zero(vqa_dir, fake_model):
+    results = evaluate(fake_model, "vqa", vqa_dir, shots=[0, 4], selection=["rices"], progress=False)
+    assert _by(results, shots=4)[0]["mean"] == pytest.approx(100.0)
+    assert _by(results, shots=4)[0]["metric"] == "VQA accuracy"
+    assert all(len(p) == 8 for p in fake_model.generate_calls)  # batched: 8 queries in one call
+
+
+def test_classification_with_ensembling(classify_dir, fake_model, tmp_path):
+    results = evaluate(fake_model, "classify", classify_dir, shots=[4], selection=["rices"], ensemble=3,
+                       out_dir=tmp_path, progress=False)  # fmt: skip
+    top1 = _by(results, metric="top-1 accuracy")[0]
+    top5 = _by(results, metric="top-5 accuracy")[0]
+    assert top1["ensembling"] == 3 and top1["mean"] == pytest.approx(100.0) and top5["mean"] == pytest.approx(100.0)
+    # one prefix per query per ordering, each scoring all 4 class names at once (prefix reuse)
+    assert len(fake_model.loglikelihood_calls) == 8 * 3
+    assert all(len(c) == 4 for _, c in fake_model.loglikelihood_calls)
+    rec = json.loads((tmp_path / "predictions" / "classify_rices_4shot_ens3_trial0.rank0.jsonl").read_text().splitlines()[0])
+    assert rec["ranking"][0] == rec["prediction"] and len(rec["ranking"]) == 4
+
+
+@pytest.mark.parametrize("task,sub", [("video-caption", "caption"), ("video-qa", "qa")])
+def test_video_tasks(task, sub, video_dir, fake_model):
+    results = evaluate(fake_model, task, video_dir / sub, shots=[2], selection=["rices"], progress=False)
+    assert results[0]["n"] == 4 and results[0]["mean"] > 0
+    assert all(t.count("<image>") == 3 for call in fake_model.generate_calls for t in call)
+
+
+def test_interrupted_run_resumes_from_saved_predictions(coco_dir, make_fake, tmp_path):
+    args = dict(shots=[2], selection=["random"], trials=1, batch_size=2, progress=False)
+    reference = evaluate(make_fake(), "caption", coco_dir, out_dir=tmp_path / "full", **args)
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(make_fake(fail_after_generate_calls=2), "caption", coco_dir, out_dir=out, **args)
+    pred_file = out / "predictions" / "caption_random_2shot_ens1_trial0.rank0.jsonl"
+    assert len(pred_file.read_text().splitlines()) == 4  # two batches of 2 were saved before the interruption
+    with open(pred_file, "a") as fh:
+        fh.write('{"id": "trunc')  # a line cut mid-write is ignored
+    model = make_fake()
+    resumed = evaluate(model, "caption", coco_dir, out_dir=out, resume=True, **args)
+    assert sum(len(c) for c in model.generate_calls) == 4  # only the 4 remaining queries
+    assert resumed[0]["mean"] == pytest.approx(reference[0]["mean"]) and resumed[0]["n"] == 8
+    full = {json.loads(x)["id"]: json.loads(x) for x in
+            (tmp_path / "full" / "predictions" / pred_file.name).read_text().splitlines()}  # fmt: skip
+    again = {}
+    for line in pred_file.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        again[rec["id"]] = rec
+    assert again == full
+
+    # without resume the predictions are redone from scratch
+    model = make_fake()
+    evaluate(model, "caption", coco_dir, out_dir=out, **args)
+    assert sum(len(c) for c in model.generate_calls) == 8
+
+
+def test_limit_and_bad_arguments(coco_dir, fake_model):
+    results = evaluate(fake_model, "caption", coco_dir, shots=[2], selection=["random"], trials=1, limit=3,
+                       progress=False)  # fmt: skip
+    assert results[0]["n"] == 3
+    with pytest.raises(ValueError, match="unknown selection 'nearest'"):
+        evaluate(fake_model, "caption", coco_dir, shots=[2], selection=["nearest"])
+    with pytest.raises(ValueError, match="close-ended"):
+        evaluate(fake_model, "caption", coco_dir, shots=[2], ensemble=6)
