@@ -782,20 +782,20 @@ def resolve_options(
     seed: int = 0,
     image_size: int = 64,
     sizes: dict[str, int] | None = None,
-    preset: str = "small",
+    counts: str = "small",
     video_frames: int = 8,
     video_format: str = "auto",
 ) -> dict[str, Any]:
     """Validate the options and return them in the form stored in world.json."""
-    if preset not in PRESETS:
-        raise ShapesWorldError(f"unknown counts preset {preset!r}; expected one of {', '.join(PRESETS)}")
-    counts = dict(PRESETS[preset])
+    if counts not in PRESETS:
+        raise ShapesWorldError(f"unknown counts preset {counts!r}; expected one of {', '.join(PRESETS)}")
+    resolved = dict(PRESETS[counts])
     for key, value in (sizes or {}).items():
-        if key not in counts:
-            raise ShapesWorldError(f"unknown count {key!r}; expected one of {', '.join(counts)}")
+        if key not in resolved:
+            raise ShapesWorldError(f"unknown count {key!r}; expected one of {', '.join(resolved)}")
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
             raise ShapesWorldError(f"count {key}={value!r} must be a non-negative integer")
-        counts[key] = int(value)
+        resolved[key] = int(value)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ShapesWorldError(f"seed={seed!r} must be a non-negative integer")
     if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)) or not 16 <= image_size <= 1024:
@@ -810,7 +810,7 @@ def resolve_options(
         raise ShapesWorldError("video_format='mp4' needs PyAV with an mp4 encoder (pip install av); "
                                "or use video_format='frames'")
     return {"seed": int(seed), "image_size": int(image_size), "video_frames": int(video_frames),
-            "video_format": video_format, "counts": counts}
+            "video_format": video_format, "counts": resolved}
 
 
 def _check_existing(out: Path, options: dict[str, Any]) -> bool:
@@ -832,12 +832,39 @@ def _check_existing(out: Path, options: dict[str, Any]) -> bool:
     return False
 
 
+def _write_world(root: Path, options: dict[str, Any], progress: bool) -> dict[str, Any]:
+    """Write every source into ``root``, then world.json (last: its presence marks a complete world)."""
+    n = options["counts"]
+    w = _Writer(root, options["seed"], options["image_size"], options["video_frames"], options["video_format"],
+                _progress_factory(progress))
+    for split in ("train", "val"):
+        w.pairs("ltip", split, n[f"ltip_{split}"], ltip_caption)
+    w.pairs("align", "train", n["align_train"], align_caption)
+    for split in ("train", "val"):
+        w.vtp(split, n[f"vtp_{split}"])
+    w.m3w("train", n["m3w_train"])
+    w.coco(n)
+    for split in ("train", "val"):
+        w.vqa(split, n[f"vqa_{split}"])
+        w.class_folders("classify", split, n[f"classify_{split}"])
+        w.class_folders("colour", split, n[f"colour_{split}"])
+        w.videoqa(split, n[f"videoqa_{split}"])
+    world = {"generator": "shapesworld", "format_version": FORMAT_VERSION, "options": options,
+             "vocabulary": {"colours": {k: list(v) for k, v in COLOURS.items()}, "shapes": list(SHAPES),
+                            "sizes": list(SIZES), "textures": list(TEXTURES), "directions": list(DIRECTIONS),
+                            "speeds": list(SPEEDS), "backgrounds": {k: list(v) for k, v in BACKGROUNDS.items()}},
+             "totals": {"images": w.n_images, "videos": w.n_videos, "video_format": w.video_format}}
+    (root / ".shapesworld-partial").unlink()
+    w.json(root / "world.json", world)
+    return world["totals"]
+
+
 def generate(
     out_dir: str | os.PathLike,
     seed: int = 0,
     image_size: int = 64,
     sizes: dict[str, int] | None = None,
-    preset: str = "small",
+    counts: str = "small",
     video_frames: int = 8,
     video_format: str = "auto",
     progress: bool = False,
@@ -851,8 +878,9 @@ def generate(
         out_dir: the world folder; must be absent, empty, or a world generated with the same options.
         seed: the seed; same seed and options give byte-identical files.
         image_size: side of the square images and video frames, in pixels.
-        sizes: per-source counts overriding the preset (keys of ``PRESETS["small"]``).
-        preset: ``"small"`` (seconds, for tests) or ``"default"`` (the demo, under a minute).
+        sizes: per-source counts overriding the ``counts`` preset (keys of ``PRESETS["small"]``).
+        counts: the counts preset: ``"small"`` (about a second, for tests) or ``"default"`` (the demo,
+            about 15 s of one core).
         video_frames: frames per clip (1 fps).
         video_format: ``"mp4"`` (PyAV), ``"frames"`` (folders of PNGs) or ``"auto"`` (mp4 when PyAV can).
         progress: show tqdm progress bars on stderr.
@@ -860,7 +888,7 @@ def generate(
     Raises:
         ShapesWorldError: bad options, or an output folder that cannot be used.
     """
-    options = resolve_options(seed, image_size, sizes, preset, video_frames, video_format)
+    options = resolve_options(seed, image_size, sizes, counts, video_frames, video_format)
     out = Path(out_dir).expanduser().absolute()
     if _check_existing(out, options):
         return out
@@ -875,28 +903,11 @@ def generate(
     except OSError as e:
         raise ShapesWorldError(f"cannot write the output folder {out} ({e.strerror or e}); "
                                "pick a writable --out") from e
-    counts = options["counts"]
-    w = _Writer(partial, options["seed"], options["image_size"], options["video_frames"], options["video_format"],
-                _progress_factory(progress))
-    for split in ("train", "val"):
-        w.pairs("ltip", split, counts[f"ltip_{split}"], ltip_caption)
-    w.pairs("align", "train", counts["align_train"], align_caption)
-    for split in ("train", "val"):
-        w.vtp(split, counts[f"vtp_{split}"])
-    w.m3w("train", counts["m3w_train"])
-    w.coco(counts)
-    for split in ("train", "val"):
-        w.vqa(split, counts[f"vqa_{split}"])
-        w.class_folders("classify", split, counts[f"classify_{split}"])
-        w.class_folders("colour", split, counts[f"colour_{split}"])
-        w.videoqa(split, counts[f"videoqa_{split}"])
-    world = {"generator": "shapesworld", "format_version": FORMAT_VERSION, "options": options,
-             "vocabulary": {"colours": {k: list(v) for k, v in COLOURS.items()}, "shapes": list(SHAPES),
-                            "sizes": list(SIZES), "textures": list(TEXTURES), "directions": list(DIRECTIONS),
-                            "speeds": list(SPEEDS), "backgrounds": {k: list(v) for k, v in BACKGROUNDS.items()}},
-             "totals": {"images": w.n_images, "videos": w.n_videos, "video_format": w.video_format}}
-    (partial / ".shapesworld-partial").unlink()
-    w.json(partial / "world.json", world)  # last: its presence marks a complete world
+    try:
+        _write_world(partial, options, progress)
+    except OSError as e:
+        raise ShapesWorldError(f"writing {partial} failed ({e}); free space or pick another --out, then run "
+                               "again (the partial folder is cleared)") from e
     if out.is_dir():
         out.rmdir()  # empty, checked above
     os.replace(partial, out)
@@ -932,7 +943,7 @@ def main(argv: list[str] | None = None) -> int:
             sizes[key.strip()] = int(value)
         done_before = (Path(args.out) / "world.json").is_file()
         start = time.perf_counter()
-        out = generate(args.out, seed=args.seed, image_size=args.image_size, sizes=sizes, preset=args.counts,
+        out = generate(args.out, seed=args.seed, image_size=args.image_size, sizes=sizes, counts=args.counts,
                        video_frames=args.video_frames, video_format=args.video_format, progress=not args.quiet)
     except ShapesWorldError as e:
         print(f"shapesworld: error: {e}", file=sys.stderr)

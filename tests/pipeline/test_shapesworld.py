@@ -388,7 +388,7 @@ def test_second_run_is_a_no_op_and_other_options_are_refused(world):
     ({"sizes": {"ltip_train": -1}}, "ltip_train=-1 must be a non-negative integer"),
     ({"sizes": {"ltip_trian": 3}}, "unknown count 'ltip_trian'"),
     ({"image_size": 8}, "image_size=8"),
-    ({"preset": "huge"}, "unknown counts preset 'huge'"),
+    ({"counts": "huge"}, "unknown counts preset 'huge'"),
     ({"video_format": "gif"}, "video_format='gif'"),
 ])
 def test_bad_options_are_refused(tmp_path, kwargs, match):
@@ -425,3 +425,18 @@ def test_cli_writes_then_skips(tmp_path, capsys):
     assert "ShapesWorld written to" in capsys.readouterr().out
     assert sw.main(argv) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+def test_an_interrupted_run_is_cleared_and_redone(tmp_path):
+    only = {k: 0 for k in sw.PRESETS["small"]} | {"ltip_train": 2}
+    stale = tmp_path / "w.partial"
+    stale.mkdir()
+    (stale / ".shapesworld-partial").touch()
+    (stale / "half-written.png").write_bytes(b"\x89PNG")
+    out = sw.generate(tmp_path / "w", image_size=32, sizes=only)
+    assert not stale.exists() and not (out / "half-written.png").exists()
+    assert len(_jsonl(out / "ltip" / "train.jsonl")) == 2
+    foreign = tmp_path / "x.partial"
+    foreign.mkdir()
+    with pytest.raises(sw.ShapesWorldError, match="not left by this generator"):
+        sw.generate(tmp_path / "x", image_size=32, sizes=only)
