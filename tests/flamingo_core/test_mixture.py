@@ -1,0 +1,155 @@
+"""The dataset mixture: weights, the guarded next-token loss, the accumulation step (== weighted sum of
+per-dataset gradients), global token normalisation across processes, corrupt-batch fallback."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+import torch.nn.functional as F
+from test_data_world import make_world
+
+import flamingo_core as fc
+from flamingo_core.data import IGNORE_INDEX, FlamingoCollator, SkippedSample, build_source
+from flamingo_core.mixture import (
+    DEFAULT_WEIGHTS,
+    DatasetMixture,
+    accumulate_gradients,
+    next_token_nll,
+    parse_weights,
+)
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.getbasetemp())
+
+
+def _model():
+    model = fc.create_model("tiny", seed=1)
+    with torch.no_grad():  # open gates so every trained part gets a gradient
+        for block in model.xattn_layers:
+            block.alpha_xattn.fill_(0.5)
+            block.alpha_dense.fill_(0.5)
+    return model.train()
+
+
+@pytest.fixture(scope="module")
+def batches(world):
+    model = fc.create_model("tiny")
+    proc = model.processor
+    out = {}
+    for name, kind, path, n in [("m3w", "interleaved", world / "m3w" / "train.jsonl", 2),
+                                ("ltip", "pairs", world / "ltip" / "train.jsonl", 4),
+                                ("vtp", "video", world / "vtp" / "train.jsonl", 2)]:
+        opts = {"num_frames": 4} if kind == "video" else {}
+        src = build_source(name, kind, path, **opts)
+        samples = [src.load(i, random.Random(i)) for i in range(n)]
+        out[name] = FlamingoCollator(proc, 96, proc.media_token_id)(samples)
+    return out
+
+
+def _grads(model):
+    return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
+            for n, p in model.named_parameters() if p.requires_grad}
+
+
+def test_parse_weights_defaults_and_errors():
+    names = ["m3w", "ltip", "align", "vtp", "extra"]
+    w = parse_weights("ltip=0.5", names)
+    assert w == {"m3w": 1.0, "ltip": 0.5, "align": 0.2, "vtp": 0.03, "extra": 0.0}
+    assert parse_weights(None, list(DEFAULT_WEIGHTS)) == DEFAULT_WEIGHTS
+    with pytest.raises(ValueError, match="NAME=NUMBER"):
+        parse_weights("ltip:0.5", names)
+    with pytest.raises(ValueError, match="unknown source"):
+        parse_weights("coco=1", names)
+    with pytest.raises(ValueError, match=">= 0"):
+        parse_weights("ltip=-1", names)
+    with pytest.raises(ValueError, match="at least one"):
+        parse_weights("m3w=0,ltip=0,align=0,vtp=0", ["m3w", "ltip", "align", "vtp"])
+
+
+def test_next_token_nll_matches_cross_entropy_mean():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 11)
+    labels = torch.randint(0, 11, (2, 5))
+    labels[0, 3:] = IGNORE_INDEX
+    s, c = next_token_nll(logits, labels)
+    ref = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
+    assert int(c) == int((labels[:, 1:] != IGNORE_INDEX).sum())
+    assert torch.allclose(s / c, ref, atol=1e-6)
+
+
+def test_all_masked_batch_gives_zero_loss_and_no_nan(batches):
+    model = _model()
+    masked = dict(batches["ltip"], labels=torch.full_like(batches["ltip"]["labels"], IGNORE_INDEX))
+    losses = accumulate_gradients(model, {"ltip": masked}, {"ltip": 1.0})
+    assert losses["ltip"].sum_nll == 0.0 and losses["ltip"].count == 0
+    for name, g in _grads(model).items():
+        assert torch.isfinite(g).all() and (g == 0).all(), name
+
+
+def test_accumulation_equals_weighted_sum_of_per_dataset_gradients(batches):
+    weights = {"m3w": 1.0, "ltip": 0.2, "vtp": 0.03}
+    model = _model()
+    accumulate_gradients(model, batches, weights)
+    accumulated = _grads(model)
+
+    # by hand: each dataset's mean-NLL gradient on its own, then the weighted sum
+    expected = {n: torch.zeros_like(g) for n, g in accumulated.items()}
+    for name, w in weights.items():
+        model.zero_grad(set_to_none=True)
+        b = batches[name]
+        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], media=b["media"],
+                    media_mask=b["media_mask"], media_frame_mask=b["media_frame_mask"])
+        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), b["labels"][:, 1:].flatten(),
+                               ignore_index=IGNORE_INDEX)
+        loss.backward()
+        for n, g in _grads(model).items():
+            expected[n] += w * g
+    nonzero = 0
+    for n in accumulated:
+        assert torch.allclose(accumulated[n], expected[n], rtol=1e-5, atol=1e-7), n
+        nonzero += bool(accumulated[n].abs().sum() > 0)
+    assert nonzero > 0.8 * len(accumulated)  # the gradients are not trivially zero
+
+
+def test_weight_zero_source_is_not_run(batches):
+    model = _model()
+    losses = accumulate_gradients(model, batches, {"m3w": 0.0, "ltip": 1.0, "vtp": 0.0})
+    assert list(losses) == ["ltip"]
+
+
+def test_global_token_normalisation_makes_shards_average_to_the_full_batch(batches):
+    """Emulates DDP: two shards' gradients, each normalised by the global token count and averaged, equal the
+    full batch's gradient even though the shards hold different numbers of tokens."""
+    full = batches["ltip"]
+    model = _model()
+    accumulate_gradients(model, {"ltip": full}, {"ltip": 1.0})
+    g_full = _grads(model)
+    halves = [{k: (v[sl] if torch.is_tensor(v) else v) for k, v in full.items()}
+              for sl in (slice(0, 1), slice(1, 4))]
+    total = sum(int((h["labels"][:, 1:] != IGNORE_INDEX).sum()) for h in halves)
+    avg = None
+    for h in halves:
+        model.zero_grad(set_to_none=True)
+        accumulate_gradients(model, {"ltip": h}, {"ltip": 1.0}, global_counts={"ltip": total}, world_size=2)
+        g = _grads(model)
+        avg = g if avg is None else {n: (avg[n] + g[n]) for n in g}
+    for n in g_full:
+        assert torch.allclose(avg[n] / 2, g_full[n], rtol=1e-4, atol=1e-7), n
+
+
+def test_mixture_replaces_an_all_corrupt_batch_with_a_masked_one(batches):
+    good = batches["ltip"]
+    bad = {"skipped": [SkippedSample("corrupt or missing media", "x.png")], "meta": []}
+    seen = []
+    mixture = DatasetMixture({"ltip": iter([good, bad, good]), "vtp": iter([])}, {"ltip": 1.0, "vtp": 0.0},
+                             on_skip=seen.append)
+    assert mixture.active == ["ltip"]
+    first = mixture.next()["ltip"]
+    assert torch.equal(first["labels"], good["labels"])
+    second = mixture.next()["ltip"]
+    assert (second["labels"] == IGNORE_INDEX).all() and torch.equal(second["input_ids"], good["input_ids"])
+    assert [s.where for s in seen] == ["x.png"]
