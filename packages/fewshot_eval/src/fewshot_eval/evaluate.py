@@ -312,13 +312,17 @@ def evaluate(
     if "rices" in selection:
         cache = cache_dir if cache_dir is not None else (out / "cache" if out is not None else None)
         t0 = time.time()
-        if dist.state is not None:
+        encoder_id = str(getattr(model, "encoder_identifier", model.identifier))
+
+        def support_features() -> np.ndarray:
+            return cached_features(cache, encoder_id, support.fingerprint, [e.id for e in support.examples],
+                                   lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
+
+        if dist.state is not None:  # the main process fills the cache, the others read it
             with dist.state.main_process_first():
-                feats = cached_features(cache, model.identifier, support.fingerprint, [e.id for e in support.examples],
-                                        lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
+                feats = support_features()
         else:
-            feats = cached_features(cache, model.identifier, support.fingerprint, [e.id for e in support.examples],
-                                    lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
+            feats = support_features()
         qfeats = _embed(model, mine, batch_size, max_frames)
         rices_selector = RicesSelector(RICES(feats, [e.id for e in support.examples]),
                                        {ex.id: f for ex, f in zip(mine, qfeats)})  # fmt: skip
