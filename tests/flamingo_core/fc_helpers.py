@@ -40,3 +40,14 @@ def random_image(seed: int, size: int = 32) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
 
 
+
+
+def diversify_lm(model: fc.Flamingo, std: float = 0.3, seed: int = 0) -> fc.Flamingo:
+    """Re-draw the tiny LM's matrices with a larger std: at the default 0.02 a random LM repeats one token,
+    which would make generation comparisons trivially equal."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.lm.parameters():
+            if p.ndim == 2:
+                p.copy_(torch.randn(p.shape, generator=gen) * std)
+    return model
