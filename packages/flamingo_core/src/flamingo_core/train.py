@@ -41,7 +41,7 @@ from flamingo_core.mixture import (
     next_token_nll,
     parse_weights,
 )
-from flamingo_core.zero import build_adamw, load_optimizer_state, optimizer_state_dict
+from flamingo_core.zero import build_adamw, is_zero, load_optimizer_state, optimizer_state_dict
 
 __all__ = [
     "NonFiniteLossError",
@@ -50,6 +50,7 @@ __all__ = [
     "caption_eval",
     "default_sources",
     "load_checkpoint",
+    "build_parser",
     "main",
     "param_groups",
     "train",
@@ -398,6 +399,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     use_zero = cfg.zero == "on" or (cfg.zero == "auto" and world > 1)
     optimizer = build_adamw(param_groups(unwrapped, cfg.weight_decay), cfg.lr, zero=use_zero and not fsdp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(cfg.warmup_steps))
+    say(f"optimizer: {'ZeRO-1 sharded ' if is_zero(optimizer) else ''}AdamW over {len(trained_parameters(unwrapped))} "
+        f"tensors; {accelerator.distributed_type.value}, mixed precision {accelerator.mixed_precision}")
     if resume_state is not None:
         ckpt = resolve_resume(cfg.resume, cfg.out)
         load_optimizer_state(optimizer, torch.load(ckpt / "optimizer.pt", weights_only=True))
@@ -528,7 +531,7 @@ def _extra(sources, loaders, step: int, skipped, last) -> dict[str, Any]:
 # ---------------------------------------------------------------- CLI
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
+def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="flamingo train", description="Train Flamingo's resampler and cross-attention "
                                 "on the weighted M3W / LTIP / ALIGN / VTP mixture.")
@@ -573,7 +576,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--video-frames", type=int, default=d.video_frames,
                    help="frames per video clip at 1 FPS (0 = the model's max_frames, 8 for the paper presets)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    a = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    a = build_parser().parse_args(argv)
     cfg = TrainConfig(**{k: v for k, v in vars(a).items() if k in TrainConfig.__dataclass_fields__})
     cfg.vision_encoder = a.vision_encoder or None
     cfg.final_eval, cfg.progress = not a.no_eval, not a.no_progress

@@ -1,0 +1,166 @@
+"""The trainer: optimizer groups and schedule, exact resume, NaN stop keeping the last good checkpoint, corrupt
+media through a run, and the `flamingo train` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from test_data_world import make_world
+
+import flamingo_core as fc
+from flamingo_core.train import (
+    NonFiniteLossError,
+    TrainConfig,
+    build_parser,
+    main,
+    param_groups,
+    parse_args,
+    train,
+    warmup_constant,
+)
+
+FAST = "m3w=0,ltip=1,align=0.2,vtp=0"  # pairs only: the quickest steps on 2 cores
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    return make_world(tmp_path_factory.getbasetemp())
+
+
+def _cfg(world: Path, out: Path, **kw) -> TrainConfig:
+    base = dict(data=str(world), out=str(out), preset="tiny", vision_encoder=None, weights=FAST, batch_size=2,
+                lr=1e-3, warmup_steps=2, max_steps=4, save_every=2, final_eval=False, progress=False, cpu=True)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _ckpt(out: Path, step: int) -> Path:
+    return out / "checkpoints" / f"step_{step:08d}"
+
+
+def test_weight_decay_only_on_cross_attention_matrices():
+    model = fc.create_model("tiny")
+    decay, no_decay = param_groups(model, 0.1)
+    assert decay["weight_decay"] == 0.1 and no_decay["weight_decay"] == 0.0
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    assert decayed and all(n.startswith("xattn_layers.") and n.endswith("weight") for n in decayed)
+    assert any(".to_q." in n for n in decayed) and any(".ffw." in n for n in decayed)
+    others = {names[id(p)] for p in no_decay["params"]}
+    assert any(n.startswith("perceiver.") and "to_q" in n for n in others)  # resampler matrices: no decay
+    assert any("alpha_xattn" in n for n in others) and any(n.startswith("new_tokens.") for n in others)
+    assert len(decayed) + len(others) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_linear_warmup_then_constant():
+    f = warmup_constant(4)
+    assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    assert warmup_constant(0)(0) == 1.0
+
+
+def test_resumed_run_equals_uninterrupted(world, tmp_path):
+    straight = train(_cfg(world, tmp_path / "a"))
+    assert straight.step == 4
+    first = train(_cfg(world, tmp_path / "b", max_steps=2))
+    assert first.step == 2 and _ckpt(tmp_path / "b", 2).is_dir()
+    resumed = train(_cfg(world, tmp_path / "b", resume="latest"))
+    assert resumed.step == 4
+    a = load_file(str(_ckpt(tmp_path / "a", 4) / "trained.safetensors"))
+    b = load_file(str(_ckpt(tmp_path / "b", 4) / "trained.safetensors"))
+    a2 = load_file(str(_ckpt(tmp_path / "a", 2) / "trained.safetensors"))
+    assert set(a) == set(b)
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise
+    assert any(not torch.equal(a[k], a2[k]) for k in a)  # and training did change them between steps 2 and 4
+    assert resumed.losses == straight.losses
+    oa = torch.load(_ckpt(tmp_path / "a", 4) / "optimizer.pt", weights_only=True)
+    ob = torch.load(_ckpt(tmp_path / "b", 4) / "optimizer.pt", weights_only=True)
+    assert all(torch.equal(oa["state"][i]["exp_avg_sq"], ob["state"][i]["exp_avg_sq"]) for i in oa["state"])
+    state = json.loads((_ckpt(tmp_path / "b", 4) / "state.json").read_text())
+    assert state["step"] == 4 and state["data_position"]["ltip"] == {"epoch": 0, "offset": 8}
+    # only the trained parameters are stored
+    model = fc.create_model("tiny")
+    assert set(a) == {n for n, p in model.named_parameters() if p.requires_grad}
+    assert (tmp_path / "a" / "model" / "config.json").is_file()
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    forward = fc.Flamingo.forward
+
+    def poisoned(self, *args, **kwargs):
+        out = forward(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] > 6:  # 2 sources per step: steps 1-3 are fine, step 4 is not
+            out.logits = out.logits * float("nan")
+        return out
+
+    monkeypatch.setattr(fc.Flamingo, "forward", poisoned)
+    out = tmp_path / "run"
+    with pytest.raises(NonFiniteLossError, match=r"step 4.*step_00000002"):
+        train(_cfg(world, out, max_steps=6, save_every=1, keep_checkpoints=2))
+    steps = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("."))
+    assert steps == ["step_00000002", "step_00000003"]  # nothing written for the bad step
+    weights = load_file(str(_ckpt(out, 3) / "trained.safetensors"))
+    assert all(torch.isfinite(v).all() for v in weights.values())
+
+    # the command line reports it in one line with exit code 3
+    calls["n"] = 0
+    rc = main(["--data", str(world), "--out", str(tmp_path / "cli"), "--preset", "tiny", "--vision-encoder", "",
+               "--weights", FAST, "--batch-size", "2", "--max-steps", "6", "--save-every", "1", "--no-eval",
+               "--no-progress", "--cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 3 and "non-finite loss at step 4" in err[-1]
+    assert (tmp_path / "cli" / "checkpoints" / "step_00000003").is_dir()
+
+
+def _corrupt_world(world: Path, tmp_path: Path) -> Path:
+    dst = tmp_path / "world"
+    shutil.copytree(world, dst)
+    records = [json.loads(line) for line in (dst / "ltip" / "train.jsonl").read_text().splitlines()]
+    (dst / "ltip" / records[0]["image"]).write_bytes(b"\x89PNG broken")
+    records[1]["image"] = "images/missing.png"
+    (dst / "ltip" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    return dst
+
+
+def test_corrupt_media_skipped_and_counted_in_a_run_or_strict_failure(world, tmp_path, capsys):
+    bad = _corrupt_world(world, tmp_path)
+    result = train(_cfg(bad, tmp_path / "run", weights="ltip=1,m3w=0,align=0,vtp=0", batch_size=4, max_steps=4,
+                        save_every=0))
+    assert sum(result.skipped.values()) == 2  # 16 samples read once each: the 2 bad ones counted
+    rc = main(["--data", str(bad), "--out", str(tmp_path / "strict"), "--preset", "tiny", "--vision-encoder", "",
+               "--weights", "ltip=1,m3w=0,align=0,vtp=0", "--batch-size", "4", "--max-steps", "4", "--strict",
+               "--no-eval", "--no-progress", "--cpu"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "strict" in err[0] and ".png" in err[0]
+
+
+def test_every_flag_has_help_and_defaults_suit_the_benchmark():
+    parser = build_parser()
+    for action in parser._actions:
+        if not isinstance(action, argparse._HelpAction):
+            assert action.help, action.option_strings
+    cfg = parse_args([])
+    assert cfg.data == "data/world" and cfg.preset == "smollm2" and cfg.vision_encoder == "runs/stage1/export"
+    assert 1e-4 <= cfg.lr <= 3e-4 and cfg.batch_size == 8
+    assert parse_args(["--vision-encoder", ""]).vision_encoder is None
+
+
+def test_cli_user_errors_are_one_line(tmp_path, capsys):
+    rc = main(["--data", str(tmp_path / "nowhere"), "--preset", "tiny", "--vision-encoder", "", "--out",
+               str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "nowhere" in err[0]
+    rc = main(["--weights", "m3w:1", "--preset", "tiny", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "NAME=NUMBER" in err[0]
+    rc = main(["--resume", "latest", "--data", str(tmp_path), "--weights", "m3w=0,ltip=0,align=0,vtp=0,x=1",
+               "--source", "x=pairs:" + str(tmp_path / "x.jsonl"), "--preset", "tiny", "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1
