@@ -593,9 +593,9 @@ def video_questions(rng: np.random.Generator, scene: dict[str, Any]) -> list[dic
 class _Writer:
     """Shared state for one generation run: output root, options, item generators, counters."""
 
-    def __init__(self, root: Path, seed: int, image_size: int, frames: int, video_format: str, progress):
+    def __init__(self, root: Path, seed: int, image_size: int, frames: int, video_format: str, bar):
         self.root, self.seed, self.image_size, self.frames = root, seed, image_size, frames
-        self.video_format, self.progress = video_format, progress
+        self.video_format, self.bar = video_format, bar
         self.n_images = self.n_videos = 0
 
     def rng(self, stream: str, split: str, index: int) -> np.random.Generator:
@@ -625,7 +625,9 @@ class _Writer:
 
     def pairs(self, source: str, split: str, n: int, caption: Callable) -> None:
         records = []
-        for i in self.progress(range(n), f"{source}/{split}"):
+        self.bar.set_description_str(f"{source}/{split}")
+        for i in range(n):
+            self.bar.update(1)
             rng = self.rng(source, split, i)
             scene = sample_scene(rng)
             name = f"images/{split}_{i:06d}.png"
@@ -639,7 +641,9 @@ class _Writer:
 
     def vtp(self, split: str, n: int) -> None:
         records = []
-        for i in self.progress(range(n), f"vtp/{split}"):
+        self.bar.set_description_str(f"vtp/{split}")
+        for i in range(n):
+            self.bar.update(1)
             rng = self.rng("vtp", split, i)
             scene = sample_video_scene(rng, self.frames)
             name = self.video(scene, self.root / "vtp" / "videos" / f"{split}_{i:06d}")
@@ -648,7 +652,9 @@ class _Writer:
 
     def m3w(self, split: str, n: int) -> None:
         records = []
-        for i in self.progress(range(n), f"m3w/{split}"):
+        self.bar.set_description_str(f"m3w/{split}")
+        for i in range(n):
+            self.bar.update(1)
             rng = self.rng("m3w", split, i)
             items: list[tuple[str | None, str | None, dict | None]] = []  # (text, image, scene)
             if rng.random() < 0.7:
@@ -669,7 +675,9 @@ class _Writer:
     def coco(self, counts: dict[str, int]) -> None:
         entries, sentid = [], 0
         for split in ("train", "val", "test"):
-            for i in self.progress(range(counts[f"coco_{split}"]), f"coco/{split}"):
+            self.bar.set_description_str(f"coco/{split}")
+            for i in range(counts[f"coco_{split}"]):
+                self.bar.update(1)
                 rng = self.rng("coco", split, i)
                 scene = sample_scene(rng)
                 imgid = len(entries)
@@ -693,26 +701,26 @@ class _Writer:
     def vqa(self, split: str, n_questions: int) -> None:
         base = 1 if split == "train" else 1_000_001
         questions, annotations, scenes, i = [], [], [], 0
-        with self.progress(total=n_questions, desc=f"vqav2/{split}") as bar:
-            while len(questions) < n_questions:
-                rng = self.rng("vqa", split, i)
-                scene, image_id = sample_scene(rng), base + i
-                name = f"images/{image_id:012d}.png"
-                self.image(scene, self.root / "eval" / "vqav2" / name)
-                scenes.append({"image_id": image_id, "image": name, "scene": scene})
-                for k, q in enumerate(image_questions(rng, scene)[:3]):
-                    if len(questions) == n_questions:
-                        break
-                    qid = image_id * 10 + k
-                    answers = human_answers(rng, q["answer"])
-                    questions.append({"image_id": image_id, "question": q["question"], "question_id": qid})
-                    annotations.append({
-                        "question_id": qid, "image_id": image_id, "question_type": q["question_type"],
-                        "answer_type": q["answer_type"], "multiple_choice_answer": q["answer"],
-                        "answers": [{"answer": a, "answer_confidence": "yes" if a == q["answer"] else
-                                     _pick(rng, ["yes", "maybe"]), "answer_id": j + 1} for j, a in enumerate(answers)]})
-                    bar.update(1)
-                i += 1
+        self.bar.set_description_str(f"vqav2/{split}")
+        while len(questions) < n_questions:
+            rng = self.rng("vqa", split, i)
+            scene, image_id = sample_scene(rng), base + i
+            name = f"images/{image_id:012d}.png"
+            self.image(scene, self.root / "eval" / "vqav2" / name)
+            scenes.append({"image_id": image_id, "image": name, "scene": scene})
+            for k, q in enumerate(image_questions(rng, scene)[:3]):
+                if len(questions) == n_questions:
+                    break
+                qid = image_id * 10 + k
+                answers = human_answers(rng, q["answer"])
+                questions.append({"image_id": image_id, "question": q["question"], "question_id": qid})
+                annotations.append({
+                    "question_id": qid, "image_id": image_id, "question_type": q["question_type"],
+                    "answer_type": q["answer_type"], "multiple_choice_answer": q["answer"],
+                    "answers": [{"answer": a, "answer_confidence": "yes" if a == q["answer"] else
+                                 _pick(rng, ["yes", "maybe"]), "answer_id": j + 1} for j, a in enumerate(answers)]})
+                self.bar.update(1)
+            i += 1
         info = {"task_type": "Open-Ended", "data_type": "shapesworld", "data_subtype": f"{split}2014"}
         self.json(self.root / "eval" / "vqav2" / f"{split}_questions.json", {**info, "questions": questions})
         self.json(self.root / "eval" / "vqav2" / f"{split}_annotations.json", {**info, "annotations": annotations})
@@ -721,8 +729,10 @@ class _Writer:
     def class_folders(self, task: str, split: str, per_class: int) -> None:
         classes = sorted(SHAPES) if task == "classify" else sorted(COLOURS)  # ImageFolder's index order
         records, index = [], 0
-        for label in self.progress(classes, f"{task}/{split}"):
+        self.bar.set_description_str(f"{task}/{split}")
+        for label in classes:
             for _ in range(per_class):
+                self.bar.update(1)
                 rng = self.rng(task, split, index)
                 scene = sample_scene(rng, **({"main_shape": label} if task == "classify" else {"main_colour": label}))
                 name = f"{label}/{index:06d}.png"
@@ -734,48 +744,46 @@ class _Writer:
 
     def videoqa(self, split: str, n_questions: int) -> None:
         records, i = [], 0
-        with self.progress(total=n_questions, desc=f"videoqa/{split}") as bar:
-            while len(records) < n_questions:
-                rng = self.rng("videoqa", split, i)
-                scene = sample_video_scene(rng, self.frames)
-                name = self.video(scene, self.root / "eval" / "videoqa" / "videos" / f"{split}_{i:06d}")
-                for k, q in enumerate(video_questions(rng, scene)[:2]):
-                    if len(records) == n_questions:
-                        break
-                    records.append({"video": f"videos/{name}", "question": q["question"],
-                                    "answers": human_answers(rng, q["answer"]), "answer": q["answer"],
-                                    "question_id": i * 10 + k, "question_type": q["question_type"], "scene": scene})
-                    bar.update(1)
-                i += 1
+        self.bar.set_description_str(f"videoqa/{split}")
+        while len(records) < n_questions:
+            rng = self.rng("videoqa", split, i)
+            scene = sample_video_scene(rng, self.frames)
+            name = self.video(scene, self.root / "eval" / "videoqa" / "videos" / f"{split}_{i:06d}")
+            for k, q in enumerate(video_questions(rng, scene)[:2]):
+                if len(records) == n_questions:
+                    break
+                records.append({"video": f"videos/{name}", "question": q["question"],
+                                "answers": human_answers(rng, q["answer"]), "answer": q["answer"],
+                                "question_id": i * 10 + k, "question_type": q["question_type"], "scene": scene})
+                self.bar.update(1)
+            i += 1
         self.jsonl(self.root / "eval" / "videoqa" / f"{split}.jsonl", records)
 
 
 # ------------------------------------------------------------------------------------------- generate
 
 
-def _progress_factory(enabled: bool):
-    """``progress(iterable, desc)`` or ``progress(total=, desc=)``; tqdm when enabled and installed."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
 
-    class _Null:
-        def __enter__(self):
-            return self
+    def set_description_str(self, desc: str) -> None:
+        pass
 
-        def __exit__(self, *exc):
-            return False
+    def close(self) -> None:
+        pass
 
-        def update(self, n):
+
+def _progress_bar(enabled: bool, total: int):
+    """One tqdm bar over every item on stderr when enabled (and tqdm is installed), else a no-op."""
+    if enabled:
+        try:
+            from tqdm import tqdm
+
+            return tqdm(total=total, unit="item", file=sys.stderr, leave=False)
+        except ImportError:
             pass
-
-    def progress(iterable=None, desc="", total=None):
-        if enabled and tqdm is not None:
-            return tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr)
-        return iterable if iterable is not None else _Null()
-
-    return progress
+    return _NoBar()
 
 
 def resolve_options(
@@ -835,8 +843,9 @@ def _check_existing(out: Path, options: dict[str, Any]) -> bool:
 def _write_world(root: Path, options: dict[str, Any], progress: bool) -> dict[str, Any]:
     """Write every source into ``root``, then world.json (last: its presence marks a complete world)."""
     n = options["counts"]
-    w = _Writer(root, options["seed"], options["image_size"], options["video_frames"], options["video_format"],
-                _progress_factory(progress))
+    total = sum(v * {"classify": len(SHAPES), "colour": len(COLOURS)}.get(k.split("_")[0], 1) for k, v in n.items())
+    bar = _progress_bar(progress, total)
+    w = _Writer(root, options["seed"], options["image_size"], options["video_frames"], options["video_format"], bar)
     for split in ("train", "val"):
         w.pairs("ltip", split, n[f"ltip_{split}"], ltip_caption)
     w.pairs("align", "train", n["align_train"], align_caption)
@@ -854,6 +863,7 @@ def _write_world(root: Path, options: dict[str, Any], progress: bool) -> dict[st
                             "sizes": list(SIZES), "textures": list(TEXTURES), "directions": list(DIRECTIONS),
                             "speeds": list(SPEEDS), "backgrounds": {k: list(v) for k, v in BACKGROUNDS.items()}},
              "totals": {"images": w.n_images, "videos": w.n_videos, "video_format": w.video_format}}
+    bar.close()
     (root / ".shapesworld-partial").unlink()
     w.json(root / "world.json", world)
     return world["totals"]
@@ -883,7 +893,7 @@ def generate(
             about 15 s of one core).
         video_frames: frames per clip (1 fps).
         video_format: ``"mp4"`` (PyAV), ``"frames"`` (folders of PNGs) or ``"auto"`` (mp4 when PyAV can).
-        progress: show tqdm progress bars on stderr.
+        progress: show a tqdm progress bar on stderr.
 
     Raises:
         ShapesWorldError: bad options, or an output folder that cannot be used.
@@ -928,7 +938,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video-frames", type=int, default=8, help="frames per video clip (1 fps)")
     p.add_argument("--video-format", default="auto", choices=["auto", "mp4", "frames"],
                    help="mp4 (needs PyAV), frame folders of PNGs, or auto (mp4 when PyAV is installed)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars or summary")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p.parse_args(argv)
 
 
