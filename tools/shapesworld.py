@@ -817,6 +817,9 @@ def resolve_options(
     elif video_format == "mp4" and _video_codec() is None:
         raise ShapesWorldError("video_format='mp4' needs PyAV with an mp4 encoder (pip install av); "
                                "or use video_format='frames'")
+    if video_format == "mp4" and _video_codec()[1] == "yuv420p" and image_size % 2:
+        raise ShapesWorldError(f"image_size={image_size} must be even for mp4 with this PyAV (no libx264); "
+                               "or use video_format='frames'")
     return {"seed": int(seed), "image_size": int(image_size), "video_frames": int(video_frames),
             "video_format": video_format, "counts": resolved}
 
