@@ -16,10 +16,10 @@ from fewshot_eval.ensemble import DEFAULT_ENSEMBLE
 from fewshot_eval.model import ModelLoadError
 from fewshot_eval.selection import SELECTIONS
 
-__all__ = ["load_model", "main", "parse_args"]
+__all__ = ["build_parser", "load_model", "main", "parse_args"]
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fewshot-eval", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="evaluate a model on one task for several shot counts and selection methods")
@@ -45,7 +45,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     run.add_argument("--seed", type=int, default=0, help="seed of random selection and ensembling")
     run.add_argument("--device", default=None, help="torch device (default: cuda if available)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
 
 
 def load_model(model_dir: str, device: str | None = None):
