@@ -102,7 +102,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, monk
 
     monkeypatch.setattr(fc.Flamingo, "forward", poisoned)
     out = tmp_path / "run"
-    with pytest.raises(NonFiniteLossError, match=r"step 4.*step_00000002"):
+    with pytest.raises(NonFiniteLossError, match=r"step 4.*step_00000003"):
         train(_cfg(world, out, max_steps=6, save_every=1, keep_checkpoints=2))
     steps = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("."))
     assert steps == ["step_00000002", "step_00000003"]  # nothing written for the bad step

@@ -395,7 +395,15 @@ def create_model(
         config_or_preset: ``list_models()`` name, JSON path, saved folder or ``FlamingoConfig``.
         lm, vision_encoder, tokenizer: already-built frozen parts to use instead of loading them.
         **overrides: ``FlamingoConfig`` fields to change.
+
+    ``lm``, ``vision_encoder`` and ``tokenizer`` given as strings are names: they override the config fields.
     """
+    for key, value in (("lm", lm), ("vision_encoder", vision_encoder), ("tokenizer", tokenizer)):
+        if isinstance(value, (str, Path)):
+            overrides[key] = str(value)
+    lm = None if isinstance(lm, (str, Path)) else lm
+    vision_encoder = None if isinstance(vision_encoder, (str, Path)) else vision_encoder
+    tokenizer = None if isinstance(tokenizer, (str, Path)) else tokenizer
     config = load_config(config_or_preset, **overrides)
     if tokenizer is None:
         name = config.tokenizer or (config.lm if config.lm_config is None else None)
@@ -403,7 +411,7 @@ def create_model(
             raise ValueError("a config with lm_config needs a 'tokenizer' name (e.g. 'byte')")
         tokenizer = load_flamingo_tokenizer(name)
     lm = lm if lm is not None else _build_lm(config)
-    vision_encoder = vision_encoder if vision_encoder is not None else load_vision_encoder(config.vision_encoder)
+    vision_encoder = vision_encoder if vision_encoder is not None else load_vision_encoder(config.vision_encoder, seed=config.seed)
     model = Flamingo(config, lm, vision_encoder, tokenizer)
     model.log_parameter_counts()
     return model

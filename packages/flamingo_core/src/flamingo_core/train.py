@@ -368,10 +368,12 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     weights = parse_weights(cfg.weights or DEFAULT_WEIGHTS, names=list(parse_source_specs(cfg.sources, cfg.data)))
 
     if model is None:
+        from flamingo_core.config import load_config
         from flamingo_core.flamingo import create_model
 
+        # names go into the config (create_model's vision_encoder= / lm= take built modules)
         overrides = {k: v for k, v in (("vision_encoder", cfg.vision_encoder), ("lm", cfg.lm)) if v}
-        model = create_model(cfg.preset, **overrides)
+        model = create_model(load_config(cfg.preset, **overrides))
     processor = processor or model.processor
     skipped = SkipCounter()
     max_frames = getattr(getattr(model, "config", None), "max_frames", 8)

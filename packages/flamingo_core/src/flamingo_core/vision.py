@@ -63,10 +63,15 @@ class ConvStemVisionEncoder(nn.Module):
         return (x - self.mean) / self.std
 
 
-def load_vision_encoder(name: str) -> nn.Module:
-    """Build the frozen vision encoder named in a Flamingo config."""
+def load_vision_encoder(name: str, seed: int = 0) -> nn.Module:
+    """Build the frozen vision encoder named in a Flamingo config.
+
+    Args:
+        name: ``conv-tiny``, a stage-1 export folder, or a contrastive_encoder preset (random weights).
+        seed: seeds the random weights of a preset, so a saved Flamingo reloads the same encoder.
+    """
     if name == "conv-tiny":
-        return ConvStemVisionEncoder()
+        return ConvStemVisionEncoder(seed=seed)
     try:
         from contrastive_encoder import load_vision_encoder as load_stage1
     except ImportError as e:
@@ -74,4 +79,13 @@ def load_vision_encoder(name: str) -> nn.Module:
             f"vision encoder '{name}' needs contrastive_encoder.load_vision_encoder, which is not available "
             f"({e}); use 'conv-tiny' for a built-in test encoder"
         ) from e
-    return freeze_module(load_stage1(name))
+    from pathlib import Path
+
+    try:
+        if Path(name).is_dir():
+            return freeze_module(load_stage1(name))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return freeze_module(load_stage1(name))
+    except (FileNotFoundError, KeyError) as e:
+        raise ValueError(f"cannot load vision encoder '{name}': {e}") from e
