@@ -2,6 +2,7 @@
 results schema, report files, and an interrupted run continued with resume."""
 
 import json
+import shutil
 
 import pytest
 
@@ -36,7 +37,7 @@ def test_caption_random_and_rices(coco_dir, fake_model, tmp_path):
     assert zero["prompt"].count("<image>") == 1 and zero["prompt"].count("<EOC>") == 2  # text-only demos
     saved = json.loads((out / "results.json").read_text())
     assert saved["schema"] == "fewshot_eval/results/v1" and len(saved["results"]) == 4
-    assert "| caption | CIDEr | rices |" in (out / "results.md").read_text()
+    assert f"| caption | {coco_dir.name} | CIDEr | rices |" in (out / "results.md").read_text()
     assert (out / "results.png").stat().st_size > 1000
     # support features were cached on disk and a second run reuses them
     assert len(list((out / "cache").glob("*.npy"))) == 1
@@ -113,3 +114,32 @@ def test_limit_and_bad_arguments(coco_dir, fake_model):
         evaluate(fake_model, "caption", coco_dir, shots=[2], selection=["nearest"])
     with pytest.raises(ValueError, match="close-ended"):
         evaluate(fake_model, "caption", coco_dir, shots=[2], ensemble=6)
+
+
+def test_ids_repeating_across_splits_do_not_exclude_other_examples(vqa_dir, fake_model, tmp_path):
+    # question ids restarting at 1 in the val split (as in ShapesWorld's video QA): val question 1 is not train
+    # question 1, so RICES may (and here must: same colour and pixels) return train question 1 as nearest.
+    root = tmp_path / "vqa"
+    shutil.copytree(vqa_dir, root)
+    for kind, key in (("questions", "questions"), ("annotations", "annotations")):
+        f = root / f"val_{kind}.json"
+        data = json.loads(f.read_text())
+        for i, row in enumerate(data[key]):
+            row["question_id"] = i + 1
+        f.write_text(json.dumps(data))
+    evaluate(fake_model, "vqa", root, shots=[2], selection=["rices"], out_dir=tmp_path / "out", progress=False)
+    recs = [json.loads(x) for x in (tmp_path / "out/predictions/vqa_rices_2shot_ens1_trial0.rank0.jsonl").read_text().splitlines()]
+    first = next(r for r in recs if r["id"] == "1")  # val red square, jitter 0 = train question 1's image
+    assert first["demos"][-1] == "1"
+
+
+def test_two_datasets_of_one_task_share_an_output_folder(classify_dir, coco_dir, fake_model, tmp_path):
+    other = tmp_path / "colour2"
+    shutil.copytree(classify_dir, other)
+    for data in (classify_dir, other):
+        evaluate(fake_model, "classify", data, shots=[2], selection=["rices"], out_dir=tmp_path / "out",
+                 progress=False)  # fmt: skip
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
+    assert {r["dataset"] for r in saved} == {classify_dir.name, "colour2"} and len(saved) == 4
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert f"| classify | {classify_dir.name} | top-1 accuracy |" in table and "| classify | colour2 |" in table

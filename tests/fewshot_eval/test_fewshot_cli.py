@@ -35,7 +35,7 @@ def test_run_writes_results(coco_dir, tmp_path, fake_loader, capsys):
     results = json.loads((tmp_path / "out" / "results.json").read_text())["results"]
     assert {(r["selection"], r["shots"]) for r in results} == {("random", 0), ("random", 2), ("rices", 0), ("rices", 2)}
     assert all(r["n"] == 4 for r in results)
-    assert "| caption | CIDEr | rices |" in capsys.readouterr().out
+    assert f"| caption | {coco_dir.name} | CIDEr | rices |" in capsys.readouterr().out
     # --resume: everything is already predicted, so the model generates nothing
     assert cli.main(["run", "--model", str(tmp_path / "model"), "--task", "caption", "--data", str(coco_dir),
                      "--shots", "0", "2", "--selection", "random", "rices", "--trials", "2", "--limit", "4",
@@ -49,7 +49,6 @@ def test_run_writes_results(coco_dir, tmp_path, fake_loader, capsys):
      (["--task", "vqa", "--data", "{coco}/dataset_coco.json"], "train_questions.json"),
      (["--task", "caption", "--data", "{coco}", "--shots", "64"], "64 shots"),
      (["--task", "caption", "--data", "{tmp}/nowhere"], "nowhere"),
-     (["--task", "caption", "--data", "{coco}", "--ensemble", "6"], "--ensemble"),
      (["--task", "caption", "--data", "{coco}", "--limit", "0"], "--limit")],
 )  # fmt: skip
 def test_bad_input_is_one_line(args, needle, coco_dir, vqa_dir, tmp_path, fake_loader, capsys):
@@ -58,6 +57,15 @@ def test_bad_input_is_one_line(args, needle, coco_dir, vqa_dir, tmp_path, fake_l
     assert cli.main(["run", "--model", str(tmp_path / "model"), *args, "--out", str(tmp_path / "o")]) == 2
     assert needle in _err_line(capsys)
     assert fake_loader == []  # failed before the model was loaded
+
+
+def test_ensemble_flag_is_ignored_for_open_ended_tasks(coco_dir, tmp_path, fake_loader, capsys):
+    (tmp_path / "model").mkdir()
+    rc = cli.main(["run", "--model", str(tmp_path / "model"), "--task", "caption", "--data", str(coco_dir),
+                   "--shots", "2", "--ensemble", "6", "--trials", "1", "--limit", "2", "--out", str(tmp_path / "o"),
+                   "--no-progress"])  # fmt: skip
+    assert rc == 0 and "applies to 'classify' only" in capsys.readouterr().err
+    assert json.loads((tmp_path / "o" / "results.json").read_text())["results"][0]["ensembling"] == 1
 
 
 def test_unknown_model_folder(coco_dir, tmp_path, capsys):

@@ -66,7 +66,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         if args.ensemble > 1 and args.task != "classify":
-            raise ValueError(f"--ensemble applies to the close-ended task 'classify', not {args.task!r}")
+            # one flag set can then drive every task (as tools/run_pipeline.py does)
+            print(f"fewshot-eval: note: --ensemble applies to 'classify' only; ignored for {args.task!r}", file=sys.stderr)
+            args.ensemble = 1
         if not Path(args.model).is_dir():
             raise ModelLoadError(f"--model {args.model}: no such folder (expected a saved Flamingo model)")
         data = prepare_data(args.task, args.data, args.shots, args.split, args.support_split, args.limit,

@@ -54,6 +54,13 @@ class Example:
     references: tuple[str, ...]  # what a prediction is scored against (all captions / the 10 answers / class)
     question: str | None = None  # VQA / video QA only
 
+    @property
+    def key(self) -> str:
+        """Identity across sets: the same id *and* media. Ids alone may repeat across splits (a question id
+        restarting at 0), and one image may carry several questions; only the very same example is excluded
+        from its own demonstrations."""
+        return f"{self.id}@{self.media}"
+
 
 @dataclass
 class EvalSet:
@@ -80,6 +87,14 @@ class EvalSet:
     @property
     def identifier(self) -> str:
         return f"{self.source}:{self.split}:{len(self)}:{self.fingerprint}"
+
+    @property
+    def name(self) -> str:
+        """Short dataset name for tables: the data folder's name (``coco``, ``vqav2``, ``colour``)."""
+        folder = self.source.parent if self.source.is_file() else self.source
+        if folder.name == self.split:  # class folders: <data>/<split>/
+            folder = folder.parent
+        return folder.name
 
 
 def _read_json(path: Path, what: str):

@@ -91,7 +91,7 @@ def prepare_data(
         query.examples = query.examples[:limit]
     check_media(query.examples, query.source, open_images=True)
     check_media(support.examples, support.source)
-    overlap = bool({e.id for e in query.examples} & {e.id for e in support.examples})
+    overlap = bool({e.key for e in query.examples} & {e.key for e in support.examples})
     available = len(support) - (1 if overlap else 0)
     for k in shots:
         if _demos_needed(k) > available:
@@ -223,7 +223,9 @@ def _load_predictions(files: Sequence[Path]) -> dict[str, dict]:
 def _merge_results(path: Path, new: list[dict]) -> list[dict]:
     """Results already in ``path`` with the records of ``new`` replacing those with the same key."""
     def key(r):
-        return (r["task"], r["split"], r["shots"], r["selection"], r["ensembling"], r["metric"], r["model"], r["data"])
+        # not the data fingerprint: a rerun with another --limit replaces the old numbers
+        return (r["task"], r.get("dataset"), r["split"], r["shots"], r["selection"], r["ensembling"], r["metric"],
+                r["model"])  # fmt: skip
 
     old = []
     if path.is_file():
@@ -315,7 +317,7 @@ def evaluate(
         encoder_id = str(getattr(model, "encoder_identifier", model.identifier))
 
         def support_features() -> np.ndarray:
-            return cached_features(cache, encoder_id, support.fingerprint, [e.id for e in support.examples],
+            return cached_features(cache, encoder_id, support.fingerprint, [e.key for e in support.examples],
                                    lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
 
         if dist.state is not None:  # the main process fills the cache, the others read it
@@ -324,8 +326,8 @@ def evaluate(
         else:
             feats = support_features()
         qfeats = _embed(model, mine, batch_size, max_frames)
-        rices_selector = RicesSelector(RICES(feats, [e.id for e in support.examples]),
-                                       {ex.id: f for ex, f in zip(mine, qfeats)})  # fmt: skip
+        rices_selector = RicesSelector(RICES(feats, [e.key for e in support.examples]),
+                                       {ex.key: f for ex, f in zip(mine, qfeats)})  # fmt: skip
         if progress and dist.is_main:
             print(f"RICES: {len(support)} support and {len(mine)} query features in {time.time() - t0:.1f}s")
 
@@ -345,7 +347,7 @@ def evaluate(
                         for f in _pred_files(out, stem):
                             f.unlink()
                     dist.barrier()
-                selector = rices_selector if sel == "rices" else RandomSelector([e.id for e in support.examples], seed, t)
+                selector = rices_selector if sel == "rices" else RandomSelector([e.key for e in support.examples], seed, t)
                 todo = [ex for ex in mine if ex.id not in done]
                 new: list[dict] = []
                 fh = _open_append(out / "predictions" / f"{stem}.rank{dist.rank}.jsonl") if out is not None else None
@@ -354,7 +356,7 @@ def evaluate(
                                disable=not (progress and dist.is_main), leave=False)  # fmt: skip
                     for i in bar:
                         batch = todo[i : i + batch_size]
-                        demo_idx = selector.select([ex.id for ex in batch], _demos_needed(k))
+                        demo_idx = selector.select([ex.key for ex in batch], _demos_needed(k))
                         recs = runner.run(batch, demo_idx, k)
                         new.extend(recs)
                         if fh is not None:
@@ -379,7 +381,8 @@ def evaluate(
                     "task": task, "split": query.split, "support_split": support.split, "shots": k,
                     "selection": sel, "ensembling": ensemble, "metric": metric, "n": n_scored,
                     "trials": n_trials, "scores": scores, "mean": mean, "std": std,
-                    "model": model.identifier, "data": query.identifier, "support": support.identifier,
+                    "dataset": query.name, "model": model.identifier, "data": query.identifier,
+                    "support": support.identifier,
                 })  # fmt: skip
             if out is not None:  # results so far, so that an interrupted run still leaves a summary
                 _write_outputs(out, results)

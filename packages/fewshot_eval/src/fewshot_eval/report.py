@@ -13,10 +13,11 @@ __all__ = ["markdown_table", "plot_scores", "write_report"]
 
 
 def _series(results: Sequence[dict]) -> dict[tuple, dict[int, dict]]:
-    """(task, metric, selection, ensembling) -> shots -> record."""
+    """(task, dataset, metric, selection, ensembling) -> shots -> record."""
     series: dict[tuple, dict[int, dict]] = defaultdict(dict)
     for r in results:
-        series[(r["task"], r["metric"], r["selection"], r["ensembling"])][int(r["shots"])] = r
+        key = (r["task"], r.get("dataset", ""), r["metric"], r["selection"], r["ensembling"])
+        series[key][int(r["shots"])] = r
     return series
 
 
@@ -25,15 +26,15 @@ def markdown_table(results: Sequence[dict]) -> str:
     if not results:
         return "No results.\n"
     shots = sorted({int(r["shots"]) for r in results})
-    head = "| task | metric | selection | ensemble | n | " + " | ".join(f"{k}-shot" for k in shots) + " |"
-    lines = [head, "|" + "---|" * (5 + len(shots))]
-    for (task, metric, sel, ens), by_k in sorted(_series(results).items()):
+    head = "| task | dataset | metric | selection | ensemble | n | " + " | ".join(f"{k}-shot" for k in shots) + " |"
+    lines = [head, "|" + "---|" * (6 + len(shots))]
+    for (task, dataset, metric, sel, ens), by_k in sorted(_series(results).items()):
         n = max(r["n"] for r in by_k.values())
         cells = []
         for k in shots:
             r = by_k.get(k)
             cells.append("" if r is None else (f"{r['mean']:.2f} ± {r['std']:.2f}" if r["trials"] > 1 else f"{r['mean']:.2f}"))
-        lines.append(f"| {task} | {metric} | {sel} | {ens if ens > 1 else '-'} | {n} | " + " | ".join(cells) + " |")
+        lines.append(f"| {task} | {dataset} | {metric} | {sel} | {ens if ens > 1 else '-'} | {n} | " + " | ".join(cells) + " |")
     models = sorted({r["model"] for r in results})
     return "\n".join(lines) + "\n\nModel: " + ", ".join(models) + ". Random selection: mean ± std over trials.\n"
 
@@ -49,13 +50,13 @@ def plot_scores(results: Sequence[dict], path: str | Path) -> Path | None:
     except ImportError:
         return None
     series = _series(results)
-    panels = sorted({(t, m) for t, m, _, _ in series})
+    panels = sorted({(t, d, m) for t, d, m, _, _ in series})
     if not panels:
         return None
     fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.5), squeeze=False)
-    for ax, (task, metric) in zip(axes[0], panels):
-        for (t, m, sel, ens), by_k in sorted(series.items()):
-            if (t, m) != (task, metric):
+    for ax, (task, dataset, metric) in zip(axes[0], panels):
+        for (t, d, m, sel, ens), by_k in sorted(series.items()):
+            if (t, d, m) != (task, dataset, metric):
                 continue
             ks = sorted(by_k)
             label = sel + (f" + ensemble {ens}" if ens > 1 else "")
@@ -63,7 +64,7 @@ def plot_scores(results: Sequence[dict], path: str | Path) -> Path | None:
                         capsize=3, label=label)  # fmt: skip
         ax.set_xlabel("number of shots")
         ax.set_ylabel(metric)
-        ax.set_title(task)
+        ax.set_title(f"{task} ({dataset})" if dataset else task)
         ax.legend()
     fig.tight_layout()
     path = Path(path)
