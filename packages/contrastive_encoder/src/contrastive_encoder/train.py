@@ -45,6 +45,7 @@ class TrainConfig:
     batch_size: int = 64  # global batch of one micro-batch, over all processes
     accum_steps: int = 1  # micro-batches per dataset per update (negatives stay within a micro-batch)
     steps: int = 600  # optimizer steps
+    optimizer: str = "adamw"  # adamw, or sgd (plain, no momentum: for tests and ablations)
     lr: float = 1e-3  # peak learning rate
     text_lr: float | None = None  # peak learning rate of the text tower (None: lr)
     weight_decay: float = 0.05  # on matrices only (no gains, biases, norms, logit scale)
@@ -60,6 +61,7 @@ class TrainConfig:
     strict: bool = False  # raise on the first corrupt/missing image or bad row
     seed: int = 0  # init, shuffling and augmentation seed
     workers: int = 0  # DataLoader worker processes
+    cpu: bool = False  # run on the CPU even when a GPU is present
     precision: str = "auto"  # auto (bf16 on a bf16-capable GPU, else fp32) | bf16 | fp32
     out: str = "runs/contrastive"  # run folder: checkpoints/, metrics.jsonl, final/
     save_every: int = 200  # checkpoint every N steps (and always at the end); 0: only at the end
@@ -139,7 +141,7 @@ def save_checkpoint(
         save_file(tensors, str(tmp / "optimizer.safetensors"))
         (tmp / "optimizer.json").write_text(json.dumps(meta))
         save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-        sched = {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"}
+        sched = scheduler.state_dict()  # lr_lambdas are None for plain functions: JSON-safe
         state = {"step": step, "scheduler": sched, **extra}
         (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
     return Path(folder)
@@ -200,7 +202,9 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     from timm.utils import adaptive_clip_grad
     from tqdm.auto import tqdm
 
-    accelerator = accelerator or Accelerator(mixed_precision=_precision(cfg.precision))
+    # accelerate only sets up multi-process CPU (gloo) runs when told cpu=True
+    cpu = cfg.cpu or not torch.cuda.is_available()
+    accelerator = accelerator or Accelerator(mixed_precision=_precision(cfg.precision), cpu=cpu)
     rank, world = accelerator.process_index, accelerator.num_processes
     if cfg.batch_size < world or cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} (global) must be a multiple of the {world} processes")
@@ -226,7 +230,13 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     dataset = PairDataset(sources, transform, strict=cfg.strict)
     planner = StepPlanner(dataset.sizes(), cfg.batch_size * cfg.accum_steps, cfg.data_weights, cfg.strategy, cfg.seed)
 
-    optimizer = torch.optim.AdamW(param_groups(model, cfg.weight_decay, cfg.lr, cfg.text_lr), betas=(0.9, 0.98), eps=1e-6)
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.text_lr)
+    if cfg.optimizer == "adamw":
+        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
+    elif cfg.optimizer == "sgd":
+        optimizer = torch.optim.SGD(groups, momentum=0.0)
+    else:
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}': expected adamw or sgd")
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
     core: DualEncoder = accelerator.unwrap_model(model)
