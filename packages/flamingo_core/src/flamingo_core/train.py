@@ -140,14 +140,21 @@ def parse_source_specs(specs: list[str], root: str) -> dict[str, tuple[str, str]
     return sources
 
 
+def check_sources(cfg: TrainConfig, weights: dict[str, float]) -> None:
+    """Fail early (before loading models) when a source with weight > 0 does not exist."""
+    for name, (_, spec) in parse_source_specs(cfg.sources, cfg.data).items():
+        if weights.get(name, 0.0) > 0 and not (spec.startswith("hf:") or any(c in spec for c in "*?{")
+                                               or Path(spec).exists()):
+            raise FileNotFoundError(f"training source {name!r} not found: {spec} (give --weights {name}=0 to "
+                                    f"train without it, or --data / --source to point at it)")
+
+
 def build_sources(cfg: TrainConfig, weights: dict[str, float], skipped, video_frames: int = 8) -> dict[str, Any]:
+    check_sources(cfg, weights)
     out = {}
     for name, (kind, spec) in parse_source_specs(cfg.sources, cfg.data).items():
         if weights.get(name, 0.0) <= 0:
             continue
-        if not (spec.startswith("hf:") or any(c in spec for c in "*?{") or Path(spec).exists()):
-            raise FileNotFoundError(f"training source {name!r} not found: {spec} (give --weights {name}=0 to "
-                                    f"train without it, or --data / --source to point at it)")
         opts: dict[str, Any] = {"max_tokens": MAX_TOKENS[kind]}
         if kind == "interleaved":
             opts["p_next"] = cfg.p_next
@@ -366,6 +373,9 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     say = accelerator.print
 
     weights = parse_weights(cfg.weights or DEFAULT_WEIGHTS, names=list(parse_source_specs(cfg.sources, cfg.data)))
+    check_sources(cfg, weights)
+    if cfg.resume:
+        resolve_resume(cfg.resume, cfg.out)
 
     if model is None:
         from flamingo_core.config import load_config
