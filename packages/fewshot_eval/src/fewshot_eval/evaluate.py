@@ -113,7 +113,10 @@ class _Dist:
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
             from accelerate import PartialState
 
-            self.state = PartialState()
+            import torch
+
+            # accelerate only forms a CPU process group (gloo) when told it runs on CPU
+            self.state = PartialState(cpu=not torch.cuda.is_available())
             self.rank, self.world = self.state.process_index, self.state.num_processes
 
     @property
