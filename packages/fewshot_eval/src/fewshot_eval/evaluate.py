@@ -111,9 +111,8 @@ class _Dist:
         self.state = None
         self.rank, self.world = 0, 1
         if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import PartialState
-
             import torch
+            from accelerate import PartialState
 
             # accelerate only forms a CPU process group (gloo) when told it runs on CPU
             self.state = PartialState(cpu=not torch.cuda.is_available())
