@@ -39,7 +39,10 @@ def _train_parser(sub) -> None:
     p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning-rate schedule after warmup")
     p.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0 disables)")
     p.add_argument("--agc", type=float, default=0.0, help="adaptive gradient clipping factor for the NFNet (0 disables)")
-    p.add_argument("--lock-text", action="store_true", help="freeze the text encoder (projection still trains)")
+    p.add_argument("--lock-text", action=argparse.BooleanOptionalAction, default=None,
+                   help="freeze the text encoder (its projection still trains); default: frozen when pretrained")
+    p.add_argument("--no-text-cache", dest="text_cache", action="store_false",
+                   help="recompute a frozen text encoder's outputs instead of caching them per caption")
     p.add_argument("--local-loss", action="store_true", help="score local rows only against the global batch")
     p.add_argument("--image-size", type=int, default=None, help="override the preset's resolution")
     p.add_argument("--no-augment", dest="augment", action="store_false", help="disable colour jitter and flips")

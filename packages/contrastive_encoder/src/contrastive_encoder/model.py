@@ -214,10 +214,19 @@ class DualEncoder(nn.Module):
         return torch.cat(chunks)
 
     def forward(
-        self, pixels: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+        self, pixels: torch.Tensor, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+        text_pooled: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns ``(image_features (B, D), text_features (B, D), logit_scale.exp())``."""
-        return self.encode_image(pixels), self.encode_text(input_ids, attention_mask), self.logit_scale.exp()
+        """Returns ``(image_features (B, D), text_features (B, D), logit_scale.exp())``.
+
+        ``text_pooled`` (B, hidden), the text encoder's pooled output computed earlier (a frozen encoder's
+        cache), replaces ``input_ids`` / ``attention_mask``; only the projection runs then.
+        """
+        if text_pooled is None:
+            text = self.encode_text(input_ids, attention_mask)
+        else:
+            text = F.normalize(self.text.proj(text_pooled), dim=-1)
+        return self.encode_image(pixels), text, self.logit_scale.exp()
 
     @torch.no_grad()
     def clamp_logit_scale(self) -> None:

@@ -53,7 +53,8 @@ class TrainConfig:
     schedule: str = "cosine"  # cosine (to 0 at `steps`) or constant after warmup
     grad_clip: float = 1.0  # max global gradient norm (0 disables)
     agc: float = 0.0  # Adaptive Gradient Clipping factor for the NFNet trunk (0 disables; NFNet uses 0.01)
-    lock_text: bool = False  # freeze the text encoder (its projection still trains)
+    lock_text: bool | None = None  # freeze the text encoder (projection still trains); None: if pretrained
+    text_cache: bool = True  # with a frozen text encoder, cache each caption's pooled output (exact, faster)
     local_loss: bool = False  # each process scores only its own rows against the global batch
     image_size: int | None = None  # override the preset's resolution
     augment: bool = True  # colour jitter + horizontal flip
@@ -190,6 +191,29 @@ class _LocalBatches:
         return sum(len(list(self.chunks(s))) for s in range(self.start, self.end))
 
 
+class _PooledTextCache:
+    """Pooled outputs of a *frozen* text encoder by caption (exactly what the encoder would compute again).
+
+    Captions repeat every epoch (ShapesWorld: a few thousand), so after the first epoch the text tower costs
+    nothing and a step is the image tower's forward and backward only.
+    """
+
+    def __init__(self, model: DualEncoder, max_items: int = 500_000):
+        self.model, self.max_items, self.store = model, max_items, {}
+
+    @torch.no_grad()
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.store))
+        if missing:
+            device = self.model.logit_scale.device
+            tok = {k: v.to(device) for k, v in self.model.tokenize(missing).items()}
+            pooled = self.model.text.pool(**tok).float()
+            if len(self.store) + len(missing) > self.max_items:
+                self.store.clear()
+            self.store.update(zip(missing, pooled))
+        return torch.stack([self.store[t] for t in texts])
+
+
 def _precision(name: str) -> str:
     if name == "auto":
         return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
@@ -216,7 +240,10 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     if cfg.image_size:
         overrides["image_size"] = cfg.image_size
     model = create_model(cfg.model, **overrides)
-    if cfg.lock_text:
+    lock_text = cfg.lock_text
+    if lock_text is None:  # a pretrained text tower would only be damaged by a small caption set
+        lock_text = model.config.text_model is not None and model.config.text_pretrained
+    if lock_text:
         model.lock_text()
     counts = model.parameter_counts()
 
@@ -265,6 +292,7 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
         persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
     )
     loss_fn = ClipLoss(local_loss=cfg.local_loss)
+    text_cache = _PooledTextCache(core) if lock_text and cfg.text_cache else None
     trunk_params = [p for p in core.vision.trunk.parameters() if p.requires_grad]
     trainable = [p for p in core.parameters() if p.requires_grad]
     evals: dict[str, Any] = {}
@@ -299,11 +327,14 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
             b_step, c, n_chunks, weight = batch["meta"]
             assert b_step == step and c == chunk, f"data out of order: got step {b_step}/{c}, expected {step}/{chunk}"
             skipped.update(batch["skipped"])
-            tok = {k: v.to(accelerator.device) for k, v in core.tokenize(batch["text"]).items()}
+            if text_cache is not None:
+                text_inputs = {"text_pooled": text_cache(batch["text"])}
+            else:
+                text_inputs = {k: v.to(accelerator.device) for k, v in core.tokenize(batch["text"]).items()}
             pixels = batch["pixels"].to(accelerator.device)
             sync = nullcontext() if chunk == n_chunks - 1 else accelerator.no_sync(model)
             with sync, accelerator.autocast():
-                img, txt, scale = model(pixels, **tok)
+                img, txt, scale = model(pixels, **text_inputs)
                 loss = loss_fn(img.float(), txt.float(), scale.float())
                 accelerator.backward(loss * weight)
             losses.append(loss.detach())
