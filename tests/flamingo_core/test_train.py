@@ -148,7 +148,13 @@ def test_every_flag_has_help_and_defaults_suit_the_benchmark():
             assert action.help, action.option_strings
     cfg = parse_args([])
     assert cfg.data == "data/world" and cfg.preset == "smollm2" and cfg.vision_encoder == "runs/stage1/export"
-    assert 1e-4 <= cfg.lr <= 3e-4 and cfg.batch_size == 8
+    assert 1e-4 <= cfg.lr <= 3e-4 and cfg.batch_size == 8 and 0 < cfg.max_minutes <= 18
+    from flamingo_core.train import source_batch_sizes
+
+    assert source_batch_sizes(cfg, ["m3w", "ltip", "align", "vtp"]) == {"m3w": 2, "ltip": 8, "align": 8, "vtp": 4}
+    assert source_batch_sizes(parse_args(["--batch-sizes", "m3w=5"]), ["m3w", "ltip"]) == {"m3w": 5, "ltip": 8}
+    with pytest.raises(ValueError, match="NAME=N"):
+        source_batch_sizes(parse_args(["--batch-sizes", "m3w"]), ["m3w"])
     assert parse_args(["--vision-encoder", ""]).vision_encoder is None
 
 

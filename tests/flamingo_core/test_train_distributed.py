@@ -35,10 +35,10 @@ def test_two_process_ddp_zero1_equals_one_process(tmp_path_factory, tmp_path):
     world = make_world(tmp_path_factory.getbasetemp())
     data = ["--data", str(world)]
     one = _run([sys.executable, "-m", "flamingo_core.train", *ARGS, *data, "--out", str(tmp_path / "one"),
-                "--batch-size", "4"])
+                "--batch-size", "4", "--batch-sizes", "m3w=2,vtp=2"])
     two = _run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                 "-m", "flamingo_core.train", *ARGS, *data, "--out", str(tmp_path / "two"), "--batch-size", "2",
-                "--zero", "on"])
+                "--batch-sizes", "m3w=1,vtp=1", "--zero", "on"])
     assert "2 process(es)" in two and "ZeRO-1 sharded AdamW" in two
     assert "1 process(es)" in one and "ZeRO-1" not in one
     step = Path("checkpoints") / "step_00000003"

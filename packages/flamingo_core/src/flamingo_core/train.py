@@ -11,7 +11,9 @@ Checkpoints (``<out>/checkpoints/step_N/``, written atomically): ``trained.safet
 parameters only), ``optimizer.pt`` (full AdamW state, read with ``weights_only=True``), ``rng.pt`` (torch RNG
 of every process) and ``state.json`` (step, scheduler, data positions, skip counts, config). Resuming
 restores all of it, so a resumed run equals an uninterrupted one. A NaN/inf loss or gradient norm stops the
-run before the optimizer step, leaving the last good checkpoint as the newest.
+run before the optimizer step, leaving the last good checkpoint as the newest. Under FSDP the trained
+parameters are gathered for the checkpoint but the sharded optimizer state is not saved (a resumed FSDP run
+restarts the AdamW moments), and ``<out>/model`` is not written (load the last checkpoint instead).
 
 Usage: ``flamingo train --data data/world --vision-encoder runs/stage1/export --max-minutes 16``;
 multi-process: ``accelerate launch --config_file configs/accelerate/ddp_cpu_2proc.yaml -m flamingo_core.train``
@@ -77,13 +79,15 @@ class TrainConfig:
     preset: str = "smollm2"  # Flamingo preset (flamingo_core/presets) or JSON file
     vision_encoder: str | None = "runs/stage1/export"  # stage-1 export folder or preset; None = preset's
     lm: str | None = None  # frozen LM name; None = preset's
-    batch_size: int = 8  # samples per source per process per step
-    lr: float = 2e-4  # peak learning rate
+    batch_size: int = 8  # samples per process per step for image-text pairs (see source_batch_sizes)
+    batch_sizes: str | None = None  # NAME=N,... per-source overrides (default: m3w batch/4, vtp batch/2)
+    lr: float = 3e-4  # peak learning rate
     warmup_steps: int = 30  # linear warm-up steps, then constant
     weight_decay: float = 0.1  # on cross-attention matrices only
     grad_clip: float = 1.0  # global gradient-norm clip per optimizer step (0 = off)
     max_steps: int = 100_000  # optimizer steps (the time budget usually ends the run first)
-    max_minutes: float = 0.0  # wall-clock budget for training, 0 = none
+    max_minutes: float = 16.0  # wall-clock budget (from start) for training, 0 = none; the default fits the
+    # 20-minute benchmark on 2 cores: model loading + 16 min of steps + the final evaluation
     precision: str = "auto"  # auto | fp32 | bf16 (autocast, parameters stay fp32)
     grad_checkpointing: bool = False  # recompute LM activations in backward
     zero: str = "auto"  # ZeRO-1 optimizer sharding: auto (on when >1 DDP process) | on | off
@@ -138,6 +142,23 @@ def parse_source_specs(specs: list[str], root: str) -> dict[str, tuple[str, str]
             raise ValueError(f"--source {s!r}: expected NAME=KIND:SPEC with KIND interleaved|pairs|video")
         sources[name] = (kind, spec)
     return sources
+
+
+def source_batch_sizes(cfg: TrainConfig, names: list[str]) -> dict[str, int]:
+    """Per-source batch sizes. By default sources get about the same token budget per step: an M3W sequence
+    (256 tokens, up to 5 images) counts as four captions, a video clip (8 frames) as two."""
+    kinds = parse_source_specs(cfg.sources, cfg.data)
+    ratio = {"interleaved": 4, "video": 2, "pairs": 1}
+    sizes = {n: max(1, cfg.batch_size // ratio[kinds[n][0]]) for n in names}
+    if cfg.batch_sizes:
+        for part in cfg.batch_sizes.split(","):
+            name, sep, value = part.partition("=")
+            if not sep or not value.strip().isdigit() or int(value) < 1:
+                raise ValueError(f"--batch-sizes entry {part!r}: expected NAME=N with N >= 1, e.g. m3w=2")
+            if name.strip() not in kinds:
+                raise ValueError(f"--batch-sizes names unknown source {name.strip()!r}; sources are {list(kinds)}")
+            sizes[name.strip()] = int(value)
+    return sizes
 
 
 def check_sources(cfg: TrainConfig, weights: dict[str, float]) -> None:
@@ -198,24 +219,31 @@ def trained_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {n: p for n, p in model.named_parameters() if p.requires_grad}
 
 
-def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: TrainConfig, extra: dict) -> Path | None:
+def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: TrainConfig, extra: dict,
+                    trained_names: list[str]) -> Path | None:
     """Write ``<out>/checkpoints/step_N`` atomically (collective: call on every process)."""
     from contrastive_encoder.checkpoint import atomic_save_dir, checkpoint_dir, prune_checkpoints
     from safetensors.torch import save_file
 
-    opt_state = optimizer_state_dict(optimizer)  # collective under ZeRO
+    from accelerate.utils import DistributedType
+
+    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    # under FSDP the full state dict is gathered (collective); the optimizer state stays sharded, not saved
+    full = accelerator.get_state_dict(model) if fsdp else None
+    opt_state = None if fsdp else optimizer_state_dict(optimizer)  # collective under ZeRO
     rng = torch.get_rng_state()
     rngs = accelerator.gather(rng[None].to(accelerator.device)).cpu() if accelerator.num_processes > 1 else rng[None]
     path = None
     if accelerator.is_main_process:
-        unwrapped = accelerator.unwrap_model(model)
-        weights = {n: p.detach().float().contiguous().cpu().clone() for n, p in trained_parameters(unwrapped).items()}
+        source = full if full is not None else dict(trained_parameters(accelerator.unwrap_model(model)))
+        weights = {n: source[n].detach().float().contiguous().cpu().clone() for n in trained_names}
         state = {"step": step, "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
                  "world_size": accelerator.num_processes, "config": asdict(cfg), **extra}
         path = checkpoint_dir(cfg.out, step)
         with atomic_save_dir(path) as tmp:
             save_file(weights, str(tmp / "trained.safetensors"))
-            torch.save(opt_state, tmp / "optimizer.pt")
+            if opt_state is not None:
+                torch.save(opt_state, tmp / "optimizer.pt")
             rng_state = {"cpu": rngs}
             if torch.cuda.is_available():
                 rng_state["cuda"] = torch.cuda.get_rng_state()
@@ -373,6 +401,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     say = accelerator.print
 
     weights = parse_weights(cfg.weights or DEFAULT_WEIGHTS, names=list(parse_source_specs(cfg.sources, cfg.data)))
+    batch_sizes = source_batch_sizes(cfg, [n for n, w in weights.items() if w > 0])
     check_sources(cfg, weights)
     if cfg.resume:
         resolve_resume(cfg.resume, cfg.out)
@@ -395,7 +424,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)}
     say(f"parameters: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen; sources "
-        + ", ".join(f"{n}({len(s)}, w={weights[n]})" for n, s in sources.items()) + f"; {world} process(es)")
+        + ", ".join(f"{n}({len(s)} samples, weight {weights[n]}, batch {batch_sizes[n]})" for n, s in sources.items())
+        + f"; {world} process(es)")
 
     start_step, resume_state = 0, None
     if cfg.resume:
@@ -405,6 +435,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         say(f"resumed from {ckpt} (step {start_step})")
 
     model.train()
+    trained_names = list(trained_parameters(model))
     model = accelerator.prepare(model)
     unwrapped = accelerator.unwrap_model(model)
     fsdp = accelerator.distributed_type == DistributedType.FSDP
@@ -415,7 +446,10 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         f"tensors; {accelerator.distributed_type.value}, mixed precision {accelerator.mixed_precision}")
     if resume_state is not None:
         ckpt = resolve_resume(cfg.resume, cfg.out)
-        load_optimizer_state(optimizer, torch.load(ckpt / "optimizer.pt", weights_only=True))
+        if (ckpt / "optimizer.pt").is_file() and not fsdp:
+            load_optimizer_state(optimizer, torch.load(ckpt / "optimizer.pt", weights_only=True))
+        else:
+            say(f"note: {ckpt} has no optimizer state usable here (FSDP); AdamW moments restart from zero")
         scheduler.load_state_dict(dict(resume_state["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups)))
         rng = torch.load(ckpt / "rng.pt", weights_only=True)
         if int(resume_state.get("world_size", 1)) == world:
@@ -425,7 +459,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         skipped.update(resume_state.get("skipped", {}))
 
     media_id = processor.media_token_id
-    loaders = {name: make_loader(src, FlamingoCollator(processor, src.max_tokens, media_id), cfg.batch_size,
+    loaders = {name: make_loader(src, FlamingoCollator(processor, src.max_tokens, media_id), batch_sizes[name],
                                  rank, world, cfg.seed, start_step, cfg.num_workers)
                for name, src in sources.items()}
 
@@ -457,6 +491,10 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
                 say(f"  ref: {c['reference']!r}\n  gen: {c['generated']!r}")
         accelerator.wait_for_everyone()
         return out
+
+    def checkpoint(step: int) -> None:
+        save_checkpoint(accelerator, model, optimizer, scheduler, step, cfg,
+                        _extra(sources, loaders, step, skipped, last), trained_names)
 
     eval_first = evaluate(start_step) if cfg.final_eval and start_step == 0 else {}
     progress = None
@@ -511,15 +549,13 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
                        steps_per_s=(step - start_step) / max(elapsed, 1e-9), skipped=sum(skipped.values()),
                        **{f"loss/{n}": v for n, v in per_source.items()})
         if cfg.save_every > 0 and step % cfg.save_every == 0:
-            save_checkpoint(accelerator, model, optimizer, scheduler, step, cfg, _extra(sources, loaders, step,
-                                                                                          skipped, last))
+            checkpoint(step)
         if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.max_steps:
             evaluate(step)
     if progress is not None:
         progress.close()
     if step > start_step and not (cfg.save_every > 0 and step % cfg.save_every == 0):
-        save_checkpoint(accelerator, model, optimizer, scheduler, step, cfg, _extra(sources, loaders, step,
-                                                                                      skipped, last))
+        checkpoint(step)
     final = evaluate(step) if cfg.final_eval else {}
     model_dir = None
     if accelerator.is_main_process and hasattr(unwrapped, "save_pretrained") and not fsdp:
@@ -559,7 +595,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vision-encoder", default=d.vision_encoder,
                    help="frozen vision encoder: the stage-1 export folder or a preset ('' = the preset's)")
     p.add_argument("--lm", default=None, help="frozen causal LM name or folder (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size, help="samples per source per process per step")
+    p.add_argument("--batch-size", type=int, default=d.batch_size,
+                   help="samples per process per step for image-text pairs; M3W gets a quarter, VTP half")
+    p.add_argument("--batch-sizes", default=None, help="per-source batch sizes NAME=N,... (e.g. m3w=2,vtp=4)")
     p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate after warm-up")
     p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
     p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay on cross-attention matrices")
