@@ -89,7 +89,7 @@ def _no_reuse(adapter, prefix, continuations) -> list[tuple[float, int]]:
     return out
 
 
-def bench_classification(preset: str, device: str, shots: int, repeats: int) -> dict:
+def bench_classification(preset: str, device: str, shots: int, repeats: int, class_counts=(10, 100)) -> dict:
     from PIL import Image
 
     from fewshot_eval.prompts import Shot, build_prompt, get_template
@@ -100,7 +100,7 @@ def bench_classification(preset: str, device: str, shots: int, repeats: int) -> 
     images = [Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)) for _ in range(shots + 1)]
     template = get_template("classify")
     out = {"preset": preset, "device": device, "shots": shots, "image_size": size}
-    for n_classes in (10, 100):
+    for n_classes in class_counts:
         names = [f"object class number {i}" for i in range(n_classes)]
         demos = [Shot(im, names[i % n_classes]) for i, im in enumerate(images[:-1])]
         prefix = build_prompt(demos, Shot(images[-1]), template)
@@ -123,6 +123,7 @@ def bench_classification(preset: str, device: str, shots: int, repeats: int) -> 
             "max_abs_logprob_diff": max_diff,
             "prefix_tokens": int(adapter.processor([prefix])["input_ids"].shape[1]),
         }
+        print(f"{n_classes} classes: {out[f'{n_classes}_classes']}", flush=True)
     return out
 
 
@@ -133,6 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=32, help="neighbours per query")
     p.add_argument("--preset", default="tiny", help="flamingo_core preset for the classification benchmark")
     p.add_argument("--shots", type=int, default=8, help="demonstrations in the classification prompt")
+    p.add_argument("--classes", type=int, nargs="+", default=[10, 100], help="class counts to score")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     p.add_argument("--skip-rices", action="store_true", help="only the classification benchmark")
@@ -144,7 +146,8 @@ def main(argv: list[str] | None = None) -> int:
         results["rices"] = bench_rices(args.n_support, args.dim, args.k, args.repeats)
         print(json.dumps(results["rices"], indent=1), flush=True)
     if not args.skip_classification:
-        results["classification"] = bench_classification(args.preset, args.device, args.shots, args.repeats)
+        results["classification"] = bench_classification(args.preset, args.device, args.shots, args.repeats,
+                                                         args.classes)
         print(json.dumps(results["classification"], indent=1), flush=True)
     if args.json:
         with open(args.json, "w") as fh:
