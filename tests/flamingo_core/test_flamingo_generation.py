@@ -106,3 +106,14 @@ def test_score_continuations_prefix_reuse_equals_scratch(model):
         assert abs(float(scores.logprobs[i]) - float(expected)) < 1e-4
         assert int(scores.num_tokens[i]) == n
     assert len(set(scores.logprobs.tolist())) == 3
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_min_new_tokens_bans_stop_tokens(model, num_beams):
+    enc = left_batch(model, PROMPTS[:1])
+    free = model.generate(**enc, max_new_tokens=5, num_beams=num_beams)
+    stop = int(free[0, 0])
+    if num_beams == 1:  # greedy stops right away; beam search may prefer a longer finished hypothesis
+        assert model.generate(**enc, max_new_tokens=5, stop_token_ids=[stop]).shape[1] == 1
+    forced = model.generate(**enc, max_new_tokens=5, min_new_tokens=3, num_beams=num_beams, stop_token_ids=[stop])
+    assert forced.shape[1] >= 3 and stop not in forced[0, :3].tolist()

@@ -53,7 +53,7 @@ def test_images_only_reach_later_tokens(arch):
     outs = {}
     for key, enc in (("first", first), ("second", second)):
         captured = []
-        hook = model.xattn_layers[0].register_forward_hook(lambda m, a, o: captured.append(o))
+        hook = model.xattn_layers[0].register_forward_hook(lambda m, a, o, c=captured: c.append(o))
         logits = model(**enc).logits
         hook.remove()
         outs[key] = (logits, captured[0])
@@ -186,9 +186,7 @@ def test_presets():
 
 
 def test_xattn_spacing_in_the_lm():
-    from transformers import LlamaConfig
-
     cfg = dict(TINY_LMS["gpt2"], n_layer=8)
     model = make_model("gpt2", lm_config=cfg, cross_attn_every=4)
     assert model.xattn_layer_indices == [3, 7]
-    del LlamaConfig
+    assert len(model.xattn_layers) == 2

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 from test_data_world import make_world
 
@@ -170,3 +171,39 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
                "--source", "x=pairs:" + str(tmp_path / "x.jsonl"), "--preset", "tiny", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
+
+
+def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tmp_path):
+    from flamingo_core.lm_adapter import find_decoder_layers
+    from flamingo_core.train import enable_gradient_checkpointing
+
+    def grads_and_calls(checkpointed: bool):
+        model = fc.create_model("tiny", seed=2)
+        with torch.no_grad():
+            for block in model.xattn_layers:
+                block.alpha_xattn.fill_(0.5)
+        if checkpointed:
+            assert enable_gradient_checkpointing(model) == 2
+        _, _, layers = find_decoder_layers(model.lm)
+        inner = layers[0].decoder_layer if hasattr(layers[0], "decoder_layer") else layers[0]
+        calls = []
+        inner.register_forward_hook(lambda *a: calls.append(1))
+        img = Image.new("RGB", (32, 32), (200, 30, 30))
+        enc = model.processor([[img, "a red thing<EOC>"], ["text first", img, "ok<EOC>"]])
+        out = model.train()(**enc)
+        out.logits.float().square().mean().backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}, len(calls)
+
+    plain, n_plain = grads_and_calls(False)
+    ckpt, n_ckpt = grads_and_calls(True)
+    assert n_plain == 1 and n_ckpt == 2  # the layer ran again in backward
+    assert set(plain) == set(ckpt) and any("xattn" in n for n in plain)
+    for n in plain:
+        assert torch.allclose(plain[n], ckpt[n], rtol=1e-5, atol=1e-7), n
+
+
+def test_bf16_autocast_keeps_fp32_parameters(world, tmp_path):
+    result = train(_cfg(world, tmp_path / "bf16", precision="bf16", max_steps=2, save_every=2))
+    assert result.step == 2 and all(v == v for v in result.losses.values())
+    weights = load_file(str(_ckpt(tmp_path / "bf16", 2) / "trained.safetensors"))
+    assert all(v.dtype == torch.float32 for v in weights.values())

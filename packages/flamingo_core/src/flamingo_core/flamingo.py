@@ -323,8 +323,9 @@ class Flamingo(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write ``config.json`` (names the LM, vision encoder, tokens) and the trained weights only."""
-        from contrastive_encoder.checkpoint import atomic_save_dir
         from safetensors.torch import save_file
+
+        from contrastive_encoder.checkpoint import atomic_save_dir
 
         directory = Path(directory)
         meta = {

@@ -103,9 +103,11 @@ class _RecomputeDecoder:
         return self._forward()[:, -1]
 
 
-def _process_logits(logits: torch.Tensor, media_token_id: int) -> torch.Tensor:
+def _process_logits(logits: torch.Tensor, media_token_id: int, banned: torch.Tensor | None = None) -> torch.Tensor:
     logits = logits.float().clone()
     logits[:, media_token_id] = float("-inf")  # media come from the prompt only
+    if banned is not None:
+        logits[:, banned] = float("-inf")  # stop tokens before min_new_tokens
     return logits
 
 
@@ -138,6 +140,7 @@ def generate(
     attention_mask: torch.Tensor | None = None,
     media: torch.Tensor | None = None,
     max_new_tokens: int = 20,
+    min_new_tokens: int = 0,
     num_beams: int = 1,
     do_sample: bool = False,
     temperature: float = 1.0,
@@ -158,6 +161,8 @@ def generate(
         model: a ``Flamingo``.
         input_ids, attention_mask: (B, L) prompts; pad on the left for batches.
         media, media_mask, media_frame_mask, media_tokens: as in ``Flamingo.forward``.
+        max_new_tokens, min_new_tokens: bounds on the number of new tokens (stop tokens are banned before
+            ``min_new_tokens``).
         num_beams: beam search with this many beams when > 1 (the paper uses 3).
         do_sample, temperature, top_k, top_p: sampling (ignored by beam search).
         length_penalty: beam hypotheses are ranked by sum logprob / length ** length_penalty.
@@ -195,14 +200,15 @@ def generate(
     if max_new_tokens == 0:
         return torch.empty(len(input_ids), 0, dtype=torch.long, device=device)
     if num_beams > 1:
-        seqs = _beam_search(model, decoder, len(input_ids), num_beams, max_new_tokens, stop, length_penalty)
+        seqs = _beam_search(model, decoder, len(input_ids), num_beams, max_new_tokens, stop, length_penalty,
+                            min_new_tokens)
         return _pad_outputs(seqs, pad_id, device)
 
     logits = decoder.logits[:, -1]
     finished = torch.zeros(len(input_ids), dtype=torch.bool, device=device)
     out = []
     for step in range(max_new_tokens):
-        scores = _process_logits(logits, model.media_token_id)
+        scores = _process_logits(logits, model.media_token_id, stop if step < min_new_tokens else None)
         if do_sample:
             tokens = _sample(scores, temperature, top_k, top_p, generator)
         else:
@@ -216,7 +222,8 @@ def generate(
     return torch.stack(out, dim=1)
 
 
-def _beam_search(model, decoder, batch: int, k: int, max_new_tokens: int, stop, length_penalty: float):
+def _beam_search(model, decoder, batch: int, k: int, max_new_tokens: int, stop, length_penalty: float,
+                 min_new_tokens: int = 0):
     """Beam search with ``k`` beams; a sample is done once it holds ``k`` finished hypotheses."""
     device = decoder.logits.device
     decoder.expand(k)
@@ -228,7 +235,8 @@ def _beam_search(model, decoder, batch: int, k: int, max_new_tokens: int, stop, 
     done = [False] * batch
     stop_set = set(stop.tolist())
     for step in range(max_new_tokens):
-        logp = F.log_softmax(_process_logits(logits, model.media_token_id), dim=-1)  # (B*k, V)
+        banned = stop if step < min_new_tokens else None
+        logp = F.log_softmax(_process_logits(logits, model.media_token_id, banned), dim=-1)  # (B*k, V)
         vocab = logp.shape[-1]
         cand = (beam_scores.view(-1, 1) + logp).view(batch, k * vocab)
         top_scores, top_idx = cand.topk(2 * k, dim=-1)  # (B, 2k)

@@ -13,7 +13,6 @@ def build_byte_tokenizer():
     from transformers import PreTrainedTokenizerFast
 
     alphabet = pre_tokenizers.ByteLevel.alphabet()
-    byte_to_char = {}
     # the ByteLevel alphabet is the GPT-2 bytes->unicode map; order it by byte value for stable ids
     bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
     cs, n = bs[:], 0

@@ -51,6 +51,7 @@ __all__ = [
     "TrainResult",
     "caption_eval",
     "default_sources",
+    "enable_gradient_checkpointing",
     "load_checkpoint",
     "build_parser",
     "main",
@@ -362,13 +363,47 @@ def _precision(name: str, cpu: bool) -> str:
     return {"fp32": "no", "bf16": "bf16"}[name]
 
 
-def _enable_grad_checkpointing(model) -> None:
+def enable_gradient_checkpointing(model) -> int:
+    """Recompute each decoder layer (and its GATED XATTN-DENSE block) in backward instead of storing its
+    activations. Returns the number of layers wrapped.
+
+    The frozen LM stays in eval mode, so Hugging Face's own checkpointing (active only in training mode) does not
+    apply; the layers are wrapped with non-reentrant ``torch.utils.checkpoint`` here. The media context the
+    cross-attention reads is captured at forward time and restored for the recomputation.
+    """
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    from flamingo_core.lm_adapter import find_decoder_layers
+
     if hasattr(model, "gradient_checkpointing_enable"):
         model.gradient_checkpointing_enable()
-    elif hasattr(getattr(model, "lm", None), "gradient_checkpointing_enable"):
-        model.lm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    else:
-        raise ValueError("--grad-checkpointing: the model has no gradient_checkpointing_enable()")
+        return -1
+    _, _, layers = find_decoder_layers(model.lm)
+
+    def forward(layer, original, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            return original(*args, **kwargs)
+        ctx = getattr(layer, "media_context", None)
+
+        def run(*a, **kw):
+            before = getattr(layer, "media_context", None)
+            if ctx is not None:
+                object.__setattr__(layer, "media_context", ctx)
+            try:
+                return original(*a, **kw)
+            finally:
+                if ctx is not None:
+                    object.__setattr__(layer, "media_context", before)
+
+        return checkpoint(run, *args, use_reentrant=False, **kwargs)
+
+    for layer in layers:
+        if not getattr(layer, "_flamingo_checkpointed", False):
+            layer.forward = functools.partial(forward, layer, layer.forward)
+            object.__setattr__(layer, "_flamingo_checkpointed", True)
+    return len(layers)
 
 
 def _to(batch: dict[str, Any], device) -> dict[str, Any]:
@@ -420,7 +455,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     eval_path = cfg.eval_data or str(Path(cfg.data) / "ltip" / "val.jsonl")
     eval_source = build_source("eval", "pairs", eval_path, skipped=SkipCounter()) if Path(eval_path).exists() else None
     if cfg.grad_checkpointing:
-        _enable_grad_checkpointing(model)
+        enable_gradient_checkpointing(model)
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
               "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)}
     say(f"parameters: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen; sources "

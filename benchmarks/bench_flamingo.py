@@ -1,0 +1,228 @@
+"""Speed and memory of the Flamingo model (flamingo_core), next to the frozen LM alone.
+
+Measures, on one device:
+- training step tokens/s and peak memory (batch 4 x 64 tokens, one image each; AdamW on the trainable parts),
+  and full fine-tuning of the plain LM as a reference;
+- generation ms/token (batch 1, two images in the prompt, exactly 20 new tokens, greedy and beam 3) with the
+  media key/value cache, without it (keys/values recomputed at every step, as OpenFlamingo does), and the
+  frozen LM alone (Hugging Face ``generate``) as the floor.
+
+The OpenFlamingo 2.0.1 comparison of the issue is not implemented yet (it needs open-flamingo installed with
+--no-deps in a benchmark-only environment); the ratios against the plain LM are reported instead.
+
+Usage: python benchmarks/bench_flamingo.py [--device cuda] [--out results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import resource
+import sys
+import time
+
+import torch
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="smollm2", help="flamingo_core preset (smollm2 = SmolLM2-135M)")
+    p.add_argument("--vision-encoder", default="nano-minilm",
+                   help="vision encoder name (contrastive_encoder preset/folder, or conv-tiny)")
+    p.add_argument("--cross-attn-every", type=int, default=4, help="a GATED XATTN-DENSE every N LM layers")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default=None,
+                   help="bf16 autocast (default on cuda) or fp32 (default on cpu)")
+    p.add_argument("--batch", type=int, default=4, help="training batch size")
+    p.add_argument("--seq", type=int, default=64, help="training tokens per sample")
+    p.add_argument("--train-steps", type=int, default=10, help="timed training steps (after 2 warm-up steps)")
+    p.add_argument("--new-tokens", type=int, default=20, help="generated tokens per timed generation")
+    p.add_argument("--repeats", type=int, default=3, help="timed generations per setting (the median is kept)")
+    p.add_argument("--skip-lm-finetune", action="store_true", help="skip the plain-LM fine-tuning reference")
+    p.add_argument("--out", default=None, help="write the results as JSON here")
+    return p.parse_args(argv)
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mb(device):
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # process max RSS (Linux: KiB)
+
+
+def train_batch(model, batch, seq, device, generator):
+    size = model.vision_encoder.image_size
+    media = torch.randn(batch, 1, 1, 3, size, size, generator=generator).to(device)
+    ids = torch.randint(0, model.lm_vocab_size - 1, (batch, seq), generator=generator)
+    ids[:, 0] = model.media_token_id
+    ids[:, -1] = model.eoc_token_id
+    ids = ids.to(device)
+    mask = torch.ones_like(ids)
+    labels = ids.masked_fill(ids == model.media_token_id, -100)
+    return dict(input_ids=ids, attention_mask=mask, media=media, labels=labels)
+
+
+def bench_train(model, args, device, autocast):
+    gen = torch.Generator().manual_seed(0)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    model.train()
+    batches = [train_batch(model, args.batch, args.seq, device, gen) for _ in range(2)]
+    reset_peak(device)
+
+    def step(b):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = model(**b).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for i in range(2):
+        step(batches[i % 2])
+    sync(device)
+    t0 = time.perf_counter()
+    for i in range(args.train_steps):
+        step(batches[i % 2])
+    sync(device)
+    dt = time.perf_counter() - t0
+    model.eval()
+    return {"tokens_per_s": args.batch * args.seq * args.train_steps / dt, "peak_memory_mb": peak_mb(device),
+            "trainable_params": sum(p.numel() for p in params)}
+
+
+def bench_lm_finetune(lm, args, device, autocast):
+    gen = torch.Generator().manual_seed(0)
+    for p in lm.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(lm.parameters(), lr=1e-5)
+    ids = torch.randint(0, lm.config.vocab_size, (args.batch, args.seq), generator=gen).to(device)
+    reset_peak(device)
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            loss = lm(input_ids=ids, labels=ids).loss
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    step()
+    step()
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(args.train_steps):
+        step()
+    sync(device)
+    dt = time.perf_counter() - t0
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    return {"tokens_per_s": args.batch * args.seq * args.train_steps / dt, "peak_memory_mb": peak_mb(device)}
+
+
+def timed(fn, repeats, device):
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_generate(model, args, device, autocast):
+    from PIL import Image
+
+    rng = torch.Generator().manual_seed(1)
+    size = model.vision_encoder.image_size
+
+    def image():
+        return Image.fromarray((torch.rand(size, size, 3, generator=rng) * 255).to(torch.uint8).numpy())
+
+    enc = model.processor([["Output: a photo.<EOC>", image(), "Output: a shape.<EOC>", image(), "Output:"]],
+                          padding_side="left")
+    enc = {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
+    n = args.new_tokens
+    results = {}
+    for beams in (1, 3):
+        for cache in (True, False):
+            def run(beams=beams, cache=cache):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    out = model.generate(**enc, max_new_tokens=n, num_beams=beams, use_media_cache=cache,
+                                         min_new_tokens=n)  # stop tokens banned: exactly n tokens
+                assert out.shape[1] == n
+            key = f"{'greedy' if beams == 1 else 'beam3'}_{'media_cache' if cache else 'no_media_cache'}"
+            results[key] = 1000 * timed(run, args.repeats, device) / n
+            log(f"{key}: {results[key]:.1f} ms/token")
+        # the frozen LM alone, same prompt length in text tokens, through Hugging Face generate
+        ids = torch.randint(0, model.lm_vocab_size - 1, enc["input_ids"].shape, generator=rng).to(device)
+
+        def run_lm(beams=beams, ids=ids):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                out = model.lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                                        min_new_tokens=n, num_beams=beams, do_sample=False,
+                                        pad_token_id=model.tokenizer.pad_token_id)
+            assert out.shape[1] == ids.shape[1] + n
+        key = f"{'greedy' if beams == 1 else 'beam3'}_plain_lm"
+        results[key] = 1000 * timed(run_lm, args.repeats, device) / n
+        log(f"{key}: {results[key]:.1f} ms/token")
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import flamingo_core as fc
+
+    device = torch.device(args.device)
+    autocast = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
+    torch.manual_seed(0)
+    model = fc.create_model(args.preset, vision_encoder=args.vision_encoder,
+                            cross_attn_every=args.cross_attn_every).to(device).eval()
+    info = {
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "precision": "bf16-autocast" if autocast else "fp32",
+        "preset": args.preset, "vision_encoder": args.vision_encoder, "cross_attn_every": args.cross_attn_every,
+        "xattn_layers": len(model.xattn_layers), "lm_layers": model.lm.config.num_hidden_layers,
+    }
+    results = {"info": info}
+    log(f"built model: {info}")
+    results["generate_ms_per_token"] = bench_generate(model, args, device, autocast)
+    results["train_flamingo"] = bench_train(model, args, device, autocast)
+    log(f"train flamingo: {results['train_flamingo']}")
+    if not args.skip_lm_finetune:
+        results["train_plain_lm_finetune"] = bench_lm_finetune(model.lm, args, device, autocast)
+        log(f"train plain LM: {results['train_plain_lm_finetune']}")
+    g = results["generate_ms_per_token"]
+    results["ratios"] = {
+        "greedy_vs_plain_lm": g["greedy_media_cache"] / g["greedy_plain_lm"],
+        "beam3_vs_plain_lm": g["beam3_media_cache"] / g["beam3_plain_lm"],
+        "greedy_no_media_cache_vs_plain_lm": g["greedy_no_media_cache"] / g["greedy_plain_lm"],
+        "beam3_no_media_cache_vs_plain_lm": g["beam3_no_media_cache"] / g["beam3_plain_lm"],
+    }
+    text = json.dumps(results, indent=2)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as fh:
+            fh.write(text + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
