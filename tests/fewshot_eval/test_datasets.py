@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-from fewshot_eval.datasets import DataError, load_media, load_task_data
+from fewshot_eval.datasets import DataError, load_task_data
 from fewshot_eval.evaluate import prepare_data
+from fewshot_eval.media import load_media
 
 
 def _one_line(e: pytest.ExceptionInfo) -> str:

@@ -4,7 +4,7 @@ names, and video captioning / video QA JSON Lines.
 
 Every loader returns an ``EvalSet`` of ``Example`` records and fails with a one-line ``DataError`` naming the
 file and what was expected when the file is not of the task's format. Media are only resolved to paths here;
-``check_media`` verifies them before any long work starts and ``load_media`` decodes them (cached).
+``fewshot_eval.media`` checks and decodes them.
 """
 
 from __future__ import annotations
@@ -14,10 +14,7 @@ import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
-
-from PIL import Image
 
 from contrastive_encoder.data.jsonl import SkipCounter, read_jsonl, resolve_media_path
 
@@ -26,10 +23,8 @@ __all__ = [
     "DataError",
     "EvalSet",
     "Example",
-    "check_media",
     "load_classification",
     "load_karpathy",
-    "load_media",
     "load_task_data",
     "load_video_jsonl",
     "load_vqa",
@@ -406,61 +401,3 @@ def load_task_data(
     else:
         query = load_split(task, data, split or default_query, image_template)
     return support, query
-
-
-def check_media(examples: Sequence[Example], source: Path | str, open_images: bool = False) -> None:
-    """Raise one ``DataError`` naming the first missing (or, with ``open_images``, unreadable) media file.
-
-    Args:
-        examples: the examples whose media will be used.
-        source: the file they came from, for the message.
-        open_images: also open each image's header with PIL (cheap; catches truncated or non-image files).
-    """
-    missing = [ex.media for ex in examples if not ex.media.exists()]
-    if missing:
-        raise DataError(
-            f"{len(missing)} of {len(examples)} media files named in {source} are missing, e.g. {missing[0]}"
-        )
-    if open_images:
-        for ex in examples:
-            if ex.media.is_file() and ex.media.suffix.lower() in IMAGE_SUFFIXES:
-                try:
-                    with Image.open(ex.media) as im:
-                        im.verify()
-                except Exception as e:  # noqa: BLE001 - PIL raises many types for bad files
-                    raise DataError(f"{ex.media} (named in {source}) is not a readable image ({e})") from None
-
-
-def _read_video(path: Path, max_frames: int) -> list[Image.Image]:
-    if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        frames = [Image.open(f).convert("RGB") for f in files]
-    else:
-        import av
-
-        with av.open(str(path)) as container:
-            frames = [fr.to_image().convert("RGB") for fr in container.decode(video=0)]
-    if not frames:
-        raise DataError(f"{path}: video has no frames")
-    if len(frames) > max_frames:  # evenly spaced frames, first and last kept
-        step = (len(frames) - 1) / (max_frames - 1) if max_frames > 1 else 0
-        frames = [frames[round(i * step)] for i in range(max_frames)]
-    return frames
-
-
-@lru_cache(maxsize=4096)
-def _load_cached(path: Path, max_frames: int):
-    if path.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES:
-        return _read_video(path, max_frames)
-    with Image.open(path) as im:
-        return im.convert("RGB")
-
-
-def load_media(example: Example, max_frames: int = 8) -> Image.Image | list[Image.Image]:
-    """Decode an example's image (RGB) or video (list of RGB frames); each file is decoded once per run."""
-    try:
-        return _load_cached(example.media, max_frames)
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001
-        raise DataError(f"{example.media}: cannot read media ({e})") from None

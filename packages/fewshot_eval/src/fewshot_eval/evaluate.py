@@ -28,11 +28,10 @@ from fewshot_eval.datasets import (
     DataError,
     EvalSet,
     Example,
-    check_media,
-    load_media,
     load_task_data,
 )
 from fewshot_eval.ensemble import ensemble_scores
+from fewshot_eval.media import check_media, load_media
 from fewshot_eval.metrics import cider, topk_accuracy, vqa_accuracy
 from fewshot_eval.model import EvalModel, prompt_to_text
 from fewshot_eval.postprocess import postprocess
@@ -315,23 +314,7 @@ def evaluate(
     rices_selector = None
     if "rices" in selection:
         cache = cache_dir if cache_dir is not None else (out / "cache" if out is not None else None)
-        t0 = time.time()
-        encoder_id = str(getattr(model, "encoder_identifier", model.identifier))
-
-        def support_features() -> np.ndarray:
-            return cached_features(cache, encoder_id, support.fingerprint, [e.key for e in support.examples],
-                                   lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
-
-        if dist.state is not None:  # the main process fills the cache, the others read it
-            with dist.state.main_process_first():
-                feats = support_features()
-        else:
-            feats = support_features()
-        qfeats = _embed(model, mine, batch_size, max_frames)
-        rices_selector = RicesSelector(RICES(feats, [e.key for e in support.examples]),
-                                       {ex.key: f for ex, f in zip(mine, qfeats)})  # fmt: skip
-        if progress and dist.is_main:
-            print(f"RICES: {len(support)} support and {len(mine)} query features in {time.time() - t0:.1f}s")
+        rices_selector = _rices_selector(model, support, mine, cache, batch_size, max_frames, dist, progress)
 
     results: list[dict] = []
     for sel in selection:
@@ -351,23 +334,9 @@ def evaluate(
                     dist.barrier()
                 selector = rices_selector if sel == "rices" else RandomSelector([e.key for e in support.examples], seed, t)
                 todo = [ex for ex in mine if ex.id not in done]
-                new: list[dict] = []
-                fh = _open_append(out / "predictions" / f"{stem}.rank{dist.rank}.jsonl") if out is not None else None
-                try:
-                    bar = tqdm(range(0, len(todo), batch_size), desc=f"{task} {sel} {k}-shot trial {t}",
-                               disable=not (progress and dist.is_main), leave=False)  # fmt: skip
-                    for i in bar:
-                        batch = todo[i : i + batch_size]
-                        demo_idx = selector.select([ex.key for ex in batch], _demos_needed(k))
-                        recs = runner.run(batch, demo_idx, k)
-                        new.extend(recs)
-                        if fh is not None:
-                            fh.write("".join(json.dumps(r) + "\n" for r in recs))
-                            fh.flush()
-                            os.fsync(fh.fileno())
-                finally:
-                    if fh is not None:
-                        fh.close()
+                path = out / "predictions" / f"{stem}.rank{dist.rank}.jsonl" if out is not None else None
+                desc = f"{task} {sel} {k}-shot trial {t}" if progress and dist.is_main else None
+                new = _predict(runner, selector, todo, k, batch_size, path, desc)
                 gathered = dist.gather(new)
                 if not dist.is_main:
                     continue
@@ -389,6 +358,48 @@ def evaluate(
             if out is not None:  # results so far, so that an interrupted run still leaves a summary
                 _write_outputs(out, results)
     return results
+
+
+def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_size, max_frames, dist: _Dist,
+                    progress: bool) -> RicesSelector:  # fmt: skip
+    """RICES over the support set: its features from the cache (or computed once), this process's queries'."""
+    t0 = time.time()
+    encoder_id = str(getattr(model, "encoder_identifier", model.identifier))
+    keys = [e.key for e in support.examples]
+
+    def support_features() -> np.ndarray:
+        return cached_features(cache, encoder_id, support.fingerprint, keys,
+                               lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
+
+    if dist.state is not None:  # the main process fills the cache, the others read it
+        with dist.state.main_process_first():
+            feats = support_features()
+    else:
+        feats = support_features()
+    qfeats = _embed(model, mine, batch_size, max_frames)
+    if progress and dist.is_main:
+        print(f"RICES: {len(support)} support and {len(mine)} query features in {time.time() - t0:.1f}s")
+    return RicesSelector(RICES(feats, keys), {ex.key: f for ex, f in zip(mine, qfeats)})
+
+
+def _predict(runner: _Runner, selector, todo: list[Example], k: int, batch_size: int, path: Path | None,
+             desc: str | None) -> list[dict]:  # fmt: skip
+    """Prediction records for ``todo``, appended to ``path`` (flushed to disk) batch by batch."""
+    new: list[dict] = []
+    fh = _open_append(path) if path is not None else None
+    try:
+        for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=desc is None, leave=False):
+            batch = todo[i : i + batch_size]
+            recs = runner.run(batch, selector.select([ex.key for ex in batch], _demos_needed(k)), k)
+            new.extend(recs)
+            if fh is not None:
+                fh.write("".join(json.dumps(r) + "\n" for r in recs))
+                fh.flush()
+                os.fsync(fh.fileno())  # what is written survives an interruption; --resume starts after it
+    finally:
+        if fh is not None:
+            fh.close()
+    return new
 
 
 def _write_outputs(out: Path, results: list[dict]) -> None:
