@@ -187,7 +187,7 @@ def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tmp_path):
         _, _, layers = find_decoder_layers(model.lm)
         inner = layers[0].decoder_layer if hasattr(layers[0], "decoder_layer") else layers[0]
         calls = []
-        inner.register_forward_hook(lambda *a: calls.append(1))
+        inner.register_forward_pre_hook(lambda *a: calls.append(1))  # pre: recompute may stop early
         img = Image.new("RGB", (32, 32), (200, 30, 30))
         enc = model.processor([[img, "a red thing<EOC>"], ["text first", img, "ok<EOC>"]])
         out = model.train()(**enc)
