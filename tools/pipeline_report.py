@@ -18,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from contrastive_encoder.checkpoint import atomic_write_text
+from contrastive_encoder.data.jsonl import read_jsonl
 from contrastive_encoder.logging_utils import read_metrics
 
 SECTIONS = (
@@ -148,7 +149,9 @@ def examples_section(run: Path, eval_data: Callable[[str], Path], tasks: list[st
                                                                           or [0]))))
         if not ranked:
             continue
-        preds = [json.loads(line) for line in ranked[-1].read_text().splitlines() if line.strip()][:per_task]
+        # read_jsonl skips a line an interrupted run left unfinished (the evaluation redid that example)
+        preds = {str(p["id"]): p for p in read_jsonl(ranked[-1], required=("id", "prediction"))}
+        preds = list(preds.values())[:per_task]
         split = None
         results = json.loads((run / "eval" / task / "results.json").read_text())["results"]
         if results:
