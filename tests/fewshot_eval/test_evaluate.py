@@ -112,6 +112,8 @@ def test_limit_and_bad_arguments(coco_dir, fake_model):
     assert results[0]["n"] == 3
     with pytest.raises(ValueError, match="unknown selection 'nearest'"):
         evaluate(fake_model, "caption", coco_dir, shots=[2], selection=["nearest"])
+    with pytest.raises(ValueError, match="trials"):
+        evaluate(fake_model, "caption", coco_dir, shots=[2], trials=0)
     with pytest.raises(ValueError, match="close-ended"):
         evaluate(fake_model, "caption", coco_dir, shots=[2], ensemble=6)
 
@@ -130,7 +132,9 @@ def test_ids_repeating_across_splits_do_not_exclude_other_examples(vqa_dir, fake
     evaluate(fake_model, "vqa", root, shots=[2], selection=["rices"], out_dir=tmp_path / "out", progress=False)
     recs = [json.loads(x) for x in (tmp_path / "out/predictions/vqa_rices_2shot_ens1_trial0.rank0.jsonl").read_text().splitlines()]
     first = next(r for r in recs if r["id"] == "1")  # val red square, jitter 0 = train question 1's image
-    assert first["demos"][-1] == "1"
+    assert first["demos"] == ["2", "1"]  # train questions 1, 2: jitter 0 (nearest, last), 3 (second nearest)
+    demo = "<image>Question: What colour is the square? Answer: red<EOC>"
+    assert first["prompt"] == demo + demo + "<image>Question: What colour is the square? Answer:"
 
 
 def test_two_datasets_of_one_task_share_an_output_folder(classify_dir, coco_dir, fake_model, tmp_path):

@@ -295,6 +295,8 @@ def evaluate(
         raise ValueError(f"unknown selection {unknown[0]!r}; expected one of {', '.join(SELECTIONS)}")
     if ensemble < 1:
         raise ValueError(f"ensemble must be at least 1 ordering, got {ensemble}")
+    if trials < 1 or batch_size < 1 or num_beams < 1:
+        raise ValueError(f"trials, batch size and beams must be >= 1, got {trials}, {batch_size}, {num_beams}")
     if ensemble > 1 and task != "classify":
         raise ValueError(f"prompt ensembling applies to close-ended tasks (classify), not {task!r}")
     td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
