@@ -117,3 +117,15 @@ def test_min_new_tokens_bans_stop_tokens(model, num_beams):
         assert model.generate(**enc, max_new_tokens=5, stop_token_ids=[stop]).shape[1] == 1
     forced = model.generate(**enc, max_new_tokens=5, min_new_tokens=3, num_beams=num_beams, stop_token_ids=[stop])
     assert forced.shape[1] >= 3 and stop not in forced[0, :3].tolist()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "opt", "gpt_neox"])
+def test_cached_equals_uncached_other_lm_families(arch):
+    m = diversify_lm(make_model(arch))
+    set_gates(m, 1.0)
+    enc = left_batch(m, PROMPTS[:2])
+    for beams in (1, 3):
+        cached = m.generate(**enc, max_new_tokens=4, num_beams=beams)
+        assert torch.equal(cached, m.generate(**enc, max_new_tokens=4, num_beams=beams, use_cache=False))
+    single = m.generate(**left_batch(m, PROMPTS[1:2]), max_new_tokens=4)
+    assert torch.equal(m.generate(**enc, max_new_tokens=4)[1, : single.shape[1]], single[0])
