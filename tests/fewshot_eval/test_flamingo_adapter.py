@@ -80,6 +80,14 @@ def test_cached_visual_tokens_equal_pixel_path(model_dir, adapter):
     assert len(adapter._visual_cache) == n_before
 
 
+def test_prompt_longer_than_the_lm_is_a_clear_error(adapter):
+    long_prompt = _prompt(_images(2), ["x" * (adapter.max_length + 10)])
+    with pytest.raises(ValueError, match="exceeds the language model's"):
+        adapter.generate([long_prompt], max_new_tokens=2)
+    with pytest.raises(ValueError, match="exceeds the language model's"):
+        adapter.loglikelihood(long_prompt, [" a<EOC>"])
+
+
 def test_embed_images_are_normalised(adapter):
     emb = adapter.embed_images(_images(3))
     assert emb.shape[0] == 3 and np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)

@@ -153,6 +153,8 @@ class FlamingoEvalModel:
         self.cache_visual, self.cache_size = cache_visual, cache_size
         self._visual_cache: OrderedDict = OrderedDict()
         self._placeholder = torch.zeros(3, 1, 1)  # stands for media already encoded
+        lm_config = getattr(getattr(model, "lm", None), "config", None)
+        self.max_length = getattr(lm_config, "max_position_embeddings", None) or getattr(lm_config, "n_positions", None)
 
     # ------------------------------------------------------------------ inputs
     def _fit_frames(self, item):
@@ -176,6 +178,13 @@ class FlamingoEvalModel:
         if len(self._visual_cache) > self.cache_size:
             self._visual_cache.popitem(last=False)
         return tokens
+
+    def _check_length(self, input_ids, extra: int) -> None:
+        if self.max_length is not None and input_ids.shape[1] + extra > self.max_length:
+            raise ValueError(
+                f"a prompt of {input_ids.shape[1]} tokens (+{extra} to generate or score) exceeds the language "
+                f"model's {self.max_length} positions; use fewer shots or shorter templates"
+            )
 
     def _inputs(self, prompts: list[Prompt], padding_side: str) -> dict:
         import torch
@@ -205,6 +214,7 @@ class FlamingoEvalModel:
     # ------------------------------------------------------------------ EvalModel
     def generate(self, prompts: list[Prompt], max_new_tokens: int, num_beams: int = 3) -> list[str]:
         batch = self._inputs(prompts, "left")
+        self._check_length(batch["input_ids"], max_new_tokens)
         new_ids = self.model.generate(
             batch["input_ids"], batch["attention_mask"], batch["media"], max_new_tokens=max_new_tokens,
             num_beams=num_beams, media_mask=batch["media_mask"], media_frame_mask=batch["media_frame_mask"],
@@ -215,6 +225,7 @@ class FlamingoEvalModel:
     def loglikelihood(self, prefix: Prompt, continuations: list[str]) -> list[tuple[float, int]]:
         batch = self._inputs([prefix], "right")
         cont_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        self._check_length(batch["input_ids"], max(len(c) for c in cont_ids))
         scores = self.model.score_continuations(
             batch["input_ids"], cont_ids, batch["media"], media_mask=batch["media_mask"],
             media_frame_mask=batch["media_frame_mask"], media_tokens=batch["media_tokens"],
