@@ -56,7 +56,9 @@ __all__ = [
     "build_parser",
     "main",
     "param_groups",
+    "StepResult",
     "train",
+    "train_step",
 ]
 
 SOURCE_KINDS = {"m3w": "interleaved", "ltip": "pairs", "align": "pairs", "vtp": "video"}
@@ -223,10 +225,10 @@ def trained_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: TrainConfig, extra: dict,
                     trained_names: list[str]) -> Path | None:
     """Write ``<out>/checkpoints/step_N`` atomically (collective: call on every process)."""
-    from contrastive_encoder.checkpoint import atomic_save_dir, checkpoint_dir, prune_checkpoints
+    from accelerate.utils import DistributedType
     from safetensors.torch import save_file
 
-    from accelerate.utils import DistributedType
+    from contrastive_encoder.checkpoint import atomic_save_dir, checkpoint_dir, prune_checkpoints
 
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     # under FSDP the full state dict is gathered (collective); the optimizer state stays sharded, not saved
@@ -410,6 +412,54 @@ def _to(batch: dict[str, Any], device) -> dict[str, Any]:
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
+@dataclass
+class StepResult:
+    losses: dict[str, float]  # per-source mean NLL over the global batch
+    loss: float  # sum_m lambda_m * loss_m
+    grad_norm: float  # before clipping
+    finite: bool  # False: the update was NOT applied
+    tokens: int  # label tokens in the global batch
+
+
+def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: dict[str, float], *,
+               accelerator=None, scheduler=None, grad_clip: float = 1.0, trained: list | None = None,
+               stop: bool = False) -> StepResult | None:
+    """One optimizer step of the mixture: accumulate ``lambda_m * loss_m`` over the sources' batches, clip,
+    and step, unless the loss or gradient norm is non-finite (then gradients are dropped and ``finite`` is False).
+
+    Collective under DDP (every process must call it). ``stop=True`` on any process makes every process return
+    None before doing any work (the time budget). Used by ``train`` and by ``benchmarks/bench_train_flamingo.py``.
+    """
+    from accelerate import Accelerator
+
+    accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
+    world = accelerator.num_processes
+    device = accelerator.device
+    names = [n for n in batches if weights.get(n, 0.0) > 0]
+    trained = trained if trained is not None else [p for p in model.parameters() if p.requires_grad]
+    local = [float((batches[n]["labels"][:, 1:] != IGNORE_INDEX).sum()) for n in names]
+    agreed = torch.tensor(local + [float(stop)], dtype=torch.float64, device=device)
+    agreed = accelerator.reduce(agreed, reduction="sum") if world > 1 else agreed
+    if agreed[-1] > 0:
+        return None
+    global_counts = {n: int(agreed[i]) for i, n in enumerate(names)}
+    losses = accumulate_gradients(
+        model, batches, weights, global_counts=global_counts, world_size=world,
+        backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(model), autocast=accelerator.autocast)
+    grad_norm = float(accelerator.clip_grad_norm_(trained, grad_clip if grad_clip > 0 else float("inf")))
+    sums = torch.tensor([losses[n].sum_nll for n in names], dtype=torch.float64, device=device)
+    sums = accelerator.reduce(sums, reduction="sum") if world > 1 else sums
+    per_source = {n: float(sums[i]) / max(global_counts[n], 1) for i, n in enumerate(names)}
+    total = sum(weights[n] * per_source[n] for n in names)
+    finite = math.isfinite(total) and math.isfinite(grad_norm)
+    if finite:
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return StepResult(per_source, total, grad_norm, finite, sum(global_counts.values()))
+
+
 def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> TrainResult:
     """Run training as configured; returns the final losses and evaluation.
 
@@ -424,11 +474,18 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     """
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType
+
     from contrastive_encoder.data.jsonl import SkipCounter
     from contrastive_encoder.logging_utils import MetricsLogger
 
     t_start = time.monotonic()
     if accelerator is None:
+        from accelerate.state import AcceleratorState, GradientState
+
+        # a second run in the same process (tests, notebooks) may ask for another precision: accelerate keeps a
+        # process-wide singleton, reset here (the distributed PartialState is kept)
+        AcceleratorState._reset_state()
+        GradientState._reset_state()
         accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=_precision(cfg.precision, cfg.cpu),
                                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     torch.manual_seed(cfg.seed)
@@ -537,42 +594,28 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         from tqdm.auto import tqdm
 
         progress = tqdm(total=cfg.max_steps, initial=start_step, desc="flamingo train", dynamic_ncols=True)
-    names = mixture.active
     step, last, stopped = start_step, {}, "max_steps"
     t_loop = time.monotonic()
     while step < cfg.max_steps:
         batches = {n: _to(b, accelerator.device) for n, b in mixture.next().items()}
         over = cfg.max_minutes > 0 and (time.monotonic() - t_start) / 60 >= cfg.max_minutes
-        local = [float((batches[n]["labels"][:, 1:] != IGNORE_INDEX).sum()) for n in names]
-        agreed = torch.tensor(local + [float(over)], dtype=torch.float64, device=accelerator.device)
-        agreed = accelerator.reduce(agreed, reduction="sum") if world > 1 else agreed
-        if agreed[-1] > 0:
+        result = train_step(model, optimizer, batches, weights, accelerator=accelerator, scheduler=scheduler,
+                            grad_clip=cfg.grad_clip, trained=trained, stop=over)
+        if result is None:
             stopped = "max_minutes"
             break
-        global_counts = {n: int(agreed[i]) for i, n in enumerate(names)}
-        losses = accumulate_gradients(
-            model, batches, weights, global_counts=global_counts, world_size=world,
-            backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(model), autocast=accelerator.autocast)
-        grad_norm = accelerator.clip_grad_norm_(trained, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        sums = torch.tensor([losses[n].sum_nll for n in names], dtype=torch.float64, device=accelerator.device)
-        sums = accelerator.reduce(sums, reduction="sum") if world > 1 else sums
-        per_source = {n: float(sums[i]) / max(global_counts[n], 1) for i, n in enumerate(names)}
-        total = sum(weights[n] * per_source[n] for n in names)
-        if not (math.isfinite(total) and math.isfinite(float(grad_norm))):
+        per_source, total, grad_norm = result.losses, result.loss, result.grad_norm
+        if not result.finite:
             from contrastive_encoder.checkpoint import latest_checkpoint
 
-            optimizer.zero_grad(set_to_none=True)
             if progress is not None:
                 progress.close()
-            logger.log(step, loss=total, grad_norm=float(grad_norm), stopped="non-finite")
+            logger.log(step, loss=total, grad_norm=grad_norm, stopped="non-finite")
             logger.close()
             bad = ", ".join(f"{n}={v:.4g}" for n, v in per_source.items())
             raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} ({bad}; grad norm {float(grad_norm):.4g}): stopped before the "
+                f"non-finite loss at step {step + 1} ({bad}; grad norm {grad_norm:.4g}): stopped before the "
                 f"update; last good checkpoint: {latest_checkpoint(cfg.out) or 'none'} (resume with --resume latest)")
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
         step += 1
         last = per_source
         if progress is not None:
@@ -580,7 +623,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
             progress.set_postfix(loss=f"{total:.3f}", **{n: f"{v:.2f}" for n, v in per_source.items()})
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             elapsed = time.monotonic() - t_loop
-            logger.log(step, loss=total, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
+            logger.log(step, loss=total, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
                        steps_per_s=(step - start_step) / max(elapsed, 1e-9), skipped=sum(skipped.values()),
                        **{f"loss/{n}": v for n, v in per_source.items()})
         if cfg.save_every > 0 and step % cfg.save_every == 0:
