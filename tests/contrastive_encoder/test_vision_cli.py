@@ -21,9 +21,9 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     pairs = write_pairs(root / "pairs", n=12)
     classes = write_class_folders(root / "classes")
-    args = ["train", "--model", "tiny", "--data", str(pairs), "--batch-size", "12", "--steps", "25", "--lr", "3e-3",
+    args = ["train", "--model", "tiny", "--data", str(pairs), "--batch-size", "12", "--steps", "20", "--lr", "3e-3",
             "--warmup-steps", "2", "--no-augment", "--workers", "0", "--no-progress", "--log-every", "1",
-            "--out", str(root / "run"), "--zero-shot", str(classes), "--eval-every", "10"]
+            "--out", str(root / "run"), "--zero-shot", str(classes), "--eval-every", "8"]
     assert main(args) == 0
     return root, pairs, classes
 
@@ -31,13 +31,13 @@ def trained(tmp_path_factory):
 def test_cli_train_lowers_the_loss(trained):
     root, _, _ = trained
     losses = [r["loss"] for r in read_metrics(root / "run" / "metrics.jsonl") if "loss" in r]
-    assert len(losses) == 25
-    # one fixed batch of 12 pairs: the loss starts near ln(12) = 2.48 and must fall well below it
+    assert len(losses) == 20
+    # one fixed batch of 12 pairs, memorisable: the loss (about 3 at init) must fall by more than 40%
     assert sum(losses[-3:]) / 3 < 0.6 * sum(losses[:3]) / 3, losses
     evals = [r for r in read_metrics(root / "run" / "metrics.jsonl") if "zero_shot/classes/top1" in r]
-    assert [r["step"] for r in evals] == [10, 20, 25]  # periodic evaluation, and at the end
+    assert [r["step"] for r in evals] == [8, 16, 20]  # periodic evaluation, and at the end
     summary = json.loads((root / "run" / "summary.json").read_text())
-    assert summary["step"] == 25 and "classes" in summary["zero_shot"]
+    assert summary["step"] == 20 and "classes" in summary["zero_shot"]
 
 
 def test_export_and_frozen_vision_encoder(trained):
