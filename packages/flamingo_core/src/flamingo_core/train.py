@@ -495,6 +495,9 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     weights = parse_weights(cfg.weights or DEFAULT_WEIGHTS, names=list(parse_source_specs(cfg.sources, cfg.data)))
     batch_sizes = source_batch_sizes(cfg, [n for n, w in weights.items() if w > 0])
     check_sources(cfg, weights)
+    if model is None and cfg.vision_encoder and "/" in cfg.vision_encoder and not Path(cfg.vision_encoder).exists():
+        raise FileNotFoundError(f"vision encoder not found: {cfg.vision_encoder} (export the stage-1 encoder there "
+                                "with contrastive_encoder, or pass --vision-encoder <folder or preset>)")
     if cfg.resume:
         resolve_resume(cfg.resume, cfg.out)
 
