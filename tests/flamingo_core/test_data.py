@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from contrastive_encoder.data.jsonl import BadSampleError, SkipCounter
 from PIL import Image
 from test_data_world import make_world
 
+from contrastive_encoder.data.jsonl import BadSampleError, SkipCounter
 from flamingo_core.data import (
     EOC,
     IGNORE_INDEX,
