@@ -159,28 +159,30 @@ def bench_generate(model, args, device, autocast):
     enc = {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
     n = args.new_tokens
     results = {}
-    for beams in (1, 3):
-        for cache in (True, False):
-            def run(beams=beams, cache=cache):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    out = model.generate(**enc, max_new_tokens=n, num_beams=beams, use_media_cache=cache,
-                                         min_new_tokens=n)  # stop tokens banned: exactly n tokens
-                assert out.shape[1] == n
-            key = f"{'greedy' if beams == 1 else 'beam3'}_{'media_cache' if cache else 'no_media_cache'}"
-            results[key] = 1000 * timed(run, args.repeats, device) / n
-            log(f"{key}: {results[key]:.1f} ms/token")
-        # the frozen LM alone, same prompt length in text tokens, through Hugging Face generate
-        ids = torch.randint(0, model.lm_vocab_size - 1, enc["input_ids"].shape, generator=rng).to(device)
+    ids = torch.randint(0, model.lm_vocab_size - 1, enc["input_ids"].shape, generator=rng).to(device)
 
-        def run_lm(beams=beams, ids=ids):
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                out = model.lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                                        min_new_tokens=n, num_beams=beams, do_sample=False,
-                                        pad_token_id=model.tokenizer.pad_token_id)
-            assert out.shape[1] == ids.shape[1] + n
-        key = f"{'greedy' if beams == 1 else 'beam3'}_plain_lm"
-        results[key] = 1000 * timed(run_lm, args.repeats, device) / n
-        log(f"{key}: {results[key]:.1f} ms/token")
+    def ours(beams, cache, k):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model.generate(**enc, max_new_tokens=k, num_beams=beams, use_media_cache=cache,
+                                 min_new_tokens=k)  # stop tokens banned: exactly k tokens
+        assert out.shape[1] == k
+
+    def plain(beams, cache, k):  # the frozen LM alone, same prompt length, Hugging Face generate
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = model.lm.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=k, min_new_tokens=k,
+                                    num_beams=beams, do_sample=False, pad_token_id=model.tokenizer.pad_token_id)
+        assert out.shape[1] == ids.shape[1] + k
+
+    settings = [("media_cache", ours, True), ("no_media_cache", ours, False), ("plain_lm", plain, None)]
+    for beams in (1, 3):
+        for name, fn, cache in settings:
+            key = f"{'greedy' if beams == 1 else 'beam3'}_{name}"
+            total = timed(lambda fn=fn, b=beams, c=cache: fn(b, c, n), args.repeats, device)
+            first = timed(lambda fn=fn, b=beams, c=cache: fn(b, c, 1), args.repeats, device)
+            # ms/token over the whole call (prompt included, as the numbers) and per decoding step
+            results[key] = 1000 * total / n
+            results[key + "_step"] = 1000 * (total - first) / max(n - 1, 1)
+            log(f"{key}: {results[key]:.1f} ms/token, {results[key + '_step']:.1f} ms/step after the prompt")
     return results
 
 
@@ -212,6 +214,8 @@ def main(argv=None) -> int:
     g = results["generate_ms_per_token"]
     results["ratios"] = {
         "greedy_vs_plain_lm": g["greedy_media_cache"] / g["greedy_plain_lm"],
+        "greedy_step_vs_plain_lm_step": g["greedy_media_cache_step"] / g["greedy_plain_lm_step"],
+        "beam3_step_vs_plain_lm_step": g["beam3_media_cache_step"] / g["beam3_plain_lm_step"],
         "beam3_vs_plain_lm": g["beam3_media_cache"] / g["beam3_plain_lm"],
         "greedy_no_media_cache_vs_plain_lm": g["greedy_no_media_cache"] / g["greedy_plain_lm"],
         "beam3_no_media_cache_vs_plain_lm": g["beam3_no_media_cache"] / g["beam3_plain_lm"],
