@@ -193,7 +193,8 @@ def generate(
                                                              if v is not None), 0)))
     model._check_media_count(model.phi(input_ids), num_media)
     if use_cache:
-        visual = _media_visual(model, media_args["media"], media_mask, media_frame_mask, media_args["media_tokens"])
+        visual = _media_visual(model, media_args["media"], media_args["media_mask"], media_args["media_frame_mask"],
+                               media_args["media_tokens"])
         decoder = _CachedDecoder(model, input_ids, attention_mask, visual, use_media_cache)
     else:
         decoder = _RecomputeDecoder(model, input_ids, attention_mask, media_args)
