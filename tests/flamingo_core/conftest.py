@@ -1,8 +1,15 @@
 """Fixtures for the flamingo_core tests (helpers live in fc_helpers.py)."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
-from fc_helpers import make_model, set_gates
+
+# the test modules import fc_helpers by name; keep that working under --import-mode=importlib too
+sys.path.insert(0, str(Path(__file__).parent))
+
+from fc_helpers import make_model, set_gates  # noqa: E402
 
 
 @pytest.fixture
