@@ -39,6 +39,7 @@ def parse_args(argv=None):
     p.add_argument("--train-steps", type=int, default=10, help="timed training steps (after 2 warm-up steps)")
     p.add_argument("--new-tokens", type=int, default=20, help="generated tokens per timed generation")
     p.add_argument("--repeats", type=int, default=3, help="timed generations per setting (the median is kept)")
+    p.add_argument("--skip-train", action="store_true", help="measure generation only")
     p.add_argument("--skip-lm-finetune", action="store_true", help="skip the plain-LM fine-tuning reference")
     p.add_argument("--out", default=None, help="write the results as JSON here")
     return p.parse_args(argv)
@@ -206,9 +207,10 @@ def main(argv=None) -> int:
     results = {"info": info}
     log(f"built model: {info}")
     results["generate_ms_per_token"] = bench_generate(model, args, device, autocast)
-    results["train_flamingo"] = bench_train(model, args, device, autocast)
-    log(f"train flamingo: {results['train_flamingo']}")
-    if not args.skip_lm_finetune:
+    if not args.skip_train:
+        results["train_flamingo"] = bench_train(model, args, device, autocast)
+        log(f"train flamingo: {results['train_flamingo']}")
+    if not (args.skip_train or args.skip_lm_finetune):
         results["train_plain_lm_finetune"] = bench_lm_finetune(model.lm, args, device, autocast)
         log(f"train plain LM: {results['train_plain_lm_finetune']}")
     g = results["generate_ms_per_token"]
