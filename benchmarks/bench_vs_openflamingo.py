@@ -102,13 +102,12 @@ def _openflamingo(lm_name: str, every: int):
     return model, tok, vision
 
 
-def of_train(args) -> dict:
-    model, tok, vision = _openflamingo(args.lm, args.every)
-    media_id = tok.convert_tokens_to_ids("<image>")
+def _train_bench(impl: str, model, media_id: int, image_size: int, forward, steps: int) -> dict:
+    """Time AdamW steps on what ``model`` trains; ``forward(ids, mask, pixels, labels)`` returns the loss."""
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 40000, (BATCH, SEQ), generator=g)
     ids[:, 0] = media_id
-    pixels = torch.randn(BATCH, 1, 1, 3, vision.image_size, vision.image_size, generator=g)
+    pixels = torch.randn(BATCH, 1, 1, 3, image_size, image_size, generator=g)  # (B, N_media, T, C, H, W)
     labels = ids.clone()
     labels[:, 0] = -100
     params = [p for p in model.parameters() if p.requires_grad]
@@ -116,14 +115,20 @@ def of_train(args) -> dict:
     model.train()
 
     def step():
-        out = model(vision_x=pixels, lang_x=ids, attention_mask=torch.ones_like(ids), labels=labels)
-        out.loss.backward()
+        forward(ids, torch.ones_like(ids), pixels, labels).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    sec = _time_steps(step, args.steps)
-    return {"impl": "openflamingo", "what": "train", "tokens_per_s": BATCH * SEQ / sec,
+    sec = _time_steps(step, steps)
+    return {"impl": impl, "what": "train", "tokens_per_s": BATCH * SEQ / sec,
             "trainable": sum(p.numel() for p in params), "peak_rss_mb": _peak_rss_mb()}
+
+
+def of_train(args) -> dict:
+    model, tok, vision = _openflamingo(args.lm, args.every)
+    return _train_bench("openflamingo", model, tok.convert_tokens_to_ids("<image>"), vision.image_size,
+                        lambda ids, mask, px, labels: model(vision_x=px, lang_x=ids, attention_mask=mask,
+                                                           labels=labels).loss, args.steps)
 
 
 def of_generate(args) -> dict:
@@ -189,37 +194,21 @@ def lm_generate(args) -> dict:
 # this suite
 # ---------------------------------------------------------------------------------------------------------
 def _ours(lm_name: str, every: int):
-    from flamingo_core import FlamingoConfig, create_model
+    from contrastive_encoder.pretrained import load_causal_lm, load_tokenizer
+    from flamingo_core import create_model
 
     vision = _vision()
     torch.manual_seed(0)
-    config = FlamingoConfig(lm=lm_name, cross_attn_every=every)
-    model = create_model(config, vision_encoder=vision)
+    model = create_model("smollm2", lm=load_causal_lm(lm_name), tokenizer=load_tokenizer(lm_name),
+                         vision_encoder=vision, cross_attn_every=every)
     return model, model.tokenizer, vision
 
 
 def ours_train(args) -> dict:
     model, tok, vision = _ours(args.lm, args.every)
-    media_id = tok.convert_tokens_to_ids("<image>")
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(100, 40000, (BATCH, SEQ), generator=g)
-    ids[:, 0] = media_id
-    pixels = torch.randn(BATCH, 1, 1, 3, vision.image_size, vision.image_size, generator=g)
-    labels = ids.clone()
-    labels[:, 0] = -100
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
-    model.train()
-
-    def step():
-        out = model(input_ids=ids, attention_mask=torch.ones_like(ids), media=pixels, labels=labels)
-        out.loss.backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-
-    sec = _time_steps(step, args.steps)
-    return {"impl": "ours", "what": "train", "tokens_per_s": BATCH * SEQ / sec,
-            "trainable": sum(p.numel() for p in params), "peak_rss_mb": _peak_rss_mb()}
+    return _train_bench("ours", model, tok.convert_tokens_to_ids("<image>"), vision.image_size,
+                        lambda ids, mask, px, labels: model(input_ids=ids, attention_mask=mask, media=px,
+                                                           labels=labels).loss, args.steps)
 
 
 def ours_generate(args) -> dict:
@@ -233,8 +222,7 @@ def ours_generate(args) -> dict:
             def run():
                 out = model.generate(ids, torch.ones_like(ids), pixels, max_new_tokens=NEW_TOKENS,
                                      min_new_tokens=NEW_TOKENS, num_beams=beams, use_media_cache=cache)
-                n_new = out.shape[-1] if out.dim() == 2 else out.shape[-1]
-                assert n_new >= NEW_TOKENS, out.shape
+                assert out.shape[-1] >= NEW_TOKENS, out.shape
 
             key = f"ms_per_token_beam{beams}" + ("" if cache else "_no_media_cache")
             res[key] = 1000 * _time_steps(run, args.gen_reps, warmup=1) / NEW_TOKENS

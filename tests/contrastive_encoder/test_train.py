@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_pairs
+from ce_helpers import write_pairs
 from safetensors.torch import load_file
 
 from contrastive_encoder import create_model

@@ -16,7 +16,7 @@ from contrastive_encoder.logging_utils import read_metrics
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    from conftest import write_class_folders, write_pairs
+    from ce_helpers import write_class_folders, write_pairs
 
     root = tmp_path_factory.mktemp("e2e")
     pairs = write_pairs(root / "pairs", n=12)
