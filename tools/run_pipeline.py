@@ -47,6 +47,7 @@ class Preset:
     eval_shots: list[int]  # few-shot counts
     eval_args: list[str]  # extra `fewshot-eval run` flags
     eval_tasks: list[str] = field(default_factory=lambda: ["caption", "vqa", "classify", "video-qa"])
+    task_args: dict[str, list[str]] = field(default_factory=lambda: {"caption": ["--max-new-tokens", "12"]})
     min_free_gb: float = 2.0  # refuse to start with less free disk than this
 
 
@@ -59,18 +60,19 @@ PRESETS: dict[str, Preset] = {
         stage2_preset="tiny",
         stage2_args=["--max-steps", "4", "--batch-size", "2"],
         eval_shots=[0, 2],
-        eval_args=["--limit", "4", "--trials", "1", "--ensemble", "2"],
+        eval_args=["--limit", "2", "--trials", "1", "--ensemble", "2", "--num-beams", "1"],
         min_free_gb=0.2,
     ),
     "quick": Preset(
         world_size="default",
         image_size=64,
         stage1_preset="nano-minilm",
-        stage1_args=["--max-minutes", "4"],
+        stage1_args=["--max-minutes", "3"],
         stage2_preset="smollm2",
-        stage2_args=["--max-minutes", "5"],
+        stage2_args=["--max-minutes", "4", "--eval-samples", "16"],
         eval_shots=[0, 4, 8],
-        eval_args=["--limit", "30", "--trials", "1", "--ensemble", "6"],
+        # greedy decoding and 4 queries keep the demo within 15 minutes on 2 cores; `full` decodes with 3 beams
+        eval_args=["--limit", "4", "--trials", "1", "--ensemble", "3", "--num-beams", "1"],
     ),
     "full": Preset(
         world_size="default",
@@ -80,7 +82,7 @@ PRESETS: dict[str, Preset] = {
         stage2_preset="smollm2",
         stage2_args=[],
         eval_shots=[0, 4, 8],
-        eval_args=["--limit", "100", "--trials", "3", "--ensemble", "6"],
+        eval_args=["--limit", "100", "--trials", "3", "--ensemble", "6", "--num-beams", "3"],
     ),
 }
 
@@ -196,7 +198,8 @@ class Pipeline:
             self.sh([_cli("fewshot-eval"), "run", "--model", str(self.out / "stage2" / "model"), "--task", task,
                      "--data", str(self.eval_data(task)), "--shots", *map(str, self.preset.eval_shots),
                      "--selection", "random", "rices", "--seed", str(self.seed), "--out", str(out), "--resume",
-                     "--cache-dir", str(self.out / "eval" / "rices-cache"), *self.preset.eval_args], f"eval/{task}")
+                     "--cache-dir", str(self.out / "eval" / "rices-cache"), *self.preset.eval_args,
+                     *self.preset.task_args.get(task, [])], f"eval/{task}")
             (out / ".done").write_text("ok\n")
 
     def stage_report(self) -> None:
