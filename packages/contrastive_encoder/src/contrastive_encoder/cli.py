@@ -25,10 +25,11 @@ def _train_parser(sub) -> None:
     p.add_argument("--model", default="nano-minilm", help="preset name, preset JSON, or saved model folder")
     p.add_argument("--data", action="append", default=None,
                    help="pair source, repeatable: file.jsonl, shard.tar / shard folder / glob, or hf:<dataset>[:split] "
-                        f"(default {WORLD}/ltip/train.jsonl)")
+                        f"(default {WORLD}/ltip/train.jsonl and {WORLD}/align/train.jsonl, as the paper's LTIP + ALIGN)")
     p.add_argument("--data-weights", type=float, nargs="+", default=None, help="one weight per --data (default 1 each)")
     p.add_argument("--strategy", choices=STRATEGIES, default="accumulation", help="how several datasets are combined")
-    p.add_argument("--batch-size", type=int, default=64, help="global batch size of one micro-batch (all processes)")
+    p.add_argument("--batch-size", type=int, default=32,
+                   help="global batch size of one micro-batch of one dataset (all processes)")
     p.add_argument("--accum-steps", type=int, default=1, help="micro-batches per dataset per optimizer step")
     p.add_argument("--steps", type=int, default=600, help="optimizer steps")
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="optimizer (sgd: plain, for ablations)")
@@ -58,7 +59,8 @@ def _train_parser(sub) -> None:
     p.add_argument("--keep", type=int, default=2, help="checkpoints to keep (0 keeps all)")
     p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
     p.add_argument("--stop-after", type=int, default=None, help="stop after N steps in this run (preemption test)")
-    p.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; checkpoint and stop when spent")
+    p.add_argument("--max-minutes", type=float, default=10.0,
+                   help="wall-clock budget of the training loop; checkpoint and stop when spent (0: no budget)")
     p.add_argument("--log-every", type=int, default=10, help="steps between metrics records")
     p.add_argument("--eval-every", type=int, default=0, help="steps between zero-shot evaluations (0: at the end)")
     p.add_argument("--zero-shot", action="append", default=None,
@@ -119,7 +121,10 @@ def _train(args: argparse.Namespace) -> int:
     from .train import TrainConfig, train
     from .zero_shot import DEFAULT_TEMPLATES
 
-    data = args.data or [str(WORLD / "ltip" / "train.jsonl")]
+    data = args.data
+    if data is None:  # ShapesWorld's LTIP (long captions) and ALIGN (short alt-texts naming colour and shape)
+        data = [str(WORLD / n / "train.jsonl") for n in ("ltip", "align") if (WORLD / n / "train.jsonl").exists()]
+        data = data or [str(WORLD / "ltip" / "train.jsonl")]
     missing = [d for d in data if not d.startswith("hf:") and not any(c in d for c in "*?[") and not Path(d).exists()]
     if missing:
         hint = " (generate ShapesWorld with `python tools/shapesworld.py --out data/world`)" if args.data is None else ""
@@ -128,6 +133,8 @@ def _train(args: argparse.Namespace) -> int:
     if zero_shot is None:
         zero_shot = [str(WORLD / "eval" / n / "val") for n in ("colour", "classify") if (WORLD / "eval" / n / "val").is_dir()]
     fields = {k: v for k, v in vars(args).items() if k not in ("command", "data", "zero_shot", "templates")}
+    if args.max_minutes is not None and args.max_minutes <= 0:
+        fields["max_minutes"] = None
     cfg = TrainConfig(data=data, zero_shot=zero_shot, templates=args.templates or list(DEFAULT_TEMPLATES), **fields)
     train(cfg)
     return 0
