@@ -1,10 +1,15 @@
 """Flamingo (this suite) side by side with OpenFlamingo 2.0.1 and the plain LM, on the same LM and vision features.
 
-Measures, each implementation in its own process (so peak memory is that process's max RSS):
-  - training step: tokens/s and peak RSS, batch 4 x 64 tokens, one image per sequence, AdamW on what each
-    implementation trains (OpenFlamingo: resampler, cross-attention and the whole tied embedding matrix);
+Measures:
+  - training step: tokens/s and peak RSS, batch 4 x 64 tokens, one image per sequence, each implementation in
+    its own process (peak memory is that process's max RSS), AdamW on what each implementation trains
+    (OpenFlamingo: resampler, cross-attention and the whole tied embedding matrix, with the default AdamW its
+    training script uses; ours: our trainer's ``train_step``). The processes run round-robin ``--rounds`` times
+    and tokens/s comes from the median step time of all rounds;
   - generation: ms per new token, batch 1, two images in the prompt, 20 new tokens, greedy and beam 3
-    (ours with and without the media key/value cache).
+    (ours with and without the media key/value cache). All three models live in one process and their calls
+    are interleaved over ``--gen-rounds`` rounds, so a slow spell of a shared machine hits all of them; the
+    median call is reported, and the ratios to the plain LM are taken per round, then their median.
 
 Setup (benchmark environment only): `bash benchmarks/peers/install_openflamingo.sh`, which puts OpenFlamingo
 and the modules its import needs into benchmarks/.peer-site. Patches OpenFlamingo needs on transformers 5 are
@@ -41,13 +46,16 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _time_steps(step, n: int, warmup: int = 2) -> float:
+def _time_steps(step, n: int, warmup: int = 2) -> list[float]:
+    """Seconds of each of ``n`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
         step()
-    start = time.perf_counter()
+    times = []
     for _ in range(n):
+        start = time.perf_counter()
         step()
-    return (time.perf_counter() - start) / n
+        times.append(time.perf_counter() - start)
+    return times
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -103,7 +111,8 @@ def _openflamingo(lm_name: str, every: int):
 
 
 def _train_bench(impl: str, model, media_id: int, image_size: int, forward, steps: int) -> dict:
-    """Time AdamW steps on what ``model`` trains; ``forward(ids, mask, pixels, labels)`` returns the loss."""
+    """Time AdamW steps on what ``model`` trains; ``forward(ids, mask, pixels, labels)`` returns the loss, or None
+    when it took the optimizer step itself (our trainer)."""
     g = torch.Generator().manual_seed(0)
     ids = torch.randint(100, 40000, (BATCH, SEQ), generator=g)
     ids[:, 0] = media_id
@@ -111,16 +120,18 @@ def _train_bench(impl: str, model, media_id: int, image_size: int, forward, step
     labels = ids.clone()
     labels[:, 0] = -100
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=1e-4)
+    opt = torch.optim.AdamW(params, lr=1e-4)  # the peers' training scripts use the default AdamW
     model.train()
 
     def step():
-        forward(ids, torch.ones_like(ids), pixels, labels).backward()
+        loss = forward(ids, torch.ones_like(ids), pixels, labels)
+        if loss is None:  # ``forward`` ran a whole trainer step itself
+            return
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    sec = _time_steps(step, steps)
-    return {"impl": impl, "what": "train", "tokens_per_s": BATCH * SEQ / sec,
+    return {"impl": impl, "what": "train", "step_s": _time_steps(step, steps),
             "trainable": sum(p.numel() for p in params), "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -131,24 +142,23 @@ def of_train(args) -> dict:
                                                            labels=labels).loss, args.steps)
 
 
-def of_generate(args) -> dict:
+def of_generate_calls(args) -> dict:
     model, tok, vision = _openflamingo(args.lm, args.every)
     model.eval()
     prompt = "<image>Output: a red circle.<|endofchunk|><image>Output:"
     ids = tok(prompt, return_tensors="pt")["input_ids"]
     pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size, generator=torch.Generator().manual_seed(0))
-    res = {"impl": "openflamingo", "what": "generate"}
-    for beams in (1, 3):
+
+    def call(beams):
         def run():
             with torch.no_grad():
                 out = model.generate(vision_x=pixels, lang_x=ids, attention_mask=torch.ones_like(ids),
                                      max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, num_beams=beams,
                                      do_sample=False)
             assert out.shape[1] - ids.shape[1] == NEW_TOKENS, out.shape
+        return run
 
-        res[f"ms_per_token_beam{beams}"] = 1000 * _time_steps(run, args.gen_reps, warmup=1) / NEW_TOKENS
-    res["peak_rss_mb"] = _peak_rss_mb()
-    return res
+    return {f"openflamingo/beam{b}": call(b) for b in (1, 3)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,27 +177,25 @@ def lm_train(args) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    sec = _time_steps(step, args.steps)
-    return {"impl": "plain-lm", "what": "train (full fine-tuning)", "tokens_per_s": BATCH * SEQ / sec,
+    return {"impl": "plain-lm", "what": "train (full fine-tuning)", "step_s": _time_steps(step, args.steps),
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def lm_generate(args) -> dict:
+def lm_generate_calls(args) -> dict:
     from contrastive_encoder.pretrained import load_causal_lm, load_tokenizer
 
     lm, tok = load_causal_lm(args.lm), load_tokenizer(args.lm)
     ids = tok("An image of a red circle. Output: a red circle. An image. Output:", return_tensors="pt")["input_ids"]
-    res = {"impl": "plain-lm", "what": "generate"}
-    for beams in (1, 3):
+
+    def call(beams):
         def run():
             with torch.no_grad():
                 out = lm.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=NEW_TOKENS,
                                   min_new_tokens=NEW_TOKENS, num_beams=beams, do_sample=False)
             assert out.shape[1] - ids.shape[1] == NEW_TOKENS
+        return run
 
-        res[f"ms_per_token_beam{beams}"] = 1000 * _time_steps(run, args.gen_reps, warmup=1) / NEW_TOKENS
-    res["peak_rss_mb"] = _peak_rss_mb()
-    return res
+    return {f"plain-lm/beam{b}": call(b) for b in (1, 3)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -205,44 +213,74 @@ def _ours(lm_name: str, every: int):
 
 
 def ours_train(args) -> dict:
+    """Our trainer's own step (``flamingo_core.train.train_step``: logits at label positions only, fused AdamW
+    from ``build_adamw``), on the same batch as the others."""
+    from accelerate import Accelerator
+
+    from flamingo_core.train import param_groups, train_step
+    from flamingo_core.zero import build_adamw
+
     model, tok, vision = _ours(args.lm, args.every)
-    return _train_bench("ours", model, tok.convert_tokens_to_ids("<image>"), vision.image_size,
-                        lambda ids, mask, px, labels: model(input_ids=ids, attention_mask=mask, media=px,
-                                                           labels=labels).loss, args.steps)
+    optimizer = build_adamw(param_groups(model, 0.1), 1e-4, zero=False)
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+
+    def forward(ids, mask, px, labels):
+        batch = {"input_ids": ids, "attention_mask": mask, "media": px, "labels": labels}
+        train_step(model, optimizer, {"bench": batch}, {"bench": 1.0}, accelerator=accelerator, grad_clip=0)
+        return None
+
+    return _train_bench("ours", model, tok.convert_tokens_to_ids("<image>"), vision.image_size, forward, args.steps)
 
 
-def ours_generate(args) -> dict:
+def ours_generate_calls(args) -> dict:
     model, tok, vision = _ours(args.lm, args.every)
     model.eval()
     ids = tok("<image>Output: a red circle.<EOC><image>Output:", return_tensors="pt")["input_ids"]
     pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size, generator=torch.Generator().manual_seed(0))
-    res = {"impl": "ours", "what": "generate"}
-    for cache in (True, False):
-        for beams in (1, 3):
-            def run():
-                out = model.generate(ids, torch.ones_like(ids), pixels, max_new_tokens=NEW_TOKENS,
-                                     min_new_tokens=NEW_TOKENS, num_beams=beams, use_media_cache=cache)
-                assert out.shape[-1] >= NEW_TOKENS, out.shape
 
-            key = f"ms_per_token_beam{beams}" + ("" if cache else "_no_media_cache")
-            res[key] = 1000 * _time_steps(run, args.gen_reps, warmup=1) / NEW_TOKENS
+    def call(beams, cache):
+        def run():
+            out = model.generate(ids, torch.ones_like(ids), pixels, max_new_tokens=NEW_TOKENS,
+                                 min_new_tokens=NEW_TOKENS, num_beams=beams, use_media_cache=cache)
+            assert out.shape[-1] >= NEW_TOKENS, out.shape
+        return run
+
+    return {f"ours/beam{b}" + ("" if cache else "_no_media_cache"): call(b, cache)
+            for cache in (True, False) for b in (1, 3)}
+
+
+def generate_all(args) -> dict:
+    """All generation calls in one process, interleaved over ``args.gen_rounds`` rounds."""
+    import statistics
+
+    calls = {**lm_generate_calls(args), **of_generate_calls(args), **ours_generate_calls(args)}
+    for run in calls.values():  # warm-up
+        run()
+    times = {name: [] for name in calls}
+    for _ in range(args.gen_rounds):
+        for name, run in calls.items():
+            start = time.perf_counter()
+            run()
+            times[name].append(1000 * (time.perf_counter() - start) / NEW_TOKENS)
+    res = {"what": "generate", "ms_per_token_median": {n: statistics.median(t) for n, t in times.items()},
+           "ms_per_token_all": times, "ratio_to_plain_lm_median": {}}
+    for name, t in times.items():
+        base = times["plain-lm/" + name.split("/")[1].split("_")[0]]
+        res["ratio_to_plain_lm_median"][name] = statistics.median(a / b for a, b in zip(t, base))
     res["peak_rss_mb"] = _peak_rss_mb()
     return res
 
 
-WORKERS = {
-    "lm-train": lm_train, "lm-generate": lm_generate,
-    "of-train": of_train, "of-generate": of_generate,
-    "ours-train": ours_train, "ours-generate": ours_generate,
-}
+WORKERS = {"lm-train": lm_train, "of-train": of_train, "ours-train": ours_train, "generate": generate_all}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm", default="smollm2-135m", help="causal LM for every implementation")
     p.add_argument("--every", type=int, default=4, help="cross-attention every N decoder layers")
-    p.add_argument("--steps", type=int, default=6, help="timed training steps (after 2 warm-up steps)")
-    p.add_argument("--gen-reps", type=int, default=3, help="timed generate calls per setting")
+    p.add_argument("--steps", type=int, default=6, help="timed training steps per round (after 2 warm-up steps)")
+    p.add_argument("--rounds", type=int, default=2, help="round-robin repetitions of the training processes")
+    p.add_argument("--gen-rounds", type=int, default=5, help="interleaved rounds of every generate call")
     p.add_argument("--only", nargs="*", default=list(WORKERS), help="workers to run")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -253,17 +291,35 @@ def main(argv=None) -> int:
     if not (PEER_SITE / "open_flamingo").is_dir():
         print("run `bash benchmarks/peers/install_openflamingo.sh` first", file=sys.stderr)
         return 2
-    results = []
-    for name in args.only:
+    import statistics
+
+    runs: dict[str, list[dict]] = {}
+    train_workers = [w for w in args.only if w.endswith("-train")]
+    order = [w for _ in range(args.rounds) for w in train_workers] + [w for w in args.only if w == "generate"]
+    for name in order:
         cmd = [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
-               "--steps", str(args.steps), "--gen-reps", str(args.gen_reps)]
+               "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
         if proc.returncode != 0 or not line:
             print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
             continue
-        results.append(json.loads(line[0][7:]))
-        print(json.dumps(results[-1]), flush=True)
+        runs.setdefault(name, []).append(json.loads(line[0][7:]))
+    results = []
+    for name in train_workers:
+        if name not in runs:
+            continue
+        steps = [t for r in runs[name] for t in r["step_s"]]
+        res = {k: v for k, v in runs[name][0].items() if k != "step_s"}
+        res.update(tokens_per_s=BATCH * SEQ / statistics.median(steps), step_s=steps,
+                   peak_rss_mb=max(r["peak_rss_mb"] for r in runs[name]))
+        results.append(res)
+        print(json.dumps({k: v for k, v in res.items() if k != "step_s"}), flush=True)
+    if "generate" in runs:
+        results.append(runs["generate"][0])
+        g = runs["generate"][0]
+        print(json.dumps({"ms_per_token_median": g["ms_per_token_median"],
+                          "ratio_to_plain_lm_median": g["ratio_to_plain_lm_median"]}), flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

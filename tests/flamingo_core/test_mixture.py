@@ -18,6 +18,7 @@ from flamingo_core.mixture import (
     accumulate_gradients,
     next_token_nll,
     parse_weights,
+    token_nll,
 )
 
 
@@ -79,6 +80,24 @@ def test_next_token_nll_matches_cross_entropy_mean():
     ref = F.cross_entropy(logits[:, :-1].reshape(-1, 11), labels[:, 1:].reshape(-1), ignore_index=IGNORE_INDEX)
     assert int(c) == int((labels[:, 1:] != IGNORE_INDEX).sum())
     assert torch.allclose(s / c, ref, atol=1e-6)
+
+
+def test_token_nll_computes_logits_at_label_positions_only_and_matches_the_full_loss(batches):
+    model = _model().eval()
+    b = batches["m3w"]
+    media = {k: b[k] for k in ("media", "media_mask", "media_frame_mask")}
+    full = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **media).logits
+    ref_sum, ref_count = next_token_nll(full, b["labels"])
+    got_sum, got_count = token_nll(model, b)
+    assert int(got_count) == int(ref_count) > 0
+    assert torch.allclose(got_sum, ref_sum, rtol=1e-5)
+    positions = torch.zeros_like(b["attention_mask"], dtype=torch.bool)
+    positions[:, :-1] = b["labels"][:, 1:] != IGNORE_INDEX
+    picked = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions, **media).logits
+    assert picked.shape == (int(positions.sum()), full.shape[-1])  # (P, V): padding and media rows skipped
+    assert torch.allclose(picked, full[positions], atol=1e-5)
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=b["input_ids"], labels=b["labels"], logits_mask=positions, **media)
 
 
 def test_all_masked_batch_gives_zero_loss_and_no_nan(batches):

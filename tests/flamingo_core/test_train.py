@@ -59,6 +59,20 @@ def test_weight_decay_only_on_cross_attention_matrices():
     assert len(decayed) + len(others) == sum(p.requires_grad for p in model.parameters())
 
 
+def test_gate_lr_mult_puts_the_tanh_gates_in_their_own_faster_group():
+    model = fc.create_model("tiny")
+    groups = param_groups(model, 0.1, lr=1e-3, gate_lr_mult=10.0)
+    assert len(groups) == 3
+    names = {id(p): n for n, p in model.named_parameters()}
+    gates = {names[id(p)] for p in groups[2]["params"]}
+    assert gates == {n for n in names.values() if n.endswith(("alpha_xattn", "alpha_dense"))}
+    assert groups[2]["lr"] == pytest.approx(1e-2) and groups[2]["weight_decay"] == 0.0
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+    assert len(param_groups(model, 0.1)) == 2  # multiplier 1: the paper's two groups
+    with pytest.raises(ValueError, match="need the base lr"):
+        param_groups(model, 0.1, gate_lr_mult=10.0)
+
+
 def test_linear_warmup_then_constant():
     f = warmup_constant(4)
     assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
@@ -149,7 +163,8 @@ def test_every_flag_has_help_and_defaults_suit_the_benchmark():
             assert action.help, action.option_strings
     cfg = parse_args([])
     assert cfg.data == "data/world" and cfg.preset == "smollm2" and cfg.vision_encoder == "runs/stage1/export"
-    assert 1e-4 <= cfg.lr <= 3e-4 and cfg.batch_size == 8 and 0 < cfg.max_minutes <= 18
+    assert 1e-4 <= cfg.lr <= 1e-3 and cfg.batch_size == 8 and 0 < cfg.max_minutes <= 18
+    assert cfg.resampler_lr_mult < 1 < cfg.gate_lr_mult  # see TrainConfig: the resampler collapses at full rate
     from flamingo_core.train import source_batch_sizes
 
     assert source_batch_sizes(cfg, ["m3w", "ltip", "align", "vtp"]) == {"m3w": 2, "ltip": 8, "align": 8, "vtp": 4}

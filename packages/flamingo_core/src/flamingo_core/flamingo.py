@@ -216,11 +216,15 @@ class Flamingo(nn.Module):
         past_key_values=None,
         use_cache: bool = False,
         logits_slice: slice | None = None,
+        logits_mask: torch.Tensor | None = None,
     ):
         """One call of the frozen LM with the media context set on the cross-attention layers.
 
+        ``logits_slice`` keeps positions of every row (decoding: the last one); ``logits_mask`` (B, L) bool keeps
+        the selected positions only, flattened (training: the positions that predict a label).
+
         Returns:
-            (logits (B, L', vocab_size), past_key_values, last hidden state).
+            (logits (B, L', vocab_size) or (P, vocab_size) with ``logits_mask``, past_key_values, hidden state).
         """
         embeds = self.embed_tokens(input_ids)
         for w in self._wrappers:
@@ -239,6 +243,8 @@ class Flamingo(nn.Module):
         hidden = out.last_hidden_state
         if logits_slice is not None:
             hidden = hidden[:, logits_slice]
+        if logits_mask is not None:
+            hidden = hidden[logits_mask.to(device=hidden.device, dtype=torch.bool)]  # (P, D)
         return self.compute_logits(hidden), out.past_key_values if use_cache else None, hidden
 
     def _check_media_count(self, phi: torch.Tensor, num_media: torch.Tensor) -> None:
@@ -262,6 +268,7 @@ class Flamingo(nn.Module):
         media_frame_mask: torch.Tensor | None = None,
         past_key_values=None,
         use_cache: bool = False,
+        logits_mask: torch.Tensor | None = None,
         **unused,
     ) -> CausalLMOutputWithPast:
         """Logits (and loss when ``labels`` are given) of interleaved text and media.
@@ -276,6 +283,8 @@ class Flamingo(nn.Module):
             media_frame_mask: (B, N, T) bool, False on padding frames of short videos.
             past_key_values, use_cache: the LM's cache (phi of new tokens counts the cached ones' media
                 only through ``input_ids``; use ``generate`` / ``score_continuations`` for cached decoding).
+            logits_mask: (B, L) bool: compute logits only at these positions (the frozen head is a large part
+                of a training step); ``logits`` is then (P, vocab_size) and ``labels`` must be None.
 
         Returns:
             ``CausalLMOutputWithPast`` with ``loss``, ``logits`` (B, L, vocab_size), ``past_key_values``.
@@ -297,8 +306,11 @@ class Flamingo(nn.Module):
             context = MediaContext(phi, media_tokens, None, self.config.num_latents)
         else:
             self._check_media_count(phi, torch.zeros_like(phi[:, 0]))
+        if logits_mask is not None and labels is not None:
+            raise ValueError("Flamingo.forward: give labels or logits_mask, not both")
         logits, past, _ = self.run_lm(
-            input_ids, attention_mask, position_ids_from_mask(attention_mask), context, past_key_values, use_cache
+            input_ids, attention_mask, position_ids_from_mask(attention_mask), context, past_key_values, use_cache,
+            logits_mask=logits_mask,
         )
         loss = None
         if labels is not None:

@@ -140,10 +140,20 @@ class NewTokenRows(nn.Module):
         new = self.input_rows.to(embeds.dtype)[match.long().argmax(-1)]  # (B, L, D)
         return torch.where(is_new[..., None], new, embeds)
 
+    def _appended(self, v_lm: int) -> bool:
+        if getattr(self, "_appended_at", None) != v_lm:
+            ids = self.token_ids.tolist()
+            self._appended_ok = ids == list(range(v_lm, v_lm + len(ids)))
+            self._appended_at = v_lm
+        return self._appended_ok
+
     def logits(self, hidden: torch.Tensor, lm_logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """Combine the frozen head's logits (B, L, V_lm) with the new rows' into (B, L, vocab_size)."""
         rows = self.input_rows if self.output_rows is None else self.output_rows
         new_logits = hidden @ rows.to(hidden.dtype).t()  # (B, L, n_new)
+        v_lm, n_new = lm_logits.shape[-1], len(self.token_ids)
+        if vocab_size == v_lm + n_new and self._appended(v_lm):  # the usual case: new ids follow the LM's
+            return torch.cat([lm_logits, new_logits.to(lm_logits.dtype)], -1)  # one copy, no -inf fill + scatter
         extra = vocab_size - lm_logits.shape[-1]
         if extra > 0:
             lm_logits = torch.cat([lm_logits, lm_logits.new_full((*lm_logits.shape[:-1], extra), float("-inf"))], -1)

@@ -8,7 +8,9 @@ optimizer step (rather than round-robin updates, which lag).
 
 ``next_token_nll`` is the loss: next-token negative log-likelihood over text tokens, with padding and media
 tokens carrying the label ``IGNORE_INDEX``. The mean is guarded, so a batch whose labels are all masked gives a
-zero loss (and zero gradients), not NaN.
+zero loss (and zero gradients), not NaN. ``token_nll`` computes the same sum but asks the model for logits at
+the predicting positions only: the frozen LM head (49k x 576 for SmolLM2) and the softmax then skip padding,
+media tokens and the last position.
 
 Across processes the loss of a source is normalised by the number of label tokens in the *global* batch, so
 DDP's gradient averaging yields exactly the gradient of the global token mean: a 2-process run equals a
@@ -36,6 +38,7 @@ __all__ = [
     "flamingo_logits",
     "next_token_nll",
     "parse_weights",
+    "token_nll",
 ]
 
 DEFAULT_WEIGHTS: dict[str, float] = {"m3w": 1.0, "ltip": 0.2, "align": 0.2, "vtp": 0.03}
@@ -90,8 +93,13 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return nll, count
 
 
-def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.Tensor:
-    """Run the model on a collated batch and return its logits (media masks passed when the model takes them)."""
+def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any],
+                    logits_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the model on a collated batch and return its logits (media masks passed when the model takes them).
+
+    With ``logits_mask`` (B, L) bool and a model that accepts it, only those positions' logits are computed and
+    returned as (P, V); a model without that argument returns the full (B, L, V).
+    """
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if batch.get("media") is not None:
         kwargs["media"] = batch["media"]
@@ -100,8 +108,23 @@ def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any]) -> torch.T
     for key in ("media_mask", "media_frame_mask"):
         if batch.get(key) is not None and key in accepted:
             kwargs[key] = batch[key]
+    if logits_mask is not None and "logits_mask" in accepted:
+        kwargs["logits_mask"] = logits_mask
     out = model(**kwargs)
     return out.logits if hasattr(out, "logits") else out
+
+
+def token_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    """``next_token_nll`` of a collated batch, with logits computed only where a label is predicted."""
+    labels = batch["labels"]
+    target = labels[:, 1:]
+    keep = target != IGNORE_INDEX  # (B, L-1)
+    positions = F.pad(keep, (0, 1), value=False)  # (B, L): position t predicts label t+1
+    logits = flamingo_logits(model, batch, logits_mask=positions.to(batch["input_ids"].device))
+    if logits.dim() == 3:  # the model computed every position
+        return next_token_nll(logits, labels.to(logits.device))
+    nll = F.cross_entropy(logits.float(), target[keep].to(logits.device), reduction="sum")
+    return nll, keep.sum()
 
 
 @dataclass
@@ -121,7 +144,7 @@ def accumulate_gradients(
     *,
     global_counts: Mapping[str, int] | None = None,
     world_size: int = 1,
-    forward: Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor] = flamingo_logits,
+    forward: Callable[[torch.nn.Module, Mapping[str, Any]], torch.Tensor] | None = None,
     backward: Callable[[torch.Tensor], None] | None = None,
     no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
     autocast: Callable[[], contextlib.AbstractContextManager] | None = None,
@@ -138,7 +161,7 @@ def accumulate_gradients(
         weights: source name -> lambda.
         global_counts: source name -> label tokens over all processes; defaults to this process's counts.
         world_size: number of processes whose gradients DDP averages.
-        forward: ``forward(model, batch) -> logits``.
+        forward: ``forward(model, batch) -> logits`` (B, L, V); default: ``token_nll`` (logits at labels only).
         backward: ``backward(loss)``, e.g. ``accelerator.backward``; defaults to ``loss.backward()``.
         no_sync: context manager factory that suspends gradient all-reduce (``lambda: accelerator.no_sync(m)``).
         autocast: context manager factory for mixed precision around the forward.
@@ -156,8 +179,12 @@ def accumulate_gradients(
         sync = no_sync() if (no_sync is not None and i < len(names) - 1) else contextlib.nullcontext()
         with sync:
             with autocast() if autocast is not None else contextlib.nullcontext():
-                logits = forward(model, batch)
-            sum_nll, _ = next_token_nll(logits, batch["labels"].to(logits.device))
+                if forward is None:
+                    sum_nll, _ = token_nll(model, batch)
+                else:
+                    logits = forward(model, batch)
+            if forward is not None:
+                sum_nll, _ = next_token_nll(logits, batch["labels"].to(logits.device))
             # guarded mean over the global batch; times world_size because DDP averages over processes
             loss = sum_nll * (world_size / max(total, 1))
             backward(weights[name] * loss)
