@@ -73,6 +73,18 @@ def test_gate_lr_mult_puts_the_tanh_gates_in_their_own_faster_group():
         param_groups(model, 0.1, gate_lr_mult=10.0)
 
 
+def test_visual_token_spread_is_zero_for_identical_images_and_positive_otherwise():
+    from flamingo_core.train import visual_token_spread
+
+    model = fc.create_model("tiny").eval()
+    size = model.vision_encoder.image_size
+    g = torch.Generator().manual_seed(0)
+    different = torch.rand(4, 1, 1, 3, size, size, generator=g)
+    same = different[:1].expand(4, -1, -1, -1, -1, -1)
+    assert visual_token_spread(model, same) < 1e-6
+    assert visual_token_spread(model, different) > 1e-3
+
+
 def test_linear_warmup_then_constant():
     f = warmup_constant(4)
     assert [f(s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]

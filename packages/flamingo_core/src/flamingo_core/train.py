@@ -58,6 +58,7 @@ __all__ = [
     "StepResult",
     "train",
     "train_step",
+    "visual_token_spread",
 ]
 
 SOURCE_KINDS = {"m3w": "interleaved", "ltip": "pairs", "align": "pairs", "vtp": "video"}
@@ -328,6 +329,20 @@ def first_colour(text: str, colours: list[str]) -> str | None:
 
 
 @torch.no_grad()
+def visual_token_spread(model, media: torch.Tensor) -> float:
+    """How much the resampler's output differs between images: the std across the batch of each visual-token
+    feature, averaged. Near 0 means every image gets the same tokens (a collapsed resampler, which the LM can
+    only use as a bias); compare with the value at initialisation.
+
+    Args:
+        model: a ``Flamingo`` (``encode_media``).
+        media: (B, N, T, C, H, W) pixels; the first medium of each sample is used. B >= 2.
+    """
+    tokens = model.encode_media(media[:, :1].to(model.device))  # (B, 1, R, d)
+    return float(tokens.float().std(dim=0).mean())
+
+
+@torch.no_grad()
 def caption_eval(model, processor, source, num_samples: int, num_captions: int, batch_size: int,
                  device, rank: int = 0, world_size: int = 1, generate: bool = True) -> dict[str, Any]:
     """Held-out caption loss (token mean over ``<image>caption<EOC>``) and greedy captions.
@@ -335,6 +350,7 @@ def caption_eval(model, processor, source, num_samples: int, num_captions: int, 
     The loss is computed on every process over its shard (sums all-reduced by the caller through the returned
     ``loss_sum`` / ``loss_count``). Greedy captions of the first ``num_samples`` images give ``colour_acc``:
     the fraction whose first colour word is the main object's colour (``scene.objects[0].colour``).
+    ``visual_std`` is ``visual_token_spread`` over up to 16 of the held-out images.
     """
     from flamingo_core.data import make_labels
 
@@ -354,6 +370,10 @@ def caption_eval(model, processor, source, num_samples: int, num_captions: int, 
         s, c = token_nll(model, dict(enc, labels=labels))
         loss_sum, loss_count = loss_sum + float(s), loss_count + int(c)
     result: dict[str, Any] = {"loss_sum": loss_sum, "loss_count": loss_count}
+    if rank == 0 and hasattr(model, "encode_media") and len(good) >= 2:
+        enc = processor([[items[0]] for items, _ in good[:16]])
+        if enc.get("media") is not None:
+            result["visual_std"] = visual_token_spread(model, enc["media"])
     if generate and rank == 0 and hasattr(model, "generate"):
         colours = _colour_words([m for _, m in good])
         samples, correct, judged = [], 0, 0
@@ -601,12 +621,13 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         tot = torch.tensor([r["loss_sum"], r["loss_count"]], dtype=torch.float64, device=accelerator.device)
         tot = accelerator.reduce(tot, reduction="sum") if world > 1 else tot
         out = {"eval_loss": float(tot[0] / max(tot[1], 1))}
-        out.update({k: r[k] for k in ("colour_acc", "captions") if k in r})
+        out.update({k: r[k] for k in ("colour_acc", "visual_std", "captions") if k in r})
         if accelerator.is_main_process:
             logger.log(step, **{k: v for k, v in out.items() if k != "captions"},
                        captions=json.dumps(out.get("captions", [])))
             say(f"step {step}: held-out caption loss {out['eval_loss']:.4f}"
-                + (f", colour accuracy {out['colour_acc']:.1%}" if "colour_acc" in out else ""))
+                + (f", colour accuracy {out['colour_acc']:.1%}" if "colour_acc" in out else "")
+                + (f", visual tokens' std across images {out['visual_std']:.3f}" if "visual_std" in out else ""))
             for c in out.get("captions", [])[:cfg.num_captions]:
                 say(f"  ref: {c['reference']!r}\n  gen: {c['generated']!r}")
         accelerator.wait_for_everyone()
