@@ -120,6 +120,9 @@ class NewTokenRows(nn.Module):
         self.output_rows = None
         if output_embeddings is not None:
             self.output_rows = nn.Parameter(self._init_rows(output_embeddings, len(token_ids), gen))
+        # the usual case: the new ids directly follow the LM head's vocabulary, so logits are one concatenation
+        v_head = (input_embeddings if output_embeddings is None else output_embeddings).shape[0]
+        self._appended = list(token_ids) == list(range(v_head, v_head + len(token_ids)))
 
     @staticmethod
     def _init_rows(weight: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
@@ -140,19 +143,11 @@ class NewTokenRows(nn.Module):
         new = self.input_rows.to(embeds.dtype)[match.long().argmax(-1)]  # (B, L, D)
         return torch.where(is_new[..., None], new, embeds)
 
-    def _appended(self, v_lm: int) -> bool:
-        if getattr(self, "_appended_at", None) != v_lm:
-            ids = self.token_ids.tolist()
-            self._appended_ok = ids == list(range(v_lm, v_lm + len(ids)))
-            self._appended_at = v_lm
-        return self._appended_ok
-
     def logits(self, hidden: torch.Tensor, lm_logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """Combine the frozen head's logits (B, L, V_lm) with the new rows' into (B, L, vocab_size)."""
         rows = self.input_rows if self.output_rows is None else self.output_rows
         new_logits = hidden @ rows.to(hidden.dtype).t()  # (B, L, n_new)
-        v_lm, n_new = lm_logits.shape[-1], len(self.token_ids)
-        if vocab_size == v_lm + n_new and self._appended(v_lm):  # the usual case: new ids follow the LM's
+        if self._appended and vocab_size == lm_logits.shape[-1] + len(self.token_ids):
             return torch.cat([lm_logits, new_logits.to(lm_logits.dtype)], -1)  # one copy, no -inf fill + scatter
         extra = vocab_size - lm_logits.shape[-1]
         if extra > 0:

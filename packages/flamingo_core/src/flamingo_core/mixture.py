@@ -170,6 +170,12 @@ def accumulate_gradients(
         source name -> SourceLoss (this process's summed NLL and counts).
     """
     backward = backward or (lambda loss: loss.backward())
+    if forward is None:
+        nll = token_nll
+    else:
+        def nll(m, b):
+            logits = forward(m, b)
+            return next_token_nll(logits, b["labels"].to(logits.device))
     names = [n for n in batches if weights.get(n, 0.0) > 0]
     out: dict[str, SourceLoss] = {}
     for i, name in enumerate(names):
@@ -179,12 +185,7 @@ def accumulate_gradients(
         sync = no_sync() if (no_sync is not None and i < len(names) - 1) else contextlib.nullcontext()
         with sync:
             with autocast() if autocast is not None else contextlib.nullcontext():
-                if forward is None:
-                    sum_nll, _ = token_nll(model, batch)
-                else:
-                    logits = forward(model, batch)
-            if forward is not None:
-                sum_nll, _ = next_token_nll(logits, batch["labels"].to(logits.device))
+                sum_nll, _ = nll(model, batch)
             # guarded mean over the global batch; times world_size because DDP averages over processes
             loss = sum_nll * (world_size / max(total, 1))
             backward(weights[name] * loss)

@@ -371,7 +371,7 @@ def caption_eval(model, processor, source, num_samples: int, num_captions: int, 
         s, c = token_nll(model, dict(enc, labels=labels))
         loss_sum, loss_count = loss_sum + float(s), loss_count + int(c)
     result: dict[str, Any] = {"loss_sum": loss_sum, "loss_count": loss_count}
-    if rank == 0 and hasattr(model, "encode_media") and len(good) >= 2:
+    if generate and rank == 0 and hasattr(model, "encode_media") and len(good) >= 2:  # not under FSDP (sharded)
         enc = processor([[items[0]] for items, _ in good[:16]])
         if enc.get("media") is not None:
             result["visual_std"] = visual_token_spread(model, enc["media"])
@@ -581,7 +581,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     unwrapped = accelerator.unwrap_model(model)
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     use_zero = cfg.zero == "on" or (cfg.zero == "auto" and world > 1)
-    optimizer = build_adamw(param_groups(unwrapped, cfg.weight_decay, cfg.lr, cfg.gate_lr_mult, cfg.resampler_lr_mult), cfg.lr, zero=use_zero and not fsdp)
+    groups = param_groups(unwrapped, cfg.weight_decay, cfg.lr, cfg.gate_lr_mult, cfg.resampler_lr_mult)
+    optimizer = build_adamw(groups, cfg.lr, zero=use_zero and not fsdp)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(cfg.warmup_steps))
     say(f"optimizer: {'ZeRO-1 sharded ' if is_zero(optimizer) else ''}AdamW over {len(trained_parameters(unwrapped))} "
         f"tensors; {accelerator.distributed_type.value}, mixed precision {accelerator.mixed_precision}")
