@@ -2,7 +2,10 @@
 
 Measures:
   - training step: tokens/s and peak RSS, batch 4 x 64 tokens, one image per sequence, each implementation in
-    its own process (peak memory is that process's max RSS), AdamW on what each implementation trains
+    its own process. Two memory figures: ``peak_rss_mb`` is the process's max RSS (model loading included), and
+    ``train_peak_rss_mb`` the max RSS while training steps run (Linux: the high-water mark is reset through
+    /proc/self/clear_refs after the models are built, so a loading transient does not count), with
+    ``train_added_mb`` = that minus the RSS just before the first step. AdamW on what each implementation trains
     (OpenFlamingo: resampler, cross-attention and the whole tied embedding matrix, with the default AdamW its
     training script uses; ours: our trainer's ``train_step``). The processes run round-robin ``--rounds`` times
     and tokens/s comes from the median step time of all rounds;
@@ -46,6 +49,26 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def _rss_mb(field: str = "VmRSS") -> float | None:
+    """Current (VmRSS) or high-water (VmHWM) resident set of this process in MB, from /proc (Linux only)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset VmHWM to the current RSS (Linux >= 4.0: write 5 to /proc/self/clear_refs)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
 def _time_steps(step, n: int, warmup: int = 2) -> list[float]:
     """Seconds of each of ``n`` calls after ``warmup`` untimed ones."""
     for _ in range(warmup):
@@ -56,6 +79,16 @@ def _time_steps(step, n: int, warmup: int = 2) -> list[float]:
         step()
         times.append(time.perf_counter() - start)
     return times
+
+
+def _measure_training(step, n: int) -> dict:
+    """Step times of ``n`` training steps and the memory figures of the module docstring."""
+    rss_before = _rss_mb()
+    reset = _reset_peak_rss()
+    step_s = _time_steps(step, n)
+    train_peak = _rss_mb("VmHWM") if reset else None
+    return {"step_s": step_s, "peak_rss_mb": _peak_rss_mb(), "train_peak_rss_mb": train_peak,
+            "train_added_mb": None if train_peak is None or rss_before is None else train_peak - rss_before}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -131,8 +164,8 @@ def _train_bench(impl: str, model, media_id: int, image_size: int, forward, step
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return {"impl": impl, "what": "train", "step_s": _time_steps(step, steps),
-            "trainable": sum(p.numel() for p in params), "peak_rss_mb": _peak_rss_mb()}
+    return {"impl": impl, "what": "train", "trainable": sum(p.numel() for p in params),
+            **_measure_training(step, steps)}
 
 
 def of_train(args) -> dict:
@@ -177,8 +210,7 @@ def lm_train(args) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return {"impl": "plain-lm", "what": "train (full fine-tuning)", "step_s": _time_steps(step, args.steps),
-            "peak_rss_mb": _peak_rss_mb()}
+    return {"impl": "plain-lm", "what": "train (full fine-tuning)", **_measure_training(step, args.steps)}
 
 
 def lm_generate_calls(args) -> dict:
@@ -313,6 +345,9 @@ def main(argv=None) -> int:
         res = {k: v for k, v in runs[name][0].items() if k != "step_s"}
         res.update(tokens_per_s=BATCH * SEQ / statistics.median(steps), step_s=steps,
                    peak_rss_mb=max(r["peak_rss_mb"] for r in runs[name]))
+        for key in ("train_peak_rss_mb", "train_added_mb"):
+            values = [r.get(key) for r in runs[name]]
+            res[key] = max(values) if None not in values else None
         results.append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "step_s"}), flush=True)
     if "generate" in runs:

@@ -136,8 +136,9 @@ def fewshot_section(run: Path, tasks: list[str], figures: Path) -> tuple[str, li
 def examples_section(run: Path, eval_data: Callable[[str], Path], tasks: list[str], figures: Path,
                      per_task: int = 4) -> str:
     """Held-out images with the model's output beside the ground truth, from the saved predictions."""
-    from fewshot_eval.datasets import load_split
     from PIL import Image, ImageDraw
+
+    from fewshot_eval.datasets import load_split
 
     rows = []
     for task in tasks:

@@ -66,6 +66,12 @@ def test_bad_templates_are_rejected(bad):
      (" a red square\nOutput: a blue one", "caption", "a red square"),
      ("yes. Question: is it?", "vqa", "yes"),
      ("blue</s>", "vqa", "blue"),
+     ("No. What is the", "vqa", "No"),
+     ("yellowThe answer is yellow", "vqa", "yellow"),
+     ("3More pictures to", "video-qa", "3"),
+     ("3.5 metres", "vqa", "3.5 metres"),
+     ("Yes! It is", "vqa", "Yes"),
+     ("A red square. A blue one", "caption", "A red square. A blue one"),
      ("", "caption", "")],
 )  # fmt: skip
 def test_postprocess(raw, task, expected):

@@ -175,12 +175,12 @@ def test_every_flag_has_help_and_defaults_suit_the_benchmark():
             assert action.help, action.option_strings
     cfg = parse_args([])
     assert cfg.data == "data/world" and cfg.preset == "smollm2" and cfg.vision_encoder == "runs/stage1/export"
-    assert 1e-4 <= cfg.lr <= 1e-3 and cfg.batch_size == 8 and 0 < cfg.max_minutes <= 18
+    assert 1e-4 <= cfg.lr <= 1e-3 and cfg.batch_size == 4 and 0 < cfg.max_minutes <= 18
     assert cfg.resampler_lr_mult < 1 < cfg.gate_lr_mult  # see TrainConfig: the resampler collapses at full rate
     from flamingo_core.train import source_batch_sizes
 
-    assert source_batch_sizes(cfg, ["m3w", "ltip", "align", "vtp"]) == {"m3w": 2, "ltip": 8, "align": 8, "vtp": 4}
-    assert source_batch_sizes(parse_args(["--batch-sizes", "m3w=5"]), ["m3w", "ltip"]) == {"m3w": 5, "ltip": 8}
+    assert source_batch_sizes(cfg, ["m3w", "ltip", "align", "vtp"]) == {"m3w": 1, "ltip": 4, "align": 4, "vtp": 2}
+    assert source_batch_sizes(parse_args(["--batch-sizes", "m3w=5"]), ["m3w", "ltip"]) == {"m3w": 5, "ltip": 4}
     with pytest.raises(ValueError, match="NAME=N"):
         source_batch_sizes(parse_args(["--batch-sizes", "m3w"]), ["m3w"])
     assert parse_args(["--vision-encoder", ""]).vision_encoder is None

@@ -9,10 +9,10 @@ import ast
 import os
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["contrastive_encoder", "flamingo_core", "fewshot_eval"]

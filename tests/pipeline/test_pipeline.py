@@ -52,8 +52,9 @@ def test_report_has_every_section_and_figure(tiny_run):
 
 
 def test_report_numbers_are_the_logged_ones(tiny_run):
-    from contrastive_encoder.logging_utils import read_metrics
     from safetensors.torch import load_file
+
+    from contrastive_encoder.logging_utils import read_metrics
 
     run, _ = tiny_run
     report = (run / "report.md").read_text()
