@@ -101,3 +101,16 @@ def test_full_run_with_tiny_flamingo(adapter, coco_dir, classify_dir, tmp_path):
                    progress=False)  # fmt: skip
     assert {r["metric"] for r in cls} == {"top-1 accuracy", "top-5 accuracy"}
     assert next(r for r in cls if r["metric"] == "top-5 accuracy")["mean"] == 100.0  # 4 classes: always in top 5
+
+
+@pytest.mark.parametrize("num_beams", [1, 3])
+def test_generation_never_returns_an_empty_answer(adapter, monkeypatch, num_beams):
+    """A model that would close its chunk at once still answers: the stop tokens are banned at the first step.
+    Here every token but one is a stop token, so the first new token must be that one."""
+    model = adapter.model
+    keep = adapter.tokenizer(" r", add_special_tokens=False)["input_ids"][-1]
+    stops = [i for i in range(model.vocab_size) if i not in (keep, model.media_token_id)]
+    monkeypatch.setattr(type(model), "stop_token_ids", property(lambda self: stops))
+    (out,) = adapter.generate([_prompt(_images(2), ["red"])], max_new_tokens=3, num_beams=num_beams)
+    keep_text = adapter.tokenizer.decode([keep])
+    assert out.startswith(keep_text) and out.replace(keep_text, "") == ""

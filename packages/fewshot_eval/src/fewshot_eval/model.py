@@ -213,12 +213,15 @@ class FlamingoEvalModel:
 
     # ------------------------------------------------------------------ EvalModel
     def generate(self, prompts: list[Prompt], max_new_tokens: int, num_beams: int = 3) -> list[str]:
+        """Beam search (or greedy) after each prompt. The stop tokens are banned at the first step: an answer or a
+        caption has at least one token (a trained model may close its chunk at once, and an empty prediction can
+        never score)."""
         batch = self._inputs(prompts, "left")
         self._check_length(batch["input_ids"], max_new_tokens)
         new_ids = self.model.generate(
             batch["input_ids"], batch["attention_mask"], batch["media"], max_new_tokens=max_new_tokens,
-            num_beams=num_beams, media_mask=batch["media_mask"], media_frame_mask=batch["media_frame_mask"],
-            media_tokens=batch["media_tokens"],
+            min_new_tokens=min(1, max_new_tokens), num_beams=num_beams, media_mask=batch["media_mask"],
+            media_frame_mask=batch["media_frame_mask"], media_tokens=batch["media_tokens"],
         )  # fmt: skip
         return self.processor.decode(new_ids.cpu(), self.model.stop_token_ids)
 
