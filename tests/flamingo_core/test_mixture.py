@@ -100,6 +100,48 @@ def test_token_nll_computes_logits_at_label_positions_only_and_matches_the_full_
         model(input_ids=b["input_ids"], labels=b["labels"], logits_mask=positions, **media)
 
 
+@pytest.mark.parametrize("tied", [True, False])
+@pytest.mark.parametrize("chunk", [3, 64])
+def test_chunked_head_loss_equals_the_logits_loss_in_value_and_gradients(batches, tied, chunk):
+    """Flamingo.forward(label_targets=...) (ChunkedHeadNLL: the head chunk by chunk, gradients taken in the
+    forward pass) against cross-entropy on the (P, V) logits: same loss, same gradient for every trained part."""
+    torch.manual_seed(0)
+    model = fc.create_model("tiny", seed=1, **({} if tied else {"lm_config": dict(
+        fc.load_config("tiny").lm_config, tie_word_embeddings=False)}))
+    assert (model.new_tokens.output_rows is None) == tied
+    with torch.no_grad():
+        for block in model.xattn_layers:
+            block.alpha_xattn.fill_(0.5)
+            block.alpha_dense.fill_(0.5)
+    model.train()
+    b = batches["m3w"]
+    media = {k: b[k] for k in ("media", "media_mask", "media_frame_mask")}
+    keep = b["labels"][:, 1:] != IGNORE_INDEX
+    positions = F.pad(keep, (0, 1), value=False)
+    targets = b["labels"][:, 1:][keep]
+    assert len(targets) > chunk  # several chunks
+    logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions, **media).logits
+    ref = F.cross_entropy(logits.float(), targets, reduction="sum")
+    ref.backward()
+    ref_grads = _grads(model)
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions,
+                label_targets=targets, loss_chunk=chunk, **media)
+    assert out.logits is None
+    out.loss.backward()
+    assert torch.allclose(out.loss, ref, rtol=1e-5)
+    got = _grads(model)
+    for name, g in ref_grads.items():
+        assert torch.allclose(got[name], g, rtol=1e-4, atol=1e-6), name
+    assert ref_grads["new_tokens.input_rows"].abs().sum() > 0
+    with torch.no_grad():  # without autograd the same sum comes from the plain chunked path
+        again = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions,
+                      label_targets=targets, loss_chunk=chunk, **media).loss
+    assert torch.allclose(again, ref, rtol=1e-5)
+    with pytest.raises(ValueError, match="needs logits_mask"):
+        model(input_ids=b["input_ids"], label_targets=targets, **media)
+
+
 def test_all_masked_batch_gives_zero_loss_and_no_nan(batches):
     model = _model()
     masked = dict(batches["ltip"], labels=torch.full_like(batches["ltip"]["labels"], IGNORE_INDEX))

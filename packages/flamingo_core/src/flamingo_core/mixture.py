@@ -93,13 +93,8 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return nll, count
 
 
-def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any],
-                    logits_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the model on a collated batch and return its logits (media masks passed when the model takes them).
-
-    With ``logits_mask`` (B, L) bool and a model that accepts it, only those positions' logits are computed and
-    returned as (P, V); a model without that argument returns the full (B, L, V).
-    """
+def _model_kwargs(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
+    """Inputs of a collated batch for ``model`` (media masks only when it takes them), and its parameters."""
     kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     if batch.get("media") is not None:
         kwargs["media"] = batch["media"]
@@ -108,19 +103,44 @@ def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any],
     for key in ("media_mask", "media_frame_mask"):
         if batch.get(key) is not None and key in accepted:
             kwargs[key] = batch[key]
+    return kwargs, accepted
+
+
+def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any],
+                    logits_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Run the model on a collated batch and return its logits (media masks passed when the model takes them).
+
+    With ``logits_mask`` (B, L) bool and a model that accepts it, only those positions' logits are computed and
+    returned as (P, V); a model without that argument returns the full (B, L, V).
+    """
+    kwargs, accepted = _model_kwargs(model, batch)
     if logits_mask is not None and "logits_mask" in accepted:
         kwargs["logits_mask"] = logits_mask
     out = model(**kwargs)
     return out.logits if hasattr(out, "logits") else out
 
 
+def _is_fsdp(model: torch.nn.Module) -> bool:
+    name = type(model).__name__
+    return "FullyShardedDataParallel" in name or name.startswith("FSDP")
+
+
 def token_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``next_token_nll`` of a collated batch, with logits computed only where a label is predicted."""
+    """``next_token_nll`` of a collated batch, with the head run only where a label is predicted.
+
+    A model that takes ``label_targets`` (``Flamingo``) returns the summed NLL itself, computing the head's
+    logits a chunk of positions at a time (``ChunkedHeadNLL``: less peak memory, same gradients); under FSDP,
+    whose sharded parameters that in-forward gradient would bypass, the (P, V) logits are returned instead.
+    """
     labels = batch["labels"]
     target = labels[:, 1:]
     keep = target != IGNORE_INDEX  # (B, L-1)
-    positions = F.pad(keep, (0, 1), value=False)  # (B, L): position t predicts label t+1
-    logits = flamingo_logits(model, batch, logits_mask=positions.to(batch["input_ids"].device))
+    positions = F.pad(keep, (0, 1), value=False).to(batch["input_ids"].device)  # position t predicts label t+1
+    kwargs, accepted = _model_kwargs(model, batch)
+    if "label_targets" in accepted and not _is_fsdp(model):
+        out = model(**kwargs, logits_mask=positions, label_targets=target[keep])
+        return out.loss, keep.sum()
+    logits = flamingo_logits(model, batch, logits_mask=positions)
     if logits.dim() == 3:  # the model computed every position
         return next_token_nll(logits, labels.to(logits.device))
     nll = F.cross_entropy(logits.float(), target[keep].to(logits.device), reduction="sum")
