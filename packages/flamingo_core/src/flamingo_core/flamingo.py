@@ -49,8 +49,9 @@ class ChunkedHeadNLL(torch.autograd.Function):
     The loss ends the graph and the frozen head needs no gradient, so the gradients with respect to ``hidden``
     and the trainable ``params`` inside ``logits_fn`` (the new token rows) are taken chunk by chunk during the
     forward pass and only scaled in backward. At most one chunk of (rows, vocabulary) logits, their softmax and
-    their gradient is alive, instead of all of them: with SmolLM2's 49k-token head and 252 label positions that
-    is about 150 MB less at the peak, for the same arithmetic.
+    their gradient is alive, instead of all of them (with SmolLM2's 49k-token head and 252 label positions,
+    about 150 MB), for the same arithmetic. In ``bench_vs_openflamingo`` it made the training step faster
+    (1.21x -> 1.30x OpenFlamingo's tokens/s); the process's peak RSS, set by the LM's activations, did not move.
     """
 
     @staticmethod
