@@ -91,6 +91,19 @@ def test_token_nll_computes_logits_at_label_positions_only_and_matches_the_full_
     got_sum, got_count = token_nll(model, b)
     assert int(got_count) == int(ref_count) > 0
     assert torch.allclose(got_sum, ref_sum, rtol=1e-5)
+
+    class LogitsOnly(torch.nn.Module):  # a model without label_targets (FSDP-wrapped models take this path too)
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, input_ids, attention_mask, media=None, media_mask=None, media_frame_mask=None,
+                    logits_mask=None):
+            return self.inner(input_ids=input_ids, attention_mask=attention_mask, media=media, media_mask=media_mask,
+                              media_frame_mask=media_frame_mask, logits_mask=logits_mask)
+
+    logits_sum, logits_count = token_nll(LogitsOnly(model), b)
+    assert int(logits_count) == int(ref_count) and torch.allclose(logits_sum, ref_sum, rtol=1e-5)
     positions = torch.zeros_like(b["attention_mask"], dtype=torch.bool)
     positions[:, :-1] = b["labels"][:, 1:] != IGNORE_INDEX
     picked = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions, **media).logits

@@ -129,7 +129,7 @@ def token_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.T
     """``next_token_nll`` of a collated batch, with the head run only where a label is predicted.
 
     A model that takes ``label_targets`` (``Flamingo``) returns the summed NLL itself, computing the head's
-    logits a chunk of positions at a time (``ChunkedHeadNLL``: less peak memory, same gradients); under FSDP,
+    logits a chunk of positions at a time (``ChunkedHeadNLL``: same gradients, a faster step); under FSDP,
     whose sharded parameters that in-forward gradient would bypass, the (P, V) logits are returned instead.
     """
     labels = batch["labels"]
@@ -140,7 +140,10 @@ def token_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.T
     if "label_targets" in accepted and not _is_fsdp(model):
         out = model(**kwargs, logits_mask=positions, label_targets=target[keep])
         return out.loss, keep.sum()
-    logits = flamingo_logits(model, batch, logits_mask=positions)
+    if "logits_mask" in accepted:
+        kwargs["logits_mask"] = positions
+    out = model(**kwargs)
+    logits = out.logits if hasattr(out, "logits") else out
     if logits.dim() == 3:  # the model computed every position
         return next_token_nll(logits, labels.to(logits.device))
     nll = F.cross_entropy(logits.float(), target[keep].to(logits.device), reduction="sum")
