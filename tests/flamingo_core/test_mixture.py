@@ -113,15 +113,30 @@ def test_token_nll_computes_logits_at_label_positions_only_and_matches_the_full_
         model(input_ids=b["input_ids"], labels=b["labels"], logits_mask=positions, **media)
 
 
+@pytest.mark.parametrize("head", ["linear", "autograd"])
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("chunk", [3, 64])
-def test_chunked_head_loss_equals_the_logits_loss_in_value_and_gradients(batches, tied, chunk):
-    """Flamingo.forward(label_targets=...) (ChunkedHeadNLL: the head chunk by chunk, gradients taken in the
-    forward pass) against cross-entropy on the (P, V) logits: same loss, same gradient for every trained part."""
+def test_head_loss_equals_the_logits_loss_in_value_and_gradients(batches, tied, chunk, head, monkeypatch):
+    """Flamingo.forward(label_targets=...) - LinearHeadNLL (hand-written gradients, vocabulary in tiles) or
+    ChunkedHeadNLL (autograd chunk by chunk) - against cross-entropy on the (P, V) logits: same loss, same
+    gradient for every trained part."""
+    from flamingo_core import head_loss
+
     torch.manual_seed(0)
     model = fc.create_model("tiny", seed=1, **({} if tied else {"lm_config": dict(
         fc.load_config("tiny").lm_config, tie_word_embeddings=False)}))
     assert (model.new_tokens.output_rows is None) == tied
+    assert model.linear_head_weight(torch.float32) is not None  # the tiny LLaMA's head is a plain linear map
+    used = []
+    if head == "linear":
+        monkeypatch.setattr(head_loss, "VOCAB_TILE", 7)  # several tiles of the tiny vocabulary, the last one short
+        assert model.lm_vocab_size % 7
+        spied = head_loss.LinearHeadNLL
+    else:
+        monkeypatch.setattr(type(model), "linear_head_weight", lambda self, dtype: None)
+        spied = head_loss.ChunkedHeadNLL
+    real_apply = spied.apply
+    monkeypatch.setattr(spied, "apply", lambda *a: used.append(spied) or real_apply(*a))
     with torch.no_grad():
         for block in model.xattn_layers:
             block.alpha_xattn.fill_(0.5)
@@ -140,7 +155,7 @@ def test_chunked_head_loss_equals_the_logits_loss_in_value_and_gradients(batches
     model.zero_grad(set_to_none=True)
     out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions,
                 label_targets=targets, loss_chunk=chunk, **media)
-    assert out.logits is None
+    assert out.logits is None and used == [spied]
     out.loss.backward()
     assert torch.allclose(out.loss, ref, rtol=1e-5)
     got = _grads(model)

@@ -16,6 +16,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import FlamingoConfig, load_config
 from .gated_xattn import GatedCrossAttentionBlock
+from .head_loss import ChunkedHeadNLL, LinearHeadNLL
 from .lm_adapter import FlamingoDecoderLayer, MediaContext, NewTokenRows, find_decoder_layers
 from .perceiver import PerceiverResampler
 from .tokenization import add_flamingo_tokens, load_flamingo_tokenizer
@@ -41,41 +42,6 @@ def default_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, media_
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Positions counted over real tokens only, so a left-padded row matches the same row unpadded."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-class ChunkedHeadNLL(torch.autograd.Function):
-    """Summed NLL of ``targets`` under ``logits_fn(hidden)``, computed ``chunk`` rows at a time.
-
-    The loss ends the graph and the frozen head needs no gradient, so the gradients with respect to ``hidden``
-    and the trainable ``params`` inside ``logits_fn`` (the new token rows) are taken chunk by chunk during the
-    forward pass and only scaled in backward. At most one chunk of (rows, vocabulary) logits, their softmax and
-    their gradient is alive, instead of all of them (with SmolLM2's 49k-token head and 252 label positions,
-    about 150 MB), for the same arithmetic. In ``bench_vs_openflamingo`` it made the training step faster
-    (1.21x -> 1.30x OpenFlamingo's tokens/s); the process's peak RSS, set by the LM's activations, did not move.
-    """
-
-    @staticmethod
-    def forward(ctx, hidden, targets, logits_fn, chunk, *params):
-        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
-        grad_h = torch.zeros_like(hidden)
-        grad_p = [torch.zeros_like(p) for p in params]
-        for start in range(0, hidden.shape[0], chunk):
-            with torch.enable_grad():
-                h = hidden[start : start + chunk].detach().requires_grad_(True)
-                nll = F.cross_entropy(logits_fn(h).float(), targets[start : start + chunk], reduction="sum")
-                grads = torch.autograd.grad(nll, [h, *params], allow_unused=True)
-            grad_h[start : start + chunk] = grads[0]
-            for acc, g in zip(grad_p, grads[1:]):
-                if g is not None:
-                    acc += g
-            total += nll.detach()
-        ctx.save_for_backward(grad_h, *grad_p)
-        return total
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        grad_h, *grad_p = ctx.saved_tensors
-        return (grad_h * grad_out.to(grad_h.dtype), None, None, None, *(g * grad_out.to(g.dtype) for g in grad_p))
 
 
 class Flamingo(nn.Module):
@@ -242,6 +208,19 @@ class Flamingo(nn.Module):
         lm_logits = head(hidden) if head is not None else hidden @ self.lm.get_input_embeddings().weight.t()
         return self.new_tokens.logits(hidden, lm_logits, self.vocab_size)
 
+    def linear_head_weight(self, dtype: torch.dtype) -> torch.Tensor | None:
+        """The frozen head's (V, D) matrix when ``LinearHeadNLL`` covers it: a bias-free ``nn.Linear`` (or tied
+        input embeddings) in fp32 like ``dtype``, with the new ids right after its vocabulary; else None."""
+        head = self.lm.get_output_embeddings()
+        if head is not None and (type(head) is not nn.Linear or head.bias is not None):
+            return None
+        weight = (head if head is not None else self.lm.get_input_embeddings()).weight
+        if dtype != torch.float32 or weight.dtype != dtype or weight.requires_grad:
+            return None
+        if not self.new_tokens.appended_to(weight.shape[0], self.vocab_size):
+            return None
+        return weight
+
     def run_lm(
         self,
         input_ids: torch.Tensor,
@@ -307,7 +286,7 @@ class Flamingo(nn.Module):
         use_cache: bool = False,
         logits_mask: torch.Tensor | None = None,
         label_targets: torch.Tensor | None = None,
-        loss_chunk: int = 64,
+        loss_chunk: int = 128,
         **unused,
     ) -> CausalLMOutputWithPast:
         """Logits (and loss when ``labels`` are given) of interleaved text and media.
@@ -325,8 +304,9 @@ class Flamingo(nn.Module):
             logits_mask: (B, L) bool: compute logits only at these positions (the frozen head is a large part
                 of a training step); ``logits`` is then (P, vocab_size) and ``labels`` must be None.
             label_targets: with ``logits_mask``: (P,) the token each selected position predicts. ``loss`` is then
-                their summed NLL and ``logits`` None: the head runs ``loss_chunk`` rows at a time
-                (``ChunkedHeadNLL``), so the full (P, vocab_size) logits never exist.
+                their summed NLL and ``logits`` None: the head runs ``loss_chunk`` rows at a time with the
+                gradients taken on the way (``head_loss``: ``LinearHeadNLL`` for a bias-free fp32 linear head,
+                else ``ChunkedHeadNLL``), so the full (P, vocab_size) logits never exist.
 
         Returns:
             ``CausalLMOutputWithPast`` with ``loss``, ``logits`` (B, L, vocab_size), ``past_key_values``.
@@ -364,6 +344,8 @@ class Flamingo(nn.Module):
                      for h, t in zip(hidden.split(loss_chunk), targets.split(loss_chunk))),
                     hidden.new_zeros((), dtype=torch.float32),
                 )
+            elif (weight := self.linear_head_weight(hidden.dtype)) is not None:
+                loss = LinearHeadNLL.apply(hidden, targets, weight, loss_chunk, self.new_tokens.head_rows)
             else:
                 rows = [p for p in self.new_tokens.parameters() if p.requires_grad]
                 loss = ChunkedHeadNLL.apply(hidden, targets, self.compute_logits, loss_chunk, *rows)

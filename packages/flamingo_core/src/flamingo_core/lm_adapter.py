@@ -134,6 +134,15 @@ class NewTokenRows(nn.Module):
     def tied(self) -> bool:
         return self.output_rows is None
 
+    @property
+    def head_rows(self) -> torch.Tensor:
+        """The new tokens' rows in the output head (the input rows when the LM ties its embeddings)."""
+        return self.input_rows if self.output_rows is None else self.output_rows
+
+    def appended_to(self, head_vocab: int, vocab_size: int) -> bool:
+        """Whether the full logits are the head's ``head_vocab`` columns then the new rows', ``vocab_size`` in all."""
+        return self._appended and vocab_size == head_vocab + len(self.token_ids)
+
     def embed(self, input_ids: torch.Tensor, embedding: nn.Embedding) -> torch.Tensor:
         """Frozen embedding for old ids, ``input_rows`` for the new ids: (B, L) -> (B, L, D)."""
         match = input_ids[..., None] == self.token_ids  # (B, L, n_new)
@@ -145,9 +154,8 @@ class NewTokenRows(nn.Module):
 
     def logits(self, hidden: torch.Tensor, lm_logits: torch.Tensor, vocab_size: int) -> torch.Tensor:
         """Combine the frozen head's logits (B, L, V_lm) with the new rows' into (B, L, vocab_size)."""
-        rows = self.input_rows if self.output_rows is None else self.output_rows
-        new_logits = hidden @ rows.to(hidden.dtype).t()  # (B, L, n_new)
-        if self._appended and vocab_size == lm_logits.shape[-1] + len(self.token_ids):
+        new_logits = hidden @ self.head_rows.to(hidden.dtype).t()  # (B, L, n_new)
+        if self.appended_to(lm_logits.shape[-1], vocab_size):
             return torch.cat([lm_logits, new_logits.to(lm_logits.dtype)], -1)  # one copy, no -inf fill + scatter
         extra = vocab_size - lm_logits.shape[-1]
         if extra > 0:

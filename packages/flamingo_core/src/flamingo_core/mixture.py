@@ -129,7 +129,7 @@ def token_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.T
     """``next_token_nll`` of a collated batch, with the head run only where a label is predicted.
 
     A model that takes ``label_targets`` (``Flamingo``) returns the summed NLL itself, computing the head's
-    logits a chunk of positions at a time (``ChunkedHeadNLL``: same gradients, a faster step); under FSDP,
+    logits a chunk of positions at a time (``flamingo_core.head_loss``: same gradients, a faster step); under FSDP,
     whose sharded parameters that in-forward gradient would bypass, the (P, V) logits are returned instead.
     """
     labels = batch["labels"]
