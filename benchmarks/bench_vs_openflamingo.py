@@ -7,8 +7,11 @@ Measures:
     /proc/self/clear_refs after the models are built, so a loading transient does not count), with
     ``train_added_mb`` = that minus the RSS just before the first step. AdamW on what each implementation trains
     (OpenFlamingo: resampler, cross-attention and the whole tied embedding matrix, with the default AdamW its
-    training script uses; ours: our trainer's ``train_step``). The processes run round-robin ``--rounds`` times
-    and tokens/s comes from the median step time of all rounds;
+    training script uses; ours: our trainer's ``train_step``). The training processes live side by side and
+    take turns, one step each (the parent hands out the turn through their stdin, so only one computes at a
+    time): step i of every implementation runs within a few seconds of the others, and a slow spell of the
+    shared machine hits them alike. tokens/s comes from each implementation's median step; the speed ratios
+    are medians of the per-turn ratios (``paired_speedup``);
   - generation: ms per new token, batch 1, two images in the prompt, 20 new tokens, greedy and beam 3
     (ours with and without the media key/value cache). All three models live in one process and their calls
     are interleaved over ``--gen-rounds`` rounds, so a slow spell of a shared machine hits all of them; the
@@ -18,7 +21,7 @@ Setup (benchmark environment only): `bash benchmarks/peers/install_openflamingo.
 and the modules its import needs into benchmarks/.peer-site. Patches OpenFlamingo needs on transformers 5 are
 applied here, never in the packages.
 
-Usage: .venv/bin/python benchmarks/bench_vs_openflamingo.py [--lm smollm2-135m] [--every 4] [--steps 6]
+Usage: .venv/bin/python benchmarks/bench_vs_openflamingo.py [--lm smollm2-135m] [--every 4] [--steps 16]
 """
 
 from __future__ import annotations
@@ -69,23 +72,36 @@ def _reset_peak_rss() -> bool:
         return False
 
 
-def _time_steps(step, n: int, warmup: int = 2) -> list[float]:
-    """Seconds of each of ``n`` calls after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        step()
+def _time_steps(step, n: int, warmup: int = 2, turns: bool = False) -> list[float]:
+    """Seconds of each of ``n`` calls after ``warmup`` untimed ones. With ``turns`` the warm-up and then each
+    timed call wait for a line on stdin (the parent's go) and answer ``STEP ...`` on stdout when done."""
+
+    def turn(body):
+        if turns:
+            sys.stdin.readline()
+        result = body()
+        if turns:
+            print(f"STEP {result}", flush=True)
+        return result
+
+    turn(lambda: [step() for _ in range(warmup)] and "warm-up")
     times = []
     for _ in range(n):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
+        times.append(turn(lambda: _timed(step)))
     return times
 
 
-def _measure_training(step, n: int) -> dict:
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _measure_training(step, n: int, turns: bool = False) -> dict:
     """Step times of ``n`` training steps and the memory figures of the module docstring."""
     rss_before = _rss_mb()
     reset = _reset_peak_rss()
-    step_s = _time_steps(step, n)
+    step_s = _time_steps(step, n, turns=turns)
     train_peak = _rss_mb("VmHWM") if reset else None
     return {"step_s": step_s, "peak_rss_mb": _peak_rss_mb(), "train_peak_rss_mb": train_peak,
             "train_added_mb": None if train_peak is None or rss_before is None else train_peak - rss_before}
@@ -143,7 +159,7 @@ def _openflamingo(lm_name: str, every: int):
     return model, tok, vision
 
 
-def _train_bench(impl: str, model, media_id: int, image_size: int, forward, steps: int) -> dict:
+def _train_bench(impl: str, model, media_id: int, image_size: int, forward, args) -> dict:
     """Time AdamW steps on what ``model`` trains; ``forward(ids, mask, pixels, labels)`` returns the loss, or None
     when it took the optimizer step itself (our trainer)."""
     g = torch.Generator().manual_seed(0)
@@ -165,14 +181,14 @@ def _train_bench(impl: str, model, media_id: int, image_size: int, forward, step
         opt.zero_grad(set_to_none=True)
 
     return {"impl": impl, "what": "train", "trainable": sum(p.numel() for p in params),
-            **_measure_training(step, steps)}
+            **_measure_training(step, args.steps, args.turns)}
 
 
 def of_train(args) -> dict:
     model, tok, vision = _openflamingo(args.lm, args.every)
     return _train_bench("openflamingo", model, tok.convert_tokens_to_ids("<image>"), vision.image_size,
                         lambda ids, mask, px, labels: model(vision_x=px, lang_x=ids, attention_mask=mask,
-                                                           labels=labels).loss, args.steps)
+                                                           labels=labels).loss, args)
 
 
 def of_generate_calls(args) -> dict:
@@ -210,7 +226,7 @@ def lm_train(args) -> dict:
         opt.step()
         opt.zero_grad(set_to_none=True)
 
-    return {"impl": "plain-lm", "what": "train (full fine-tuning)", **_measure_training(step, args.steps)}
+    return {"impl": "plain-lm", "what": "train (full fine-tuning)", **_measure_training(step, args.steps, args.turns)}
 
 
 def lm_generate_calls(args) -> dict:
@@ -261,7 +277,7 @@ def ours_train(args) -> dict:
         train_step(model, optimizer, {"bench": batch}, {"bench": 1.0}, accelerator=accelerator, grad_clip=0)
         return None
 
-    return _train_bench("ours", model, tok.convert_tokens_to_ids("<image>"), vision.image_size, forward, args.steps)
+    return _train_bench("ours", model, tok.convert_tokens_to_ids("<image>"), vision.image_size, forward, args)
 
 
 def ours_generate_calls(args) -> dict:
@@ -306,16 +322,60 @@ def generate_all(args) -> dict:
 WORKERS = {"lm-train": lm_train, "of-train": of_train, "ours-train": ours_train, "generate": generate_all}
 
 
+def _run_worker(name: str, args, log) -> dict | None:
+    """Run one worker process to completion (generation)."""
+    proc = subprocess.run(_worker_cmd(name, args), stdout=subprocess.PIPE, stderr=log, text=True)
+    line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    return json.loads(line[0][7:]) if proc.returncode == 0 and line else None
+
+
+def _worker_cmd(name: str, args, turns: bool = False) -> list[str]:
+    return [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
+            "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds)] + (["--turns"] if turns else [])
+
+
+def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
+    """Start every training worker, then hand out turns: the warm-up, then one step at a time, round-robin."""
+    procs = {n: subprocess.Popen(_worker_cmd(n, args, turns=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 stderr=log, text=True) for n in names}
+
+    def answer(proc) -> str | None:  # the next protocol line (STEP / RESULT); None when the worker died
+        for line in proc.stdout:
+            if line.startswith(("STEP ", "RESULT ")):
+                return line
+        return None
+
+    alive = dict(procs)
+    for turn in range(args.steps + 1):  # turn 0: the warm-up steps
+        for i in range(len(names)):
+            name = names[(i + turn) % len(names)]  # rotate who goes first
+            if name not in alive:
+                continue
+            alive[name].stdin.write("go\n")
+            alive[name].stdin.flush()
+            if answer(alive[name]) is None:
+                print(f"{name} failed (see the log)", file=sys.stderr)
+                del alive[name]
+    results = {}
+    for name, proc in alive.items():
+        line = answer(proc)
+        proc.wait()
+        if line and line.startswith("RESULT "):
+            results[name] = json.loads(line[7:])
+    return results
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm", default="smollm2-135m", help="causal LM for every implementation")
     p.add_argument("--every", type=int, default=4, help="cross-attention every N decoder layers")
-    p.add_argument("--steps", type=int, default=6, help="timed training steps per round (after 2 warm-up steps)")
-    p.add_argument("--rounds", type=int, default=2, help="round-robin repetitions of the training processes")
+    p.add_argument("--steps", type=int, default=16, help="timed training steps per implementation, in turns")
     p.add_argument("--gen-rounds", type=int, default=5, help="interleaved rounds of every generate call")
     p.add_argument("--only", nargs="*", default=list(WORKERS), help="workers to run")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--turns", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
+    p.add_argument("--log", type=Path, default=ROOT / "runs" / "bench_vs_openflamingo.log", help="workers' stderr")
     args = p.parse_args(argv)
     if args.worker:
         print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
@@ -325,36 +385,29 @@ def main(argv=None) -> int:
         return 2
     import statistics
 
-    runs: dict[str, list[dict]] = {}
     train_workers = [w for w in args.only if w.endswith("-train")]
-    order = [w for _ in range(args.rounds) for w in train_workers] + [w for w in args.only if w == "generate"]
-    for name in order:
-        cmd = [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
-               "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        line = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
-        if proc.returncode != 0 or not line:
-            print(f"{name} failed:\n{proc.stderr[-3000:]}", file=sys.stderr)
-            continue
-        runs.setdefault(name, []).append(json.loads(line[0][7:]))
     results = []
+    args.log.parent.mkdir(parents=True, exist_ok=True)
+    with args.log.open("w") as log:
+        runs = _train_in_turns(train_workers, args, log) if train_workers else {}
+        gen = _run_worker("generate", args, log) if "generate" in args.only else None
     for name in train_workers:
         if name not in runs:
             continue
-        steps = [t for r in runs[name] for t in r["step_s"]]
-        res = {k: v for k, v in runs[name][0].items() if k != "step_s"}
-        res.update(tokens_per_s=BATCH * SEQ / statistics.median(steps), step_s=steps,
-                   peak_rss_mb=max(r["peak_rss_mb"] for r in runs[name]))
-        for key in ("train_peak_rss_mb", "train_added_mb"):
-            values = [r.get(key) for r in runs[name]]
-            res[key] = max(values) if None not in values else None
+        res = dict(runs[name])
+        res["tokens_per_s"] = BATCH * SEQ / statistics.median(res["step_s"])
+        others = {o: runs[o]["step_s"] for o in train_workers if o != name and o in runs}
+        # speedup over each other implementation: their step time / ours, turn by turn, then the median
+        res["paired_speedup"] = {o: statistics.median(a / b for a, b in zip(t, res["step_s"]))
+                                 for o, t in others.items()}
         results.append(res)
         print(json.dumps({k: v for k, v in res.items() if k != "step_s"}), flush=True)
-    if "generate" in runs:
-        results.append(runs["generate"][0])
-        g = runs["generate"][0]
-        print(json.dumps({"ms_per_token_median": g["ms_per_token_median"],
-                          "ratio_to_plain_lm_median": g["ratio_to_plain_lm_median"]}), flush=True)
+    if gen is not None:
+        results.append(gen)
+        print(json.dumps({"ms_per_token_median": gen["ms_per_token_median"],
+                          "ratio_to_plain_lm_median": gen["ratio_to_plain_lm_median"]}), flush=True)
+    elif "generate" in args.only:
+        print(f"generate failed (see {args.log})", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0
