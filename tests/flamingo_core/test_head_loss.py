@@ -30,3 +30,31 @@ def test_linear_head_nll_refuses_a_trainable_head():
     weight = torch.randn(10, 4, requires_grad=True)
     with pytest.raises(ValueError, match="must be frozen"):
         LinearHeadNLL.apply(torch.randn(3, 4), torch.zeros(3, dtype=torch.long), weight, 8, torch.randn(2, 4))
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "opt", "gpt_neox"])
+def test_every_tested_lm_family_trains_through_linear_head_nll(arch):
+    """The families the suite supports have a bias-free linear head, so training takes the fast path, and its
+    loss and new-row gradients equal cross-entropy over the model's full logits."""
+    from fc_helpers import TINY_LMS, make_model, set_gates
+
+    torch.manual_seed(0)
+    # the tiny GPT-2 config pads its vocabulary to 300 rows, which puts the new ids inside the head (the
+    # ChunkedHeadNLL case); GPT-2 checkpoints have exactly the tokenizer's 50257 rows, as here 257
+    model = make_model(arch, **({"lm_config": dict(TINY_LMS[arch], vocab_size=257)} if arch == "gpt2" else {}))
+    set_gates(model, 0.5)
+    assert model.linear_head_weight(torch.float32) is not None
+    ids = torch.randint(0, model.lm_vocab_size, (2, 12))
+    ids[:, 6] = model.eoc_token_id  # a new token among the targets
+    logits = model(input_ids=ids).logits[:, :-1].flatten(0, 1)
+    ref = F.cross_entropy(logits, ids[:, 1:].flatten(), reduction="sum")
+    ref.backward()
+    ref_grad = {n: p.grad.clone() for n, p in model.new_tokens.named_parameters()}
+    model.zero_grad(set_to_none=True)
+    positions = torch.ones_like(ids, dtype=torch.bool)
+    positions[:, -1] = False
+    loss = model(input_ids=ids, logits_mask=positions, label_targets=ids[:, 1:].flatten()).loss
+    loss.backward()
+    assert torch.allclose(loss, ref, rtol=1e-5)
+    for name, p in model.new_tokens.named_parameters():
+        assert torch.allclose(p.grad, ref_grad[name], rtol=1e-4, atol=1e-6), name
