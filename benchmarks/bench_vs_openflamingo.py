@@ -84,7 +84,12 @@ def _time_steps(step, n: int, warmup: int = 2, turns: bool = False) -> list[floa
             print(f"STEP {result}", flush=True)
         return result
 
-    turn(lambda: [step() for _ in range(warmup)] and "warm-up")
+    def warm_up():
+        for _ in range(warmup):
+            step()
+        return "warm-up"
+
+    turn(warm_up)
     times = []
     for _ in range(n):
         times.append(turn(lambda: _timed(step)))
@@ -336,7 +341,7 @@ def _worker_cmd(name: str, args, turns: bool = False) -> list[str]:
 
 def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
     """Start every training worker, then hand out turns: the warm-up, then one step at a time, round-robin."""
-    procs = {n: subprocess.Popen(_worker_cmd(n, args, turns=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    alive = {n: subprocess.Popen(_worker_cmd(n, args, turns=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=log, text=True) for n in names}
 
     def answer(proc) -> str | None:  # the next protocol line (STEP / RESULT); None when the worker died
@@ -345,7 +350,6 @@ def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
                 return line
         return None
 
-    alive = dict(procs)
     for turn in range(args.steps + 1):  # turn 0: the warm-up steps
         for i in range(len(names)):
             name = names[(i + turn) % len(names)]  # rotate who goes first
