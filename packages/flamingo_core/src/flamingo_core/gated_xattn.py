@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import RowSplitLinear
 from .perceiver import FeedForward
 
 __all__ = ["GatedCrossAttentionBlock", "MaskedCrossAttention", "media_attention_mask"]
@@ -43,9 +44,9 @@ class MaskedCrossAttention(nn.Module):
         self.heads, self.dim_head, self.only_immediate = heads, dim_head, only_immediate
         inner = heads * dim_head
         self.norm = nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_q = RowSplitLinear(dim, inner, bias=False)
         self.to_kv = nn.Linear(dim_visual, 2 * inner, bias=False)
-        self.to_out = nn.Linear(inner, dim, bias=False)
+        self.to_out = RowSplitLinear(inner, dim, bias=False)
 
     def media_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of the visual tokens, computed once per prompt and cached by the caller.
@@ -60,13 +61,24 @@ class MaskedCrossAttention(nn.Module):
         k, v = self.to_kv(x.reshape(b, n * r, -1).to(self.to_kv.weight.dtype)).chunk(2, dim=-1)  # (B, N*R, inner)
         return tuple(t.view(b, n * r, self.heads, self.dim_head).transpose(1, 2) for t in (k, v))
 
-    def forward(self, y: torch.Tensor, phi: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], num_latents: int):
-        """y (B, L, dim), phi (B, L), kv from ``media_kv`` -> (B, L, dim), zero where phi == 0."""
+    def forward(
+        self,
+        y: torch.Tensor,
+        phi: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor],
+        num_latents: int,
+        mask: torch.Tensor | None = None,
+    ):
+        """y (B, L, dim), phi (B, L), kv from ``media_kv`` -> (B, L, dim), zero where phi == 0.
+
+        ``mask``: this call's ``media_attention_mask`` when the caller shares one between blocks.
+        """
         b, length, _ = y.shape
         k, v = kv
         num_media = k.shape[2] // num_latents
         q = self.to_q(self.norm(y)).view(b, length, self.heads, self.dim_head).transpose(1, 2)  # (B, H, L, dh)
-        mask = media_attention_mask(phi, num_media, num_latents, self.only_immediate)
+        if mask is None:
+            mask = media_attention_mask(phi, num_media, num_latents, self.only_immediate)
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # (B, H, L, dh)
         out = self.to_out(out.transpose(1, 2).reshape(b, length, -1))  # (B, L, dim)
         return out * (phi > 0)[:, :, None].to(out.dtype)
@@ -101,10 +113,17 @@ class GatedCrossAttentionBlock(nn.Module):
     def media_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.attn.media_kv(x)
 
-    def forward(self, y: torch.Tensor, phi: torch.Tensor, kv: tuple[torch.Tensor, torch.Tensor], num_latents: int):
+    def forward(
+        self,
+        y: torch.Tensor,
+        phi: torch.Tensor,
+        kv: tuple[torch.Tensor, torch.Tensor],
+        num_latents: int,
+        mask: torch.Tensor | None = None,
+    ):
         """Apply the block to the language features ``y`` (B, L, dim); returns the same shape and dtype."""
         dtype = y.dtype
         h = y.to(self.alpha_xattn.dtype)
-        h = h + torch.tanh(self.alpha_xattn) * self.attn(h, phi, kv, num_latents)
+        h = h + torch.tanh(self.alpha_xattn) * self.attn(h, phi, kv, num_latents, mask)
         h = h + torch.tanh(self.alpha_dense) * self.ffw(h)
         return h.to(dtype)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .gated_xattn import GatedCrossAttentionBlock
+from .gated_xattn import GatedCrossAttentionBlock, media_attention_mask
 
 __all__ = ["FlamingoDecoderLayer", "NewTokenRows", "find_decoder_layers", "MediaContext"]
 
@@ -56,6 +56,14 @@ class MediaContext:
 
     def __init__(self, phi: torch.Tensor, visual: torch.Tensor | None, kv: list | None, num_latents: int):
         self.phi, self.visual, self.kv, self.num_latents = phi, visual, kv, num_latents
+        self._masks: dict[tuple[int, bool], torch.Tensor] = {}
+
+    def media_mask(self, num_media: int, only_immediate: bool) -> torch.Tensor:
+        """``media_attention_mask`` of this call, built once and shared by every block."""
+        key = (num_media, only_immediate)
+        if key not in self._masks:
+            self._masks[key] = media_attention_mask(self.phi, num_media, self.num_latents, only_immediate)
+        return self._masks[key]
 
 
 class FlamingoDecoderLayer(nn.Module):
@@ -85,7 +93,8 @@ class FlamingoDecoderLayer(nn.Module):
             in_kwargs = "hidden_states" in kwargs
             hidden = kwargs["hidden_states"] if in_kwargs else args[0]
             kv = ctx.kv[self._block_index] if ctx.kv is not None else self._xattn.media_kv(ctx.visual)
-            hidden = self._xattn(hidden, ctx.phi, kv, ctx.num_latents)
+            mask = ctx.media_mask(kv[0].shape[2] // ctx.num_latents, self._xattn.attn.only_immediate)
+            hidden = self._xattn(hidden, ctx.phi, kv, ctx.num_latents, mask)
             if in_kwargs:
                 kwargs["hidden_states"] = hidden
             else:

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .linear import RowSplitLinear
+
 __all__ = ["FeedForward", "PerceiverAttention", "PerceiverResampler"]
 
 
@@ -22,9 +24,9 @@ class FeedForward(nn.Sequential):
     def __init__(self, dim: int, mult: int = 4):
         super().__init__(
             nn.LayerNorm(dim),
-            nn.Linear(dim, dim * mult, bias=False),
+            RowSplitLinear(dim, dim * mult, bias=False),
             nn.GELU(),
-            nn.Linear(dim * mult, dim, bias=False),
+            RowSplitLinear(dim * mult, dim, bias=False),
         )
 
 

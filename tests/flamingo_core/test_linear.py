@@ -1,0 +1,78 @@
+"""RowSplitLinear: the few-row (decoding) product split across threads equals F.linear, and is taken only then;
+the blocks share one media mask per LM call."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from fc_helpers import make_model, random_image, set_gates
+
+import flamingo_core.lm_adapter as lm_adapter
+from flamingo_core.linear import FEW_ROWS, RowSplitLinear, row_split_linear
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def count_bmm(monkeypatch):
+    calls = []
+    real = torch.bmm
+
+    def bmm(*args, **kwargs):
+        calls.append(args[0].shape)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch, "bmm", bmm)
+    return calls
+
+
+@pytest.mark.parametrize("shape", [(1, 12), (3, 1, 12), (2, 4, 12)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_split_product_equals_linear(two_threads, monkeypatch, shape, bias):
+    torch.manual_seed(0)
+    layer = RowSplitLinear(12, 10, bias=bias).double()
+    x = torch.randn(*shape, dtype=torch.float64, requires_grad=True)
+    calls = count_bmm(monkeypatch)
+    out = layer(x)
+    assert calls == [(2, 5, 12)]  # the weight's 10 output rows as two blocks of 5, a view
+    ref = F.linear(x, layer.weight, layer.bias)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
+    grads = torch.autograd.grad(out.square().sum(), [x, layer.weight])
+    ref_grads = torch.autograd.grad(ref.square().sum(), [x, layer.weight])
+    for g, r in zip(grads, ref_grads):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
+def test_many_rows_odd_widths_and_one_thread_take_linear(two_threads, monkeypatch):
+    calls = count_bmm(monkeypatch)
+    x_many = torch.randn(FEW_ROWS + 1, 12)
+    torch.testing.assert_close(row_split_linear(x_many, torch.ones(10, 12)), F.linear(x_many, torch.ones(10, 12)))
+    row_split_linear(torch.randn(1, 12), torch.ones(9, 12))  # 9 rows do not split in two
+    torch.set_num_threads(1)
+    row_split_linear(torch.randn(1, 12), torch.ones(10, 12))
+    assert calls == []
+
+
+def test_same_state_dict_as_linear():
+    layer = RowSplitLinear(6, 4)
+    plain = torch.nn.Linear(6, 4)
+    assert layer.state_dict().keys() == plain.state_dict().keys()
+    plain.load_state_dict(layer.state_dict())
+
+
+def test_one_media_mask_per_lm_call(monkeypatch):
+    model = make_model()  # several cross-attention blocks
+    set_gates(model, 1.0)
+    assert len(model.xattn_layers) > 1
+    built = []
+    real = lm_adapter.media_attention_mask
+    monkeypatch.setattr(lm_adapter, "media_attention_mask", lambda *a: built.append(1) or real(*a))
+    enc = model.processor([["A", random_image(1), "cat.<EOC>", random_image(2), "A dog"]])
+    shared = model(**enc).logits
+    assert len(built) == 1
+    monkeypatch.setattr(lm_adapter.MediaContext, "media_mask", lambda self, *a: None)  # each block builds its own
+    torch.testing.assert_close(model(**enc).logits, shared, rtol=0, atol=0)
