@@ -7,8 +7,8 @@ Measures, on one device:
   media key/value cache, without it (keys/values recomputed at every step, as OpenFlamingo does), and the
   frozen LM alone (Hugging Face ``generate``) as the floor.
 
-The OpenFlamingo 2.0.1 comparison of the issue is not implemented yet (it needs open-flamingo installed with
---no-deps in a benchmark-only environment); the ratios against the plain LM are reported instead.
+The OpenFlamingo 2.0.1 comparison is ``bench_vs_openflamingo.py`` (CPU, interleaved timing); this script also
+runs on a GPU (``--device cuda``, bf16 autocast by default there).
 
 Usage: python benchmarks/bench_flamingo.py [--device cuda] [--out results.json]
 """

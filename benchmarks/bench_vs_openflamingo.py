@@ -374,7 +374,7 @@ def main(argv=None) -> int:
     p.add_argument("--lm", default="smollm2-135m", help="causal LM for every implementation")
     p.add_argument("--every", type=int, default=4, help="cross-attention every N decoder layers")
     p.add_argument("--steps", type=int, default=16, help="timed training steps per implementation, in turns")
-    p.add_argument("--gen-rounds", type=int, default=5, help="interleaved rounds of every generate call")
+    p.add_argument("--gen-rounds", type=int, default=9, help="interleaved rounds of every generate call")
     p.add_argument("--only", nargs="*", default=list(WORKERS), help="workers to run")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--turns", action="store_true", help=argparse.SUPPRESS)
