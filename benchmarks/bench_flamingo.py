@@ -5,7 +5,9 @@ Measures, on one device:
   and full fine-tuning of the plain LM as a reference;
 - generation ms/token (batch 1, two images in the prompt, exactly 20 new tokens, greedy and beam 3) with the
   media key/value cache, without it (keys/values recomputed at every step, as OpenFlamingo does), and the
-  frozen LM alone (Hugging Face ``generate``) as the floor.
+  frozen LM alone (Hugging Face ``generate``) as the floor. Every setting runs once per round, over
+  ``--repeats`` rounds, so a slow spell of a shared machine hits them alike; the ratios are medians of per-round
+  ratios.
 
 The OpenFlamingo 2.0.1 comparison is ``bench_vs_openflamingo.py`` (CPU, interleaved timing); this script also
 runs on a GPU (``--device cuda``, bf16 autocast by default there).
@@ -19,6 +21,7 @@ import argparse
 import json
 import platform
 import resource
+import statistics
 import sys
 import time
 
@@ -38,7 +41,8 @@ def parse_args(argv=None):
     p.add_argument("--seq", type=int, default=64, help="training tokens per sample")
     p.add_argument("--train-steps", type=int, default=10, help="timed training steps (after 2 warm-up steps)")
     p.add_argument("--new-tokens", type=int, default=20, help="generated tokens per timed generation")
-    p.add_argument("--repeats", type=int, default=3, help="timed generations per setting (the median is kept)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="interleaved rounds of every generation setting (medians are kept)")
     p.add_argument("--skip-train", action="store_true", help="measure generation only")
     p.add_argument("--skip-lm-finetune", action="store_true", help="skip the plain-LM fine-tuning reference")
     p.add_argument("--out", default=None, help="write the results as JSON here")
@@ -134,16 +138,12 @@ def bench_lm_finetune(lm, args, device, autocast):
     return {"tokens_per_s": args.batch * args.seq * args.train_steps / dt, "peak_memory_mb": peak_mb(device)}
 
 
-def timed(fn, repeats, device):
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
+def timed_once(fn, device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - t0
 
 
 def bench_generate(model, args, device, autocast):
@@ -175,16 +175,33 @@ def bench_generate(model, args, device, autocast):
         assert out.shape[1] == ids.shape[1] + k
 
     settings = [("media_cache", ours, True), ("no_media_cache", ours, False), ("plain_lm", plain, None)]
+    calls = {}  # key -> (the whole call with n new tokens, the call with 1)
     for beams in (1, 3):
         for name, fn, cache in settings:
             key = f"{'greedy' if beams == 1 else 'beam3'}_{name}"
-            total = timed(lambda fn=fn, b=beams, c=cache: fn(b, c, n), args.repeats, device)
-            first = timed(lambda fn=fn, b=beams, c=cache: fn(b, c, 1), args.repeats, device)
-            # ms/token over the whole call (prompt included, as the issue's numbers) and per decoding step
-            results[key] = 1000 * total / n
-            results[key + "_step"] = 1000 * (total - first) / max(n - 1, 1)
-            log(f"{key}: {results[key]:.1f} ms/token, {results[key + '_step']:.1f} ms/step after the prompt")
+            calls[key] = tuple(lambda fn=fn, b=beams, c=cache, k=k: fn(b, c, k) for k in (n, 1))
+    for total_call, first_call in calls.values():  # warm-up
+        total_call()
+        first_call()
+    # rounds of every call in turn, so a slow spell of a shared machine hits every setting alike
+    times = {key: ([], []) for key in calls}
+    for _ in range(args.repeats):
+        for key, (total_call, first_call) in calls.items():
+            times[key][0].append(timed_once(total_call, device))
+            times[key][1].append(timed_once(first_call, device))
+    results = {}
+    for key, (totals, firsts) in times.items():
+        # ms/token over the whole call (prompt included, as the issue's numbers) and per decoding step
+        results[key + "_rounds"] = [1000 * t / n for t in totals]
+        results[key] = statistics.median(results[key + "_rounds"])
+        results[key + "_step"] = statistics.median(1000 * (t - f) / max(n - 1, 1) for t, f in zip(totals, firsts))
+        log(f"{key}: {results[key]:.1f} ms/token, {results[key + '_step']:.1f} ms/step after the prompt")
     return results
+
+
+def round_ratio(g: dict, key: str, base: str) -> float:
+    """Median over rounds of (key's ms/token) / (base's ms/token in the same round)."""
+    return statistics.median(a / b for a, b in zip(g[key + "_rounds"], g[base + "_rounds"]))
 
 
 def main(argv=None) -> int:
@@ -215,12 +232,12 @@ def main(argv=None) -> int:
         log(f"train plain LM: {results['train_plain_lm_finetune']}")
     g = results["generate_ms_per_token"]
     results["ratios"] = {
-        "greedy_vs_plain_lm": g["greedy_media_cache"] / g["greedy_plain_lm"],
+        "greedy_vs_plain_lm": round_ratio(g, "greedy_media_cache", "greedy_plain_lm"),
         "greedy_step_vs_plain_lm_step": g["greedy_media_cache_step"] / g["greedy_plain_lm_step"],
         "beam3_step_vs_plain_lm_step": g["beam3_media_cache_step"] / g["beam3_plain_lm_step"],
-        "beam3_vs_plain_lm": g["beam3_media_cache"] / g["beam3_plain_lm"],
-        "greedy_no_media_cache_vs_plain_lm": g["greedy_no_media_cache"] / g["greedy_plain_lm"],
-        "beam3_no_media_cache_vs_plain_lm": g["beam3_no_media_cache"] / g["beam3_plain_lm"],
+        "beam3_vs_plain_lm": round_ratio(g, "beam3_media_cache", "beam3_plain_lm"),
+        "greedy_no_media_cache_vs_plain_lm": round_ratio(g, "greedy_no_media_cache", "greedy_plain_lm"),
+        "beam3_no_media_cache_vs_plain_lm": round_ratio(g, "beam3_no_media_cache", "beam3_plain_lm"),
     }
     text = json.dumps(results, indent=2)
     print(text)
