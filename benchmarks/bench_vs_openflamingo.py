@@ -21,7 +21,11 @@ Setup (benchmark environment only): `bash benchmarks/peers/install_openflamingo.
 and the modules its import needs into benchmarks/.peer-site. Patches OpenFlamingo needs on transformers 5 are
 applied here, never in the packages.
 
-Usage: .venv/bin/python benchmarks/bench_vs_openflamingo.py [--lm smollm2-135m] [--every 4] [--steps 16]
+On a GPU (``--device cuda``, fp32 like the CPU run) every model and batch lives on the device, timings wait for
+it (``torch.cuda.synchronize``), and the training results add ``cuda_peak_mb`` (max allocated during the steps)
+and ``cuda_added_mb`` (that minus what was allocated before them).
+
+Usage: .venv/bin/python benchmarks/bench_vs_openflamingo.py [--lm smollm2-135m] [--every 4] [--steps 16] [--device cuda]
 """
 
 from __future__ import annotations
@@ -39,6 +43,12 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 PEER_SITE = ROOT / "benchmarks" / ".peer-site"
 BATCH, SEQ, NEW_TOKENS = 4, 64, 20
+DEVICE = torch.device("cpu")  # set from --device in each worker
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def _vision():
@@ -97,8 +107,10 @@ def _time_steps(step, n: int, warmup: int = 2, turns: bool = False) -> list[floa
 
 
 def _timed(fn) -> float:
+    _sync()
     start = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - start
 
 
@@ -106,10 +118,17 @@ def _measure_training(step, n: int, turns: bool = False) -> dict:
     """Step times of ``n`` training steps and the memory figures of the module docstring."""
     rss_before = _rss_mb()
     reset = _reset_peak_rss()
+    if DEVICE.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(DEVICE)
+        cuda_before = torch.cuda.memory_allocated(DEVICE)
     step_s = _time_steps(step, n, turns=turns)
     train_peak = _rss_mb("VmHWM") if reset else None
-    return {"step_s": step_s, "peak_rss_mb": _peak_rss_mb(), "train_peak_rss_mb": train_peak,
-            "train_added_mb": None if train_peak is None or rss_before is None else train_peak - rss_before}
+    res = {"step_s": step_s, "peak_rss_mb": _peak_rss_mb(), "train_peak_rss_mb": train_peak,
+           "train_added_mb": None if train_peak is None or rss_before is None else train_peak - rss_before}
+    if DEVICE.type == "cuda":  # on a GPU the memory that counts is the device's
+        peak = torch.cuda.max_memory_allocated(DEVICE)
+        res.update(cuda_peak_mb=peak / 2**20, cuda_added_mb=(peak - cuda_before) / 2**20)
+    return res
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -156,7 +175,7 @@ def _openflamingo(lm_name: str, every: int):
     model = OFFlamingo(
         holder, lm, tok.convert_tokens_to_ids("<|endofchunk|>"), tok.convert_tokens_to_ids("<image>"),
         vis_dim=vision.feature_dim, cross_attn_every_n_layers=every,
-    )
+    ).to(DEVICE)
     model.requires_grad_(False)
     model.perceiver.requires_grad_(True)
     model.lang_encoder.gated_cross_attn_layers.requires_grad_(True)
@@ -173,6 +192,7 @@ def _train_bench(impl: str, model, media_id: int, image_size: int, forward, args
     pixels = torch.randn(BATCH, 1, 1, 3, image_size, image_size, generator=g)  # (B, N_media, T, C, H, W)
     labels = ids.clone()
     labels[:, 0] = -100
+    ids, pixels, labels = ids.to(DEVICE), pixels.to(DEVICE), labels.to(DEVICE)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)  # the peers' training scripts use the default AdamW
     model.train()
@@ -200,8 +220,9 @@ def of_generate_calls(args) -> dict:
     model, tok, vision = _openflamingo(args.lm, args.every)
     model.eval()
     prompt = "<image>Output: a red circle.<|endofchunk|><image>Output:"
-    ids = tok(prompt, return_tensors="pt")["input_ids"]
-    pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size, generator=torch.Generator().manual_seed(0))
+    ids = tok(prompt, return_tensors="pt")["input_ids"].to(DEVICE)
+    pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size,
+                         generator=torch.Generator().manual_seed(0)).to(DEVICE)
 
     def call(beams):
         def run():
@@ -221,9 +242,9 @@ def of_generate_calls(args) -> dict:
 def lm_train(args) -> dict:
     from contrastive_encoder.pretrained import load_causal_lm
 
-    lm = load_causal_lm(args.lm).train()
+    lm = load_causal_lm(args.lm).to(DEVICE).train()
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(100, 40000, (BATCH, SEQ), generator=g)
+    ids = torch.randint(100, 40000, (BATCH, SEQ), generator=g).to(DEVICE)
     opt = torch.optim.AdamW(lm.parameters(), lr=1e-5)
 
     def step():
@@ -237,8 +258,9 @@ def lm_train(args) -> dict:
 def lm_generate_calls(args) -> dict:
     from contrastive_encoder.pretrained import load_causal_lm, load_tokenizer
 
-    lm, tok = load_causal_lm(args.lm), load_tokenizer(args.lm)
+    lm, tok = load_causal_lm(args.lm).to(DEVICE), load_tokenizer(args.lm)
     ids = tok("An image of a red circle. Output: a red circle. An image. Output:", return_tensors="pt")["input_ids"]
+    ids = ids.to(DEVICE)
 
     def call(beams):
         def run():
@@ -261,7 +283,7 @@ def _ours(lm_name: str, every: int):
     vision = _vision()
     torch.manual_seed(0)
     model = create_model("smollm2", lm=load_causal_lm(lm_name), tokenizer=load_tokenizer(lm_name),
-                         vision_encoder=vision, cross_attn_every=every)
+                         vision_encoder=vision, cross_attn_every=every).to(DEVICE)
     return model, model.tokenizer, vision
 
 
@@ -275,7 +297,7 @@ def ours_train(args) -> dict:
 
     model, tok, vision = _ours(args.lm, args.every)
     optimizer = build_adamw(param_groups(model, 0.1), 1e-4, zero=False)
-    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    accelerator = Accelerator(cpu=DEVICE.type == "cpu")
 
     def forward(ids, mask, px, labels):
         batch = {"input_ids": ids, "attention_mask": mask, "media": px, "labels": labels}
@@ -288,8 +310,9 @@ def ours_train(args) -> dict:
 def ours_generate_calls(args) -> dict:
     model, tok, vision = _ours(args.lm, args.every)
     model.eval()
-    ids = tok("<image>Output: a red circle.<EOC><image>Output:", return_tensors="pt")["input_ids"]
-    pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size, generator=torch.Generator().manual_seed(0))
+    ids = tok("<image>Output: a red circle.<EOC><image>Output:", return_tensors="pt")["input_ids"].to(DEVICE)
+    pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size,
+                         generator=torch.Generator().manual_seed(0)).to(DEVICE)
 
     def call(beams, cache):
         def run():
@@ -312,9 +335,7 @@ def generate_all(args) -> dict:
     times = {name: [] for name in calls}
     for _ in range(args.gen_rounds):
         for name, run in calls.items():
-            start = time.perf_counter()
-            run()
-            times[name].append(1000 * (time.perf_counter() - start) / NEW_TOKENS)
+            times[name].append(1000 * _timed(run) / NEW_TOKENS)
     res = {"what": "generate", "ms_per_token_median": {n: statistics.median(t) for n, t in times.items()},
            "ms_per_token_all": times, "ratio_to_plain_lm_median": {}}
     for name, t in times.items():
@@ -336,7 +357,8 @@ def _run_worker(name: str, args, log) -> dict | None:
 
 def _worker_cmd(name: str, args, turns: bool = False) -> list[str]:
     return [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
-            "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds)] + (["--turns"] if turns else [])
+            "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds), "--device", args.device] + (
+                ["--turns"] if turns else [])
 
 
 def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
@@ -376,11 +398,14 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=16, help="timed training steps per implementation, in turns")
     p.add_argument("--gen-rounds", type=int, default=9, help="interleaved rounds of every generate call")
     p.add_argument("--only", nargs="*", default=list(WORKERS), help="workers to run")
+    p.add_argument("--device", default="cpu", help="torch device of every worker (cuda: fp32, CUDA peak memory too)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--turns", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--log", type=Path, default=ROOT / "runs" / "bench_vs_openflamingo.log", help="workers' stderr")
     args = p.parse_args(argv)
+    global DEVICE
+    DEVICE = torch.device(args.device)
     if args.worker:
         print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0
