@@ -19,12 +19,13 @@ from torch import nn
 __all__ = ["FEW_ROWS", "RowSplitLinear", "row_split_linear"]
 
 FEW_ROWS = 8  # inputs of at most this many rows take the split product
+MAX_SPLITS = 8  # a few threads already saturate memory bandwidth; more blocks only add overhead
 
 
 def row_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """``F.linear(x, weight, bias)``; on CPU with few rows, the weight's output rows are split across threads."""
     rows = x.numel() // max(x.shape[-1], 1)
-    splits = math.gcd(weight.shape[0], torch.get_num_threads())
+    splits = math.gcd(weight.shape[0], min(torch.get_num_threads(), MAX_SPLITS))
     if x.device.type != "cpu" or rows > FEW_ROWS or rows == 0 or splits < 2 or not weight.is_contiguous():
         return F.linear(x, weight, bias)
     blocks = weight.view(splits, weight.shape[0] // splits, weight.shape[1])  # (s, N/s, K), a view
