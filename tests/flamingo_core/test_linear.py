@@ -1,5 +1,5 @@
-"""RowSplitLinear: the few-row (decoding) product split across threads equals F.linear, and is taken only then;
-the blocks share one media mask per LM call."""
+"""RowSplitLinear: the few-row (decoding) product split across threads equals F.linear, and is taken only then
+(the decoding head too); the blocks share one media mask per LM call."""
 
 import pytest
 import torch
@@ -47,11 +47,19 @@ def test_split_product_equals_linear(two_threads, monkeypatch, shape, bias):
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
 
 
-def test_many_rows_odd_widths_and_one_thread_take_linear(two_threads, monkeypatch):
+def test_odd_widths_split_all_but_the_remainder(two_threads, monkeypatch):
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(2, 12, dtype=torch.float64), torch.randn(9, 12, dtype=torch.float64), torch.randn(9)
+    calls = count_bmm(monkeypatch)
+    out = row_split_linear(x, weight, bias.double())
+    assert calls == [(2, 4, 12)]  # rows 0-7 as two blocks of 4; row 8 by F.linear
+    torch.testing.assert_close(out, F.linear(x, weight, bias.double()), rtol=1e-12, atol=1e-12)
+
+
+def test_many_rows_and_one_thread_take_linear(two_threads, monkeypatch):
     calls = count_bmm(monkeypatch)
     x_many = torch.randn(FEW_ROWS + 1, 12)
     torch.testing.assert_close(row_split_linear(x_many, torch.ones(10, 12)), F.linear(x_many, torch.ones(10, 12)))
-    row_split_linear(torch.randn(1, 12), torch.ones(9, 12))  # 9 rows do not split in two
     torch.set_num_threads(1)
     row_split_linear(torch.randn(1, 12), torch.ones(10, 12))
     assert calls == []
@@ -76,3 +84,16 @@ def test_one_media_mask_per_lm_call(monkeypatch):
     assert len(built) == 1
     monkeypatch.setattr(lm_adapter.MediaContext, "media_mask", lambda self, *a: None)  # each block builds its own
     torch.testing.assert_close(model(**enc).logits, shared, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_decoding_head_takes_the_split_product(two_threads, monkeypatch, arch):
+    model = make_model(arch)
+    hidden = torch.randn(1, 1, model.lm.config.hidden_size)
+    calls = count_bmm(monkeypatch)
+    with torch.no_grad():
+        exact = model.compute_logits(hidden)
+        assert calls == []  # forward keeps the LM's own product (zero gates equal the frozen LM exactly)
+        split = model.compute_logits(hidden, decoding=True)
+    assert calls and calls[0][0] * calls[0][1] == model.lm_vocab_size // 2 * 2  # the head's rows, as blocks
+    torch.testing.assert_close(split, exact, rtol=1e-5, atol=1e-5)

@@ -17,6 +17,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .config import FlamingoConfig, load_config
 from .gated_xattn import GatedCrossAttentionBlock
 from .head_loss import ChunkedHeadNLL, LinearHeadNLL
+from .linear import row_split_linear
 from .lm_adapter import FlamingoDecoderLayer, MediaContext, NewTokenRows, find_decoder_layers
 from .perceiver import PerceiverResampler
 from .tokenization import add_flamingo_tokens, load_flamingo_tokenizer
@@ -202,10 +203,20 @@ class Flamingo(nn.Module):
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.new_tokens.embed(input_ids, self.lm.get_input_embeddings())
 
-    def compute_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        """Frozen LM head logits with the new tokens' logits at their ids: (B, L, D) -> (B, L, vocab_size)."""
+    def compute_logits(self, hidden: torch.Tensor, decoding: bool = False) -> torch.Tensor:
+        """Frozen LM head logits with the new tokens' logits at their ids: (B, L, D) -> (B, L, vocab_size).
+
+        ``decoding``: a linear head takes ``row_split_linear`` (a one-row product over every thread; the sums run
+        in another order, so logits may differ from the LM's own by float rounding, ~1e-6 relative).
+        """
         head = self.lm.get_output_embeddings()
-        lm_logits = head(hidden) if head is not None else hidden @ self.lm.get_input_embeddings().weight.t()
+        if decoding and (head is None or type(head) is nn.Linear):
+            weight, bias = (self.lm.get_input_embeddings().weight, None) if head is None else (head.weight, head.bias)
+            lm_logits = row_split_linear(hidden, weight, bias)
+        elif head is None:  # tied to the input embeddings
+            lm_logits = hidden @ self.lm.get_input_embeddings().weight.t()
+        else:
+            lm_logits = head(hidden)
         return self.new_tokens.logits(hidden, lm_logits, self.vocab_size)
 
     def linear_head_weight(self, dtype: torch.dtype) -> torch.Tensor | None:
@@ -232,11 +243,13 @@ class Flamingo(nn.Module):
         logits_slice: slice | None = None,
         logits_mask: torch.Tensor | None = None,
         with_logits: bool = True,
+        decoding: bool = False,
     ):
         """One call of the frozen LM with the media context set on the cross-attention layers.
 
         ``logits_slice`` keeps positions of every row (decoding: the last one); ``logits_mask`` (B, L) bool keeps
-        the selected positions only, flattened (training: the positions that predict a label).
+        the selected positions only, flattened (training: the positions that predict a label). ``decoding``
+        selects the head product for a few rows (``compute_logits``).
 
         Returns:
             (logits (B, L', vocab_size) or (P, vocab_size) with ``logits_mask``, past_key_values, hidden state).
@@ -260,7 +273,7 @@ class Flamingo(nn.Module):
             hidden = hidden[:, logits_slice]
         if logits_mask is not None:
             hidden = hidden[logits_mask.to(device=hidden.device, dtype=torch.bool)]  # (P, D)
-        logits = self.compute_logits(hidden) if with_logits else None
+        logits = self.compute_logits(hidden, decoding) if with_logits else None
         return logits, out.past_key_values if use_cache else None, hidden
 
     def _check_media_count(self, phi: torch.Tensor, num_media: torch.Tensor) -> None:

@@ -46,7 +46,8 @@ class _CachedDecoder:
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
         ctx = self._context(phi)
         self.logits, self.cache, _ = model.run_lm(
-            input_ids, attention_mask, positions, ctx, self.cache, use_cache=True, logits_slice=slice(-1, None)
+            input_ids, attention_mask, positions, ctx, self.cache, use_cache=True, logits_slice=slice(-1, None),
+            decoding=True,
         )
         self.position = positions[:, -1]
         self.phi = phi[:, -1]
@@ -75,7 +76,8 @@ class _CachedDecoder:
         self.position = self.position + 1
         self.phi = self.phi + (tokens == self.model.media_token_id).long()
         logits, self.cache, _ = self.model.run_lm(
-            tokens[:, None], self.mask, self.position[:, None], self._context(self.phi[:, None]), self.cache, True
+            tokens[:, None], self.mask, self.position[:, None], self._context(self.phi[:, None]), self.cache, True,
+            decoding=True,
         )
         return logits[:, -1]
 

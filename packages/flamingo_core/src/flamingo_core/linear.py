@@ -4,13 +4,12 @@ At batch 1 a decoding step multiplies each weight by a single row, which MKL run
 one thread: on a 2-core machine a cold 5 MB weight streams at ~9 GB/s while the other core idles. Viewing the
 weight's output rows as ``s`` equal blocks (no copy) and multiplying them with ``bmm`` runs the blocks in
 parallel: the seven cross-attention blocks of SmolLM2 with ``cross_attn_every=4`` went from 16.6 to 10.9 ms per
-token (benchmarks/bench_vs_openflamingo.py measures the whole decode). Larger inputs, GPUs and single-threaded
-runs take plain ``F.linear``.
+token (benchmarks/bench_vs_openflamingo.py measures the whole decode). ``Flamingo.compute_logits(decoding=True)``
+applies it to the frozen 49k-row head as well (113 MB per token). Larger inputs, GPUs and single-threaded runs
+take plain ``F.linear``.
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -23,14 +22,23 @@ MAX_SPLITS = 8  # a few threads already saturate memory bandwidth; more blocks o
 
 
 def row_split_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``F.linear(x, weight, bias)``; on CPU with few rows, the weight's output rows are split across threads."""
+    """``F.linear(x, weight, bias)``; on CPU with few rows, the weight's output rows are split across threads.
+
+    The first ``s * (N // s)`` output rows form ``s`` equal blocks (a view) multiplied by one ``bmm``; the
+    remaining ``N mod s`` rows (odd vocabularies) take ``F.linear``.
+    """
     rows = x.numel() // max(x.shape[-1], 1)
-    splits = math.gcd(weight.shape[0], min(torch.get_num_threads(), MAX_SPLITS))
-    if x.device.type != "cpu" or rows > FEW_ROWS or rows == 0 or splits < 2 or not weight.is_contiguous():
+    splits = min(torch.get_num_threads(), MAX_SPLITS)
+    n_out = weight.shape[0]
+    main = n_out - n_out % splits
+    if x.device.type != "cpu" or rows > FEW_ROWS or rows == 0 or splits < 2 or main == 0 or not weight.is_contiguous():
         return F.linear(x, weight, bias)
-    blocks = weight.view(splits, weight.shape[0] // splits, weight.shape[1])  # (s, N/s, K), a view
-    out = torch.bmm(blocks, x.reshape(rows, -1).t().expand(splits, -1, -1))  # (s, N/s, rows)
-    out = out.permute(2, 0, 1).reshape(*x.shape[:-1], weight.shape[0])  # (..., N)
+    flat = x.reshape(rows, -1)
+    blocks = weight[:main].view(splits, main // splits, weight.shape[1])  # (s, N/s, K), a view
+    out = torch.bmm(blocks, flat.t().expand(splits, -1, -1)).permute(2, 0, 1).reshape(rows, main)  # (rows, main)
+    if main < n_out:
+        out = torch.cat([out, F.linear(flat, weight[main:])], dim=1)
+    out = out.reshape(*x.shape[:-1], n_out)
     return out if bias is None else out + bias
 
 
