@@ -13,7 +13,8 @@ Measures:
     shared machine hits them alike. tokens/s comes from each implementation's median step; the speed ratios
     are medians of the per-turn ratios (``paired_speedup``);
   - generation: ms per new token, batch 1, two images in the prompt, 20 new tokens, greedy and beam 3
-    (ours with and without the media key/value cache). All three models live in one process and their calls
+    (ours with and without the media key/value cache, and with every product through ``F.linear``:
+    ``_no_split``, i.e. without ``RowSplitLinear`` in the blocks and the decoding head). All three models live in one process and their calls
     are interleaved over ``--gen-rounds`` rounds, so a slow spell of a shared machine hits all of them; the
     median call is reported, and the ratios to the plain LM are taken per round, then their median.
 
@@ -314,15 +315,24 @@ def ours_generate_calls(args) -> dict:
     pixels = torch.randn(1, 2, 1, 3, vision.image_size, vision.image_size,
                          generator=torch.Generator().manual_seed(0)).to(DEVICE)
 
-    def call(beams, cache):
+    import flamingo_core.linear as linear
+
+    def call(beams, cache, split=True):
         def run():
-            out = model.generate(ids, torch.ones_like(ids), pixels, max_new_tokens=NEW_TOKENS,
-                                 min_new_tokens=NEW_TOKENS, num_beams=beams, use_media_cache=cache)
+            few_rows = linear.FEW_ROWS
+            linear.FEW_ROWS = few_rows if split else 0  # 0: every product through F.linear (one MKL thread)
+            try:
+                out = model.generate(ids, torch.ones_like(ids), pixels, max_new_tokens=NEW_TOKENS,
+                                     min_new_tokens=NEW_TOKENS, num_beams=beams, use_media_cache=cache)
+            finally:
+                linear.FEW_ROWS = few_rows
             assert out.shape[-1] >= NEW_TOKENS, out.shape
         return run
 
-    return {f"ours/beam{b}" + ("" if cache else "_no_media_cache"): call(b, cache)
-            for cache in (True, False) for b in (1, 3)}
+    calls = {f"ours/beam{b}" + ("" if cache else "_no_media_cache"): call(b, cache)
+             for cache in (True, False) for b in (1, 3)}
+    calls.update({f"ours/beam{b}_no_split": call(b, True, split=False) for b in (1, 3)})
+    return calls
 
 
 def generate_all(args) -> dict:
