@@ -210,13 +210,11 @@ class Flamingo(nn.Module):
         in another order, so logits may differ from the LM's own by float rounding, ~1e-6 relative).
         """
         head = self.lm.get_output_embeddings()
-        if decoding and (head is None or type(head) is nn.Linear):
-            weight, bias = (self.lm.get_input_embeddings().weight, None) if head is None else (head.weight, head.bias)
-            lm_logits = row_split_linear(hidden, weight, bias)
-        elif head is None:  # tied to the input embeddings
-            lm_logits = hidden @ self.lm.get_input_embeddings().weight.t()
-        else:
+        if head is not None and type(head) is not nn.Linear:  # a custom head module: as the LM applies it
             lm_logits = head(hidden)
+        else:  # a linear head, or none: tied to the input embeddings
+            weight, bias = (self.lm.get_input_embeddings().weight, None) if head is None else (head.weight, head.bias)
+            lm_logits = (row_split_linear if decoding else F.linear)(hidden, weight, bias)
         return self.new_tokens.logits(hidden, lm_logits, self.vocab_size)
 
     def linear_head_weight(self, dtype: torch.dtype) -> torch.Tensor | None:
