@@ -14,9 +14,10 @@ Measures:
     are medians of the per-turn ratios (``paired_speedup``);
   - generation: ms per new token, batch 1, two images in the prompt, 20 new tokens, greedy and beam 3
     (ours with and without the media key/value cache, and with every product through ``F.linear``:
-    ``_no_split``, i.e. without ``RowSplitLinear`` in the blocks and the decoding head). All three models live in one process and their calls
-    are interleaved over ``--gen-rounds`` rounds, so a slow spell of a shared machine hits all of them; the
-    median call is reported, and the ratios to the plain LM are taken per round, then their median.
+    ``_no_split``, i.e. without ``RowSplitLinear`` in the blocks and the decoding head). All three models live
+    in one process and their calls are interleaved over ``--gen-rounds`` rounds, so a slow spell of a shared
+    machine hits all of them; the median call is reported, and the ratios to the plain LM are taken per round,
+    then their median.
 
 Setup (benchmark environment only): `bash benchmarks/peers/install_openflamingo.sh`, which puts OpenFlamingo
 and the modules its import needs into benchmarks/.peer-site. Patches OpenFlamingo needs on transformers 5 are
