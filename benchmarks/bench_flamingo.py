@@ -159,7 +159,6 @@ def bench_generate(model, args, device, autocast):
                           padding_side="left")
     enc = {k: (v.to(device) if v is not None else None) for k, v in enc.items()}
     n = args.new_tokens
-    results = {}
     ids = torch.randint(0, model.lm_vocab_size - 1, enc["input_ids"].shape, generator=rng).to(device)
 
     def ours(beams, cache, k):
