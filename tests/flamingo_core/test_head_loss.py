@@ -26,6 +26,27 @@ def test_linear_head_nll_matches_cross_entropy_with_scaled_upstream_gradient(mon
     assert torch.allclose(got_r, ref_r, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("growing", [True, False])
+def test_linear_head_nll_rescales_when_a_later_tile_holds_the_largest_logits(monkeypatch, growing):
+    """Logits in the hundreds that grow (or shrink) from tile to tile: exp without the running maximum would
+    overflow, and a sum not rescaled when the maximum moves would weigh the early tiles wrongly."""
+    monkeypatch.setattr(head_loss, "VOCAB_TILE", 100)
+    g = torch.Generator().manual_seed(1)
+    weight = torch.randn(1000, 16, generator=g) * torch.linspace(1, 40, 1000)[:, None].flip(0 if not growing else -1)
+    rows = torch.randn(2, 16, generator=g).requires_grad_(True)
+    hidden = (4 * torch.randn(30, 16, generator=g)).requires_grad_(True)
+    targets = torch.randint(0, 1002, (30,), generator=g)
+    logits = torch.cat([hidden @ weight.t(), hidden @ rows.t()], -1)
+    assert logits.abs().max() > 200  # exp(200) overflows fp32
+    ref = F.cross_entropy(logits, targets, reduction="sum")
+    ref_h, ref_r = torch.autograd.grad(ref, [hidden, rows])
+    loss = LinearHeadNLL.apply(hidden, targets, weight, 1024, rows)
+    got_h, got_r = torch.autograd.grad(loss, [hidden, rows])
+    assert torch.isfinite(loss) and torch.allclose(loss, ref, rtol=1e-5)
+    assert torch.allclose(got_h, ref_h, rtol=1e-4, atol=1e-4)
+    assert torch.allclose(got_r, ref_r, rtol=1e-4, atol=1e-4)
+
+
 def test_linear_head_nll_refuses_a_trainable_head():
     weight = torch.randn(10, 4, requires_grad=True)
     with pytest.raises(ValueError, match="must be frozen"):

@@ -16,7 +16,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import FlamingoConfig, load_config
 from .gated_xattn import GatedCrossAttentionBlock
-from .head_loss import ChunkedHeadNLL, LinearHeadNLL
+from .head_loss import LINEAR_HEAD_CHUNK, LOGITS_CHUNK, ChunkedHeadNLL, LinearHeadNLL
 from .linear import row_split_linear
 from .lm_adapter import FlamingoDecoderLayer, MediaContext, NewTokenRows, find_decoder_layers
 from .perceiver import PerceiverResampler
@@ -297,7 +297,7 @@ class Flamingo(nn.Module):
         use_cache: bool = False,
         logits_mask: torch.Tensor | None = None,
         label_targets: torch.Tensor | None = None,
-        loss_chunk: int = 128,
+        loss_chunk: int | None = None,
         **unused,
     ) -> CausalLMOutputWithPast:
         """Logits (and loss when ``labels`` are given) of interleaved text and media.
@@ -317,7 +317,9 @@ class Flamingo(nn.Module):
             label_targets: with ``logits_mask``: (P,) the token each selected position predicts. ``loss`` is then
                 their summed NLL and ``logits`` None: the head runs ``loss_chunk`` rows at a time with the
                 gradients taken on the way (``head_loss``: ``LinearHeadNLL`` for a bias-free fp32 linear head,
-                else ``ChunkedHeadNLL``), so the full (P, vocab_size) logits never exist.
+                else ``ChunkedHeadNLL``), so the full (P, vocab_size) logits never exist. By default
+                ``LINEAR_HEAD_CHUNK`` (1024) rows for ``LinearHeadNLL``, which holds only a (rows, ``VOCAB_TILE``)
+                tile, and ``LOGITS_CHUNK`` (128) for the paths that hold a (rows, vocab_size) block.
 
         Returns:
             ``CausalLMOutputWithPast`` with ``loss``, ``logits`` (B, L, vocab_size), ``past_key_values``.
@@ -349,17 +351,20 @@ class Flamingo(nn.Module):
         )
         if label_targets is not None:
             targets = label_targets.to(hidden.device)
+            weight = self.linear_head_weight(hidden.dtype)
             if not (torch.is_grad_enabled() and hidden.requires_grad):
+                chunk = loss_chunk or LOGITS_CHUNK
                 loss = sum(
                     (F.cross_entropy(self.compute_logits(h).float(), t, reduction="sum")
-                     for h, t in zip(hidden.split(loss_chunk), targets.split(loss_chunk))),
+                     for h, t in zip(hidden.split(chunk), targets.split(chunk))),
                     hidden.new_zeros((), dtype=torch.float32),
                 )
-            elif (weight := self.linear_head_weight(hidden.dtype)) is not None:
-                loss = LinearHeadNLL.apply(hidden, targets, weight, loss_chunk, self.new_tokens.head_rows)
+            elif weight is not None:
+                chunk = loss_chunk or LINEAR_HEAD_CHUNK
+                loss = LinearHeadNLL.apply(hidden, targets, weight, chunk, self.new_tokens.head_rows)
             else:
                 rows = [p for p in self.new_tokens.parameters() if p.requires_grad]
-                loss = ChunkedHeadNLL.apply(hidden, targets, self.compute_logits, loss_chunk, *rows)
+                loss = ChunkedHeadNLL.apply(hidden, targets, self.compute_logits, loss_chunk or LOGITS_CHUNK, *rows)
             return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=past)
         loss = None
         if labels is not None:

@@ -5,9 +5,8 @@ so the gradient with respect to the last hidden states (and the two new token ro
 logits) can be taken while the loss is computed, and backward only scales it. Two implementations:
 
 - ``LinearHeadNLL``: the usual case, a bias-free linear head (``nn.Linear`` or tied input embeddings) in fp32
-  with the new token ids appended after its vocabulary. Logits, their softmax and their gradient share one
-  (chunk, V + n) buffer, written in place, and the frozen matrix is multiplied in tiles of ``VOCAB_TILE`` rows,
-  each used by every position of the chunk while it is in cache;
+  with the new token ids appended after its vocabulary. One pass over the frozen matrix in tiles of
+  ``VOCAB_TILE`` rows, each used for the logits and, still in cache, for the gradient (online softmax);
 - ``ChunkedHeadNLL``: any head (``logits_fn``), with autograd run chunk by chunk inside the forward pass.
 
 Both give the gradients of cross-entropy over the full logits (tests: tied and untied heads, several chunks).
@@ -18,19 +17,27 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ChunkedHeadNLL", "LinearHeadNLL", "VOCAB_TILE"]
+__all__ = ["ChunkedHeadNLL", "LINEAR_HEAD_CHUNK", "LOGITS_CHUNK", "LinearHeadNLL", "VOCAB_TILE"]
 
 VOCAB_TILE = 1024  # rows of the head per matrix product: 1024 x 576 fp32 is 2.4 MB, an L2/L3-sized tile
+LINEAR_HEAD_CHUNK = 1024  # positions per pass of LinearHeadNLL over the head (a 4 MB (1024, VOCAB_TILE) buffer)
+LOGITS_CHUNK = 128  # positions per (chunk, vocabulary) logits block elsewhere (SmolLM2: 25 MB)
 
 
 class LinearHeadNLL(torch.autograd.Function):
     """Summed NLL of ``targets`` under the logits ``hidden @ cat([weight, rows]).T``.
 
+    One pass over the head per ``chunk`` positions, in tiles of ``VOCAB_TILE`` rows: each tile's logits are
+    exponentiated against a running maximum (rescaling the sums when it grows, as in online softmax) and the
+    same tile, still in cache, accumulates ``sum_v exp(logit_v - max) * W_v``; the gradient with respect to
+    the hidden states is then that sum over the normaliser minus the target's row. Only a (chunk, VOCAB_TILE)
+    buffer exists, and the 113 MB SmolLM2 head is read once per chunk instead of twice.
+
     Args (of ``apply``):
         hidden: (P, D) last hidden states at the positions that predict a label.
         targets: (P,) ids in ``[0, V + n)``.
         weight: (V, D) the frozen head (no gradient is computed for it).
-        chunk: positions per buffer; the buffer is (chunk, V + n) floats.
+        chunk: positions per pass over the head.
         rows: (n, D) the new tokens' output rows (their logits follow the head's vocabulary).
     """
 
@@ -38,27 +45,35 @@ class LinearHeadNLL(torch.autograd.Function):
     def forward(ctx, hidden, targets, weight, chunk, rows):
         if weight.requires_grad:
             raise ValueError("LinearHeadNLL: the head weight must be frozen (it gets no gradient)")
-        n_old, n_new = weight.shape[0], rows.shape[0]
+        n_old = weight.shape[0]
         rows = rows.detach()
+        tiles = [weight[v : v + VOCAB_TILE] for v in range(0, n_old, VOCAB_TILE)]
+        tiles += [rows[v : v + VOCAB_TILE] for v in range(0, rows.shape[0], VOCAB_TILE)]
         grad_h = torch.empty_like(hidden)
         grad_rows = torch.zeros_like(rows)
         total = hidden.new_zeros((), dtype=torch.float32)
         for start in range(0, hidden.shape[0], chunk):
-            h, t = hidden[start : start + chunk], targets[start : start + chunk, None]
-            buf = hidden.new_empty(h.shape[0], n_old + n_new)
-            for v in range(0, n_old, VOCAB_TILE):
-                end = min(v + VOCAB_TILE, n_old)  # the buffer's last n_new columns are the new rows'
-                torch.mm(h, weight[v:end].t(), out=buf[:, v:end])
-            torch.mm(h, rows.t(), out=buf[:, n_old:])
-            picked = buf.gather(1, t)
-            top = buf.amax(1, keepdim=True)
-            probs = buf.sub_(top).exp_()  # in place: the buffer now holds exp(logit - max)
-            norm = probs.sum(1, keepdim=True)
+            h, t = hidden[start : start + chunk], targets[start : start + chunk]
+            top = h.new_full((h.shape[0], 1), float("-inf"))  # running max of the logits seen so far
+            norm = h.new_zeros((h.shape[0], 1))  # sum of exp(logit - top)
+            acc = torch.zeros_like(h)  # sum of exp(logit_v - top) * row_v
+            buf = h.new_empty(h.shape[0], max(VOCAB_TILE, rows.shape[0]))
+            for tile in tiles:
+                logits = torch.mm(h, tile.t(), out=buf[:, : tile.shape[0]])
+                new_top = torch.maximum(top, logits.amax(1, keepdim=True))
+                scale = (top - new_top).exp_()  # 0 on the first tile, where top is -inf
+                probs = logits.sub_(new_top).exp_()
+                norm.mul_(scale).add_(probs.sum(1, keepdim=True))
+                acc.mul_(scale).addmm_(probs, tile)
+                top = new_top
+            is_new = t >= n_old
+            target_rows = torch.where(is_new[:, None], rows[(t - n_old).clamp(min=0)], weight[t.clamp(max=n_old - 1)])
+            picked = (h * target_rows).sum(1, keepdim=True)
             total += (norm.log() + top - picked).sum()
-            grad = probs.div_(norm).scatter_add_(1, t, torch.full_like(picked, -1.0))  # softmax - one-hot
-            torch.mm(grad[:, :n_old], weight, out=grad_h[start : start + chunk])
-            grad_h[start : start + chunk].addmm_(grad[:, n_old:], rows)
-            grad_rows.addmm_(grad[:, n_old:].t(), h)
+            torch.sub(acc.div_(norm), target_rows, out=grad_h[start : start + chunk])  # softmax - one-hot, times W
+            probs_new = torch.mm(h, rows.t(), out=buf[:, : rows.shape[0]]).sub_(top).exp_().div_(norm)
+            probs_new[is_new, t[is_new] - n_old] -= 1.0
+            grad_rows.addmm_(probs_new.t(), h)
         ctx.save_for_backward(grad_h, grad_rows)
         return total
 
