@@ -47,6 +47,18 @@ def test_linear_head_nll_rescales_when_a_later_tile_holds_the_largest_logits(mon
     assert torch.allclose(got_r, ref_r, rtol=1e-4, atol=1e-4)
 
 
+def test_linear_head_nll_without_new_rows_is_plain_cross_entropy():
+    g = torch.Generator().manual_seed(2)
+    weight = torch.randn(50, 8, generator=g)
+    hidden = torch.randn(6, 8, generator=g).requires_grad_(True)
+    targets = torch.randint(0, 50, (6,), generator=g)
+    ref = F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    (ref_h,) = torch.autograd.grad(ref, [hidden])
+    loss = LinearHeadNLL.apply(hidden, targets, weight, 4, weight.new_zeros(0, 8))
+    (got_h,) = torch.autograd.grad(loss, [hidden])
+    assert torch.allclose(loss, ref, rtol=1e-5) and torch.allclose(got_h, ref_h, rtol=1e-4, atol=1e-5)
+
+
 def test_linear_head_nll_refuses_a_trainable_head():
     weight = torch.randn(10, 4, requires_grad=True)
     with pytest.raises(ValueError, match="must be frozen"):

@@ -67,7 +67,9 @@ class LinearHeadNLL(torch.autograd.Function):
                 acc.mul_(scale).addmm_(probs, tile)
                 top = new_top
             is_new = t >= n_old
-            target_rows = torch.where(is_new[:, None], rows[(t - n_old).clamp(min=0)], weight[t.clamp(max=n_old - 1)])
+            target_rows = weight[t.clamp(max=n_old - 1)]
+            if rows.shape[0]:
+                target_rows = torch.where(is_new[:, None], rows[(t - n_old).clamp(min=0)], target_rows)
             picked = (h * target_rows).sum(1, keepdim=True)
             total += (norm.log() + top - picked).sum()
             torch.sub(acc.div_(norm), target_rows, out=grad_h[start : start + chunk])  # softmax - one-hot, times W
