@@ -351,7 +351,6 @@ class Flamingo(nn.Module):
         )
         if label_targets is not None:
             targets = label_targets.to(hidden.device)
-            weight = self.linear_head_weight(hidden.dtype)
             if not (torch.is_grad_enabled() and hidden.requires_grad):
                 chunk = loss_chunk or LOGITS_CHUNK
                 loss = sum(
@@ -359,7 +358,7 @@ class Flamingo(nn.Module):
                      for h, t in zip(hidden.split(chunk), targets.split(chunk))),
                     hidden.new_zeros((), dtype=torch.float32),
                 )
-            elif weight is not None:
+            elif (weight := self.linear_head_weight(hidden.dtype)) is not None:
                 chunk = loss_chunk or LINEAR_HEAD_CHUNK
                 loss = LinearHeadNLL.apply(hidden, targets, weight, chunk, self.new_tokens.head_rows)
             else:
