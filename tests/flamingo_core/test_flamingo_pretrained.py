@@ -41,3 +41,12 @@ def test_zero_gates_equal_frozen_smollm2(smol):
     # the new tokens are their own small rows: the frozen embedding matrix keeps its size
     assert smol.lm.get_input_embeddings().weight.shape[0] == v
     assert smol.new_tokens.input_rows.shape == (2, smol.lm.config.hidden_size)
+
+
+def test_smollm2_sequences_start_with_its_document_separator(smol):
+    """The preset puts SmolLM2's pretraining document separator <|endoftext|> (not the Instruct BOS
+    <|im_start|>, a chat-role marker) before every sequence; the tokenizer adds nothing itself."""
+    assert smol.config.doc_start_token == "<|endoftext|>"
+    enc = smol.processor([[random_image(1), "A red circle."]])
+    ids = enc["input_ids"][0].tolist()
+    assert smol.tokenizer.convert_ids_to_tokens(ids[:2]) == ["<|endoftext|>", "<image>"]

@@ -90,3 +90,44 @@ def test_decode_cuts_at_stop(processor):
     tok = processor.tokenizer
     ids = torch.tensor([tok("yes")["input_ids"] + [processor.eoc_token_id] + tok("junk")["input_ids"]])
     assert processor.decode(ids) == ["yes"]
+
+
+def test_doc_start_token_starts_every_sequence_before_padding():
+    """"auto" takes the tokenizer's BOS (the byte tokenizer's <|endoftext|>) when the tokenizer adds none, so the
+    LM's first position is a token it knows rather than the trainable <image>; None keeps the text as is."""
+    tok = build_byte_tokenizer()
+    plain = FlamingoProcessor(tok, ConvStemVisionEncoder().preprocess)
+    auto = FlamingoProcessor(tok, ConvStemVisionEncoder().preprocess, doc_start_token="auto")
+    bos = tok.convert_tokens_to_ids("<|endoftext|>")
+    assert plain.doc_start_id is None and auto.doc_start_id == bos
+    samples = [[random_image(1), "a red circle<EOC>"], ["b"]]
+    for side in ("right", "left"):
+        ref, got = plain(samples, padding_side=side), auto(samples, padding_side=side)
+        for i in range(2):
+            r = ref["input_ids"][i][ref["attention_mask"][i].bool()].tolist()
+            g = got["input_ids"][i][got["attention_mask"][i].bool()].tolist()
+            assert g == [bos, *r]
+    assert got["input_ids"][0, 1] == auto.media_token_id  # the image follows the start token
+
+
+def test_doc_start_token_is_not_doubled_and_must_exist():
+    from tokenizers import processors
+
+    tok = build_byte_tokenizer()
+    tok._tokenizer.post_processor = processors.TemplateProcessing(  # a tokenizer that adds its own BOS (LLaMA-2)
+        single="<|endoftext|> $A", special_tokens=[("<|endoftext|>", 256)])
+    assert tok("a")["input_ids"][0] == 256
+    proc = FlamingoProcessor(tok, ConvStemVisionEncoder().preprocess, doc_start_token="auto")
+    assert proc.doc_start_id is None and proc(["a"])["input_ids"][0].tolist().count(256) == 1
+    with pytest.raises(ValueError, match="'<s>' is not a token"):
+        FlamingoProcessor(build_byte_tokenizer(), ConvStemVisionEncoder().preprocess, doc_start_token="<s>")
+
+
+def test_model_processor_follows_the_config():
+    from fc_helpers import make_model
+
+    model = make_model("llama")
+    assert model.config.doc_start_token == "auto"
+    assert model.processor.doc_start_id == model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
+    model.config.doc_start_token = None
+    assert model.processor.doc_start_id is None

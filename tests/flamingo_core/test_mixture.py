@@ -113,6 +113,13 @@ def test_token_nll_computes_logits_at_label_positions_only_and_matches_the_full_
         model(input_ids=b["input_ids"], labels=b["labels"], logits_mask=positions, **media)
 
 
+def _assert_close(got, ref, name, rtol):
+    """Equal up to float32 summation order: ``rtol`` per entry, and an absolute slack of 1e-6 of the largest
+    entry for the entries near zero (sums of hundreds of terms of either sign)."""
+    atol = 1e-6 * max(1.0, float(ref.abs().max()))
+    assert torch.allclose(got, ref, rtol=rtol, atol=atol), (name, float((got - ref).abs().max()))
+
+
 @pytest.mark.parametrize("head", ["linear", "autograd"])
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("chunk", [3, 64])
@@ -160,7 +167,7 @@ def test_head_loss_equals_the_logits_loss_in_value_and_gradients(batches, tied, 
     assert torch.allclose(out.loss, ref, rtol=1e-5)
     got = _grads(model)
     for name, g in ref_grads.items():
-        assert torch.allclose(got[name], g, rtol=1e-4, atol=1e-6), name
+        _assert_close(got[name], g, name, rtol=1e-4)
     assert ref_grads["new_tokens.input_rows"].abs().sum() > 0
     with torch.no_grad():  # without autograd the same sum comes from the plain chunked path
         again = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions,
@@ -199,7 +206,7 @@ def test_accumulation_equals_weighted_sum_of_per_dataset_gradients(batches):
             expected[n] += w * g
     nonzero = 0
     for n in accumulated:
-        assert torch.allclose(accumulated[n], expected[n], rtol=1e-5, atol=1e-7), n
+        _assert_close(accumulated[n], expected[n], n, rtol=1e-5)
         nonzero += bool(accumulated[n].abs().sum() > 0)
     assert nonzero > 0.8 * len(accumulated)  # the gradients are not trivially zero
 

@@ -36,6 +36,10 @@ class FlamingoConfig:
     xattn_ff_mult: int = 4  # gated feed-forward width multiplier
     media_token: str = "<image>"  # marks where an image/video occurs in the text
     eoc_token: str = "<EOC>"  # end of chunk: ends a caption/answer, stops generation
+    # put before every sequence when the tokenizer adds no start token itself, so the LM's first position (its
+    # attention sink) is a token it knows rather than the trainable <image>: "auto" = the tokenizer's BOS, else
+    # its EOS (GPT-2, GPT-NeoX: <|endoftext|>); or a token string; None = nothing
+    doc_start_token: str | None = "auto"
     seed: int = 0  # seed of the trainable parts' initialisation
     name: str = ""  # preset name, informational
     extra: dict = field(default_factory=dict)  # free-form metadata carried in saved configs

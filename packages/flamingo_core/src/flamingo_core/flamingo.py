@@ -141,7 +141,8 @@ class Flamingo(nn.Module):
         from .processor import FlamingoProcessor
 
         return FlamingoProcessor(
-            self.tokenizer, self.vision_encoder.preprocess, self.config.media_token, self.config.eoc_token
+            self.tokenizer, self.vision_encoder.preprocess, self.config.media_token, self.config.eoc_token,
+            doc_start_token=self.config.doc_start_token,
         )
 
     @property

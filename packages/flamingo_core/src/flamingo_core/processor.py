@@ -21,6 +21,25 @@ def _is_pil(x) -> bool:
     return isinstance(x, Image.Image)
 
 
+def doc_start_id(tokenizer, token: str | None) -> int | None:
+    """The id to put before every sequence (``FlamingoConfig.doc_start_token``), or None: for ``token`` None,
+    for a tokenizer that adds its own start token, and for "auto" when the tokenizer has neither BOS nor EOS."""
+    if token is None:
+        return None
+    with_special = tokenizer("a", add_special_tokens=True)["input_ids"]
+    if len(with_special) > len(tokenizer("a", add_special_tokens=False)["input_ids"]) and with_special[0] in (
+        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.cls_token_id
+    ):
+        return None  # e.g. LLaMA-2 (<s>) and OPT (</s>) start every sequence themselves
+    if token == "auto":
+        token = tokenizer.bos_token or tokenizer.eos_token
+        if token is None:
+            return None
+    if token not in tokenizer.get_vocab():
+        raise ValueError(f"doc_start_token {token!r} is not a token of the tokenizer ({type(tokenizer).__name__})")
+    return tokenizer.convert_tokens_to_ids(token)
+
+
 class FlamingoProcessor:
     """Turns interleaved samples into model inputs.
 
@@ -30,6 +49,8 @@ class FlamingoProcessor:
         media_token, eoc_token: the special tokens.
         padding_side: "right" (training) or "left" (batched generation); overridable per call.
         max_length: truncate longer samples (media whose ``<image>`` token is cut are dropped).
+        doc_start_token: put before every sequence unless the tokenizer adds a start token itself
+            (``FlamingoConfig.doc_start_token``): "auto" = the tokenizer's BOS, else its EOS; a token; None.
     """
 
     def __init__(
@@ -40,12 +61,14 @@ class FlamingoProcessor:
         eoc_token: str = "<EOC>",
         padding_side: str = "right",
         max_length: int | None = None,
+        doc_start_token: str | None = None,
     ):
         self.tokenizer = tokenizer
         self.image_transform = image_transform
         self.media_token, self.eoc_token = media_token, eoc_token
         self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, media_token, eoc_token)
         self.padding_side, self.max_length = padding_side, max_length
+        self.doc_start_id = doc_start_id(tokenizer, doc_start_token)
 
     # ------------------------------------------------------------------ media
     def media_to_tensor(self, item, where: str = "") -> torch.Tensor:
@@ -124,6 +147,8 @@ class FlamingoProcessor:
         rows, tensors = [], []
         for i, (text, items) in enumerate(zip(texts, media)):
             ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+            if self.doc_start_id is not None:
+                ids = [self.doc_start_id, *ids]
             count = sum(t == self.media_token_id for t in ids)
             if count != len(items):
                 raise ValueError(
