@@ -131,3 +131,20 @@ def test_model_processor_follows_the_config():
     assert model.processor.doc_start_id == model.tokenizer.convert_tokens_to_ids("<|endoftext|>")
     model.config.doc_start_token = None
     assert model.processor.doc_start_id is None
+
+
+def test_saved_models_keep_their_start_token_and_older_saves_load_without_one(tmp_path):
+    import json
+
+    from fc_helpers import make_model
+
+    import flamingo_core as fc
+
+    model = make_model("llama")
+    model.save_pretrained(tmp_path / "new")
+    assert fc.load_config(tmp_path / "new").doc_start_token == "auto"
+    model.save_pretrained(tmp_path / "old")
+    cfg = json.loads((tmp_path / "old" / "config.json").read_text())
+    del cfg["flamingo"]["doc_start_token"]  # what a save from before the field looks like
+    (tmp_path / "old" / "config.json").write_text(json.dumps(cfg))
+    assert fc.load_config(tmp_path / "old").doc_start_token is None  # it was trained without one

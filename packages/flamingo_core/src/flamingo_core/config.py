@@ -83,6 +83,8 @@ def load_config(name_or_path: str | Path | FlamingoConfig, **overrides) -> Flami
                 "a JSON file or a folder with config.json"
             )
         d = json.loads(path.read_text())
-        d = d.get("flamingo", d)  # saved models nest the config under "flamingo"
+        if "flamingo" in d:  # a saved model: the config nests under "flamingo"
+            d = d["flamingo"]
+            d.setdefault("doc_start_token", None)  # saved before the field existed: trained without a start token
     d.update(overrides)
     return FlamingoConfig.from_dict(d)
