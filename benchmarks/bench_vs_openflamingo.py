@@ -53,11 +53,14 @@ def _sync() -> None:
         torch.cuda.synchronize(DEVICE)
 
 
+VISION = "nano-minilm"  # set from --vision in each worker
+
+
 def _vision():
     from contrastive_encoder.vision import load_vision_encoder
 
     torch.manual_seed(0)
-    return load_vision_encoder("nano-minilm")
+    return load_vision_encoder(VISION)
 
 
 def _peak_rss_mb() -> float:
@@ -368,7 +371,8 @@ def _run_worker(name: str, args, log) -> dict | None:
 
 def _worker_cmd(name: str, args, turns: bool = False) -> list[str]:
     return [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
-            "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds), "--device", args.device] + (
+            "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds), "--device", args.device,
+            "--vision", args.vision] + (
                 ["--turns"] if turns else [])
 
 
@@ -405,6 +409,7 @@ def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm", default="smollm2-135m", help="causal LM for every implementation")
+    p.add_argument("--vision", default="nano-minilm", help="vision encoder of every implementation: preset or export folder")
     p.add_argument("--every", type=int, default=4, help="cross-attention every N decoder layers")
     p.add_argument("--steps", type=int, default=16, help="timed training steps per implementation, in turns")
     p.add_argument("--gen-rounds", type=int, default=9, help="interleaved rounds of every generate call")
@@ -415,8 +420,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--log", type=Path, default=ROOT / "runs" / "bench_vs_openflamingo.log", help="workers' stderr")
     args = p.parse_args(argv)
-    global DEVICE
-    DEVICE = torch.device(args.device)
+    global DEVICE, VISION
+    DEVICE, VISION = torch.device(args.device), args.vision
     if args.worker:
         print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0
