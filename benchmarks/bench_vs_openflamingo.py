@@ -28,6 +28,7 @@ it (``torch.cuda.synchronize``), and the training results add ``cuda_peak_mb`` (
 and ``cuda_added_mb`` (that minus what was allocated before them).
 
 Usage: .venv/bin/python benchmarks/bench_vs_openflamingo.py [--lm smollm2-135m] [--every 4] [--steps 16] [--device cuda]
+       [--batch 4 --seq 64] [--vision nano-minilm]
 """
 
 from __future__ import annotations
@@ -372,7 +373,7 @@ def _run_worker(name: str, args, log) -> dict | None:
 def _worker_cmd(name: str, args, turns: bool = False) -> list[str]:
     return [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
             "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds), "--device", args.device,
-            "--vision", args.vision] + (
+            "--vision", args.vision, "--batch", str(args.batch), "--seq", str(args.seq)] + (
                 ["--turns"] if turns else [])
 
 
@@ -409,6 +410,8 @@ def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm", default="smollm2-135m", help="causal LM for every implementation")
+    p.add_argument("--batch", type=int, default=BATCH, help="training sequences per step")
+    p.add_argument("--seq", type=int, default=SEQ, help="training tokens per sequence")
     p.add_argument("--vision", default="nano-minilm", help="vision encoder of every implementation: preset or export folder")
     p.add_argument("--every", type=int, default=4, help="cross-attention every N decoder layers")
     p.add_argument("--steps", type=int, default=16, help="timed training steps per implementation, in turns")
@@ -420,8 +423,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--log", type=Path, default=ROOT / "runs" / "bench_vs_openflamingo.log", help="workers' stderr")
     args = p.parse_args(argv)
-    global DEVICE, VISION
-    DEVICE, VISION = torch.device(args.device), args.vision
+    global DEVICE, VISION, BATCH, SEQ
+    DEVICE, VISION, BATCH, SEQ = torch.device(args.device), args.vision, args.batch, args.seq
     if args.worker:
         print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0

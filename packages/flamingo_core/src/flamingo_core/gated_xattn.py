@@ -106,9 +106,17 @@ class GatedCrossAttentionBlock(nn.Module):
     ):
         super().__init__()
         self.attn = MaskedCrossAttention(dim, dim_visual, heads, dim_head, only_attend_immediate_media)
-        self.alpha_xattn = nn.Parameter(torch.tensor(0.0))
+        # shape (1,), not 0-dim: FSDP refuses 0-dim parameters ("doesn't support scalar parameters")
+        self.alpha_xattn = nn.Parameter(torch.zeros(1))
         self.ffw = FeedForward(dim, ff_mult)
-        self.alpha_dense = nn.Parameter(torch.tensor(0.0))
+        self.alpha_dense = nn.Parameter(torch.zeros(1))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name in ("alpha_xattn", "alpha_dense"):  # weights saved before the gates were (1,): 0-dim
+            value = state_dict.get(prefix + name)
+            if value is not None and value.dim() == 0:
+                state_dict[prefix + name] = value.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def media_kv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.attn.media_kv(x)

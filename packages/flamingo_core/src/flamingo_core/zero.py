@@ -56,3 +56,8 @@ def load_optimizer_state(optimizer: Any, state: dict[str, Any]) -> None:
     """Load a full state dict (from ``optimizer_state_dict``) into a plain or ZeRO optimizer."""
     opt = getattr(optimizer, "optimizer", optimizer)
     opt.load_state_dict(copy.deepcopy(state))  # ZeRO's loader edits the dict it is given
+    for group in opt.param_groups:  # moments saved for 0-dim gates (before they were (1,)) take the new shape
+        for p in group["params"]:
+            for key, value in opt.state.get(p, {}).items():
+                if key != "step" and torch.is_tensor(value) and value.shape != p.shape and value.numel() == p.numel():
+                    opt.state[p][key] = value.reshape(p.shape)
