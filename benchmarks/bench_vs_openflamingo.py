@@ -410,8 +410,8 @@ def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm", default="smollm2-135m", help="causal LM for every implementation")
-    p.add_argument("--batch", type=int, default=BATCH, help="training sequences per step")
-    p.add_argument("--seq", type=int, default=SEQ, help="training tokens per sequence")
+    p.add_argument("--batch", type=int, default=4, help="training sequences per step")
+    p.add_argument("--seq", type=int, default=64, help="training tokens per sequence")
     p.add_argument("--vision", default="nano-minilm", help="vision encoder of every implementation: preset or export folder")
     p.add_argument("--every", type=int, default=4, help="cross-attention every N decoder layers")
     p.add_argument("--steps", type=int, default=16, help="timed training steps per implementation, in turns")

@@ -91,3 +91,13 @@ def test_every_tested_lm_family_trains_through_linear_head_nll(arch):
     assert torch.allclose(loss, ref, rtol=1e-5)
     for name, p in model.new_tokens.named_parameters():
         assert torch.allclose(p.grad, ref_grad[name], rtol=1e-4, atol=1e-6), name
+
+
+def test_tiles_and_chunks_grow_off_the_cpu_only():
+    """The CPU keeps its measured cache-sized tiles; an accelerator gets products big enough to fill it."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    assert head_loss.vocab_tile(cpu) == head_loss.VOCAB_TILE == 1024
+    assert head_loss.default_chunks(cpu) == (head_loss.LINEAR_HEAD_CHUNK, head_loss.LOGITS_CHUNK) == (1024, 128)
+    assert head_loss.vocab_tile(gpu) >= 8 * head_loss.vocab_tile(cpu)
+    linear, logits = head_loss.default_chunks(gpu)
+    assert linear >= 4 * head_loss.LINEAR_HEAD_CHUNK and logits >= 8 * head_loss.LOGITS_CHUNK

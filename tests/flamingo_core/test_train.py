@@ -234,3 +234,12 @@ def test_bf16_autocast_keeps_fp32_parameters(world, tmp_path):
     assert result.step == 2 and all(v == v for v in result.losses.values())
     weights = load_file(str(_ckpt(tmp_path / "bf16", 2) / "trained.safetensors"))
     assert all(v.dtype == torch.float32 for v in weights.values())
+
+
+def test_summary_of_a_resumed_run_has_no_nan_first_loss():
+    """A resumed run has no evaluation before it (seen on an H100: 'held-out loss nan -> 9.1840')."""
+    from flamingo_core.train import _held_out_summary
+
+    assert _held_out_summary({}, {"eval_loss": 1.5}) == "; held-out loss 1.5000"
+    assert _held_out_summary({"eval_loss": 2.0}, {"eval_loss": 1.5}) == "; held-out loss 2.0000 -> 1.5000"
+    assert _held_out_summary({"eval_loss": 2.0}, None) == ""

@@ -16,7 +16,7 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from .config import FlamingoConfig, load_config
 from .gated_xattn import GatedCrossAttentionBlock
-from .head_loss import LINEAR_HEAD_CHUNK, LOGITS_CHUNK, ChunkedHeadNLL, LinearHeadNLL
+from .head_loss import ChunkedHeadNLL, LinearHeadNLL, default_chunks
 from .linear import row_split_linear
 from .lm_adapter import FlamingoDecoderLayer, MediaContext, NewTokenRows, find_decoder_layers
 from .perceiver import PerceiverResampler
@@ -319,8 +319,9 @@ class Flamingo(nn.Module):
                 their summed NLL and ``logits`` None: the head runs ``loss_chunk`` rows at a time with the
                 gradients taken on the way (``head_loss``: ``LinearHeadNLL`` for a bias-free fp32 linear head,
                 else ``ChunkedHeadNLL``), so the full (P, vocab_size) logits never exist. By default
-                ``LINEAR_HEAD_CHUNK`` (1024) rows for ``LinearHeadNLL``, which holds only a (rows, ``VOCAB_TILE``)
-                tile, and ``LOGITS_CHUNK`` (128) for the paths that hold a (rows, vocab_size) block.
+                ``head_loss.default_chunks(device)``: on the CPU 1024 rows for ``LinearHeadNLL``, which holds
+                only a (rows, 1024) tile, and 128 for the paths that hold a (rows, vocab_size) block; on an
+                accelerator 4096 rows with (rows, 8192) tiles, and 1024.
 
         Returns:
             ``CausalLMOutputWithPast`` with ``loss``, ``logits`` (B, L, vocab_size), ``past_key_values``.
@@ -352,19 +353,20 @@ class Flamingo(nn.Module):
         )
         if label_targets is not None:
             targets = label_targets.to(hidden.device)
+            linear_chunk, logits_chunk = default_chunks(hidden.device)
             if not (torch.is_grad_enabled() and hidden.requires_grad):
-                chunk = loss_chunk or LOGITS_CHUNK
+                chunk = loss_chunk or logits_chunk
                 loss = sum(
                     (F.cross_entropy(self.compute_logits(h).float(), t, reduction="sum")
                      for h, t in zip(hidden.split(chunk), targets.split(chunk))),
                     hidden.new_zeros((), dtype=torch.float32),
                 )
             elif (weight := self.linear_head_weight(hidden.dtype)) is not None:
-                chunk = loss_chunk or LINEAR_HEAD_CHUNK
+                chunk = loss_chunk or linear_chunk
                 loss = LinearHeadNLL.apply(hidden, targets, weight, chunk, self.new_tokens.head_rows)
             else:
                 rows = [p for p in self.new_tokens.parameters() if p.requires_grad]
-                loss = ChunkedHeadNLL.apply(hidden, targets, self.compute_logits, loss_chunk or LOGITS_CHUNK, *rows)
+                loss = ChunkedHeadNLL.apply(hidden, targets, self.compute_logits, loss_chunk or logits_chunk, *rows)
             return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=past)
         loss = None
         if labels is not None:

@@ -703,11 +703,18 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     logger.close()
     summary = (f"trained {step - start_step} steps ({stopped}) in {(time.monotonic() - t_start) / 60:.1f} min; "
                + ", ".join(f"{n} loss {v:.4f}" for n, v in last.items())
-               + (f"; held-out loss {eval_first.get('eval_loss', float('nan')):.4f} -> {final['eval_loss']:.4f}"
-                  if final else "") + f"; {skipped.report()}" + (f"; model saved to {model_dir}" if model_dir else ""))
+               + _held_out_summary(eval_first, final) + f"; {skipped.report()}" + (f"; model saved to {model_dir}" if model_dir else ""))
     say(summary)
     return TrainResult(step=step, losses=last, eval={"first": eval_first, "final": final},
                        skipped=dict(skipped), model_dir=model_dir, stopped=stopped)
+
+
+def _held_out_summary(first: dict, final: dict | None) -> str:
+    """'; held-out loss A -> B', or '; held-out loss B' for a resumed run (no evaluation before it)."""
+    if not final:
+        return ""
+    before = f"{first['eval_loss']:.4f} -> " if "eval_loss" in first else ""
+    return f"; held-out loss {before}{final['eval_loss']:.4f}"
 
 
 def _extra(sources, loaders, step: int, skipped, last) -> dict[str, Any]:
