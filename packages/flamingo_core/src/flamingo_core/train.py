@@ -805,6 +805,9 @@ def main(argv: list[str] | None = None) -> int:
     except (FileNotFoundError, BadSampleError, ValueError) as e:
         print(f"flamingo train: {e}", file=sys.stderr)
         return 2
+    finally:  # launched by torchrun / accelerate: NCCL warns at exit about a group left open
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
     return 0
 
 
