@@ -542,7 +542,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         # process-wide singleton, reset here (the distributed PartialState is kept)
         AcceleratorState._reset_state()
         GradientState._reset_state()
-        accelerator = Accelerator(cpu=cfg.cpu, mixed_precision=_precision(cfg.precision, cfg.cpu),
+        cpu = cfg.cpu or not torch.cuda.is_available()  # accelerate sets up multi-process CPU runs only with cpu
+        accelerator = Accelerator(cpu=cpu, mixed_precision=_precision(cfg.precision, cpu),
                                   kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     torch.manual_seed(cfg.seed)
     rank, world = accelerator.process_index, accelerator.num_processes
