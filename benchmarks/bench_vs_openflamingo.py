@@ -28,12 +28,13 @@ it (``torch.cuda.synchronize``), and the training results add ``cuda_peak_mb`` (
 and ``cuda_added_mb`` (that minus what was allocated before them).
 
 Usage: .venv/bin/python benchmarks/bench_vs_openflamingo.py [--lm smollm2-135m] [--every 4] [--steps 16] [--device cuda]
-       [--batch 4 --seq 64] [--vision nano-minilm]
+       [--batch 4 --seq 64] [--precision bf16] [--vision nano-minilm]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import resource
 import subprocess
@@ -47,6 +48,11 @@ ROOT = Path(__file__).resolve().parents[1]
 PEER_SITE = ROOT / "benchmarks" / ".peer-site"
 BATCH, SEQ, NEW_TOKENS = 4, 64, 20
 DEVICE = torch.device("cpu")  # set from --device in each worker
+PRECISION = "fp32"  # set from --precision in each worker: fp32, or bf16 autocast with fp32 parameters
+
+
+def _autocast():
+    return torch.autocast(DEVICE.type, dtype=torch.bfloat16, enabled=PRECISION == "bf16")
 
 
 def _sync() -> None:
@@ -204,7 +210,9 @@ def _train_bench(impl: str, model, media_id: int, image_size: int, forward, args
     model.train()
 
     def step():
-        loss = forward(ids, torch.ones_like(ids), pixels, labels)
+        # our trainer's step (``impl`` ours) brings its own autocast, accelerate's, around the forward pass only
+        with _autocast() if impl != "ours" else contextlib.nullcontext():
+            loss = forward(ids, torch.ones_like(ids), pixels, labels)
         if loss is None:  # ``forward`` ran a whole trainer step itself
             return
         loss.backward()
@@ -254,7 +262,9 @@ def lm_train(args) -> dict:
     opt = torch.optim.AdamW(lm.parameters(), lr=1e-5)
 
     def step():
-        lm(input_ids=ids, labels=ids).loss.backward()
+        with _autocast():
+            loss = lm(input_ids=ids, labels=ids).loss
+        loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -303,7 +313,7 @@ def ours_train(args) -> dict:
 
     model, tok, vision = _ours(args.lm, args.every)
     optimizer = build_adamw(param_groups(model, 0.1), 1e-4, zero=False)
-    accelerator = Accelerator(cpu=DEVICE.type == "cpu")
+    accelerator = Accelerator(cpu=DEVICE.type == "cpu", mixed_precision="bf16" if PRECISION == "bf16" else "no")
 
     def forward(ids, mask, px, labels):
         batch = {"input_ids": ids, "attention_mask": mask, "media": px, "labels": labels}
@@ -373,7 +383,8 @@ def _run_worker(name: str, args, log) -> dict | None:
 def _worker_cmd(name: str, args, turns: bool = False) -> list[str]:
     return [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
             "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds), "--device", args.device,
-            "--vision", args.vision, "--batch", str(args.batch), "--seq", str(args.seq)] + (
+            "--vision", args.vision, "--batch", str(args.batch), "--seq", str(args.seq),
+            "--precision", args.precision] + (
                 ["--turns"] if turns else [])
 
 
@@ -410,6 +421,8 @@ def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm", default="smollm2-135m", help="causal LM for every implementation")
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="training: fp32, or bf16 autocast with fp32 parameters for every implementation")
     p.add_argument("--batch", type=int, default=4, help="training sequences per step")
     p.add_argument("--seq", type=int, default=64, help="training tokens per sequence")
     p.add_argument("--vision", default="nano-minilm", help="vision encoder of every implementation: preset or export folder")
@@ -423,8 +436,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--log", type=Path, default=ROOT / "runs" / "bench_vs_openflamingo.log", help="workers' stderr")
     args = p.parse_args(argv)
-    global DEVICE, VISION, BATCH, SEQ
+    global DEVICE, VISION, BATCH, SEQ, PRECISION
     DEVICE, VISION, BATCH, SEQ = torch.device(args.device), args.vision, args.batch, args.seq
+    PRECISION = args.precision
     if args.worker:
         print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0

@@ -1,14 +1,20 @@
 #!/usr/bin/env bash
 # The GPU checks, as one script for a lent machine (python3 with torch, transformers, accelerate, timm; no
 # registry, none of the packaged models): stand-in models, a small ShapesWorld, the side-by-side benchmark on
-# the GPU, stage 1 in bf16, stage 2 in bf16 with a resume, stage 2 under FSDP (one process) with a
-# resume, and generation from the saved model.
+# the GPU (batch 4 x 64 with generation; 32 x 256 training in fp32 and in bf16), stage 1 in bf16, stage 2 in
+# bf16 with a resume, stage 2 under FSDP (one process) with a resume, and generation from the saved model.
+# About 7 minutes on an H100 (2026-11-27: 5.5 minutes before the two 32 x 256 benchmarks were added).
 #
 #   bash benchmarks/gpu/run_checks.sh OUT CONFIG_DIR [DEVICE]
 #
-# CHECKS="env stand-ins ..." runs only the named checks; BENCH_ARGS adds options to the benchmark (--batch 32).
-# OUT: where logs and bench.json go; CONFIG_DIR: a folder with the LM's config.json and tokenizer files (the
-# converted SmolLM2 cache without model.safetensors); DEVICE: cuda (default) or cpu for a dry run (no FSDP).
+# OUT: where the logs, the summary and the benchmarks' JSON go (8 files). CONFIG_DIR: the LM's config.json and
+# tokenizer files, e.g. the converted SmolLM2 cache without its weights:
+#   mkdir -p .devcarry/smollm2-config && echo /.devcarry/ >> .git/info/exclude
+#   cp ~/.cache/flamingo-suite/smollm2-135m-*/{config.json,tokenizer.json,tokenizer_config.json} .devcarry/smollm2-config/
+# then, on the lent machine, carrying .devcarry and benchmarks/.peer-site (bash benchmarks/peers/install_openflamingo.sh):
+#   bash benchmarks/gpu/run_checks.sh $OUT .devcarry/smollm2-config
+# DEVICE: cuda (default), or cpu for a dry run here (fp32, a step or two each, no FSDP).
+# CHECKS="env stand-ins ..." runs only the named checks; BENCH_ARGS adds options to the first benchmark.
 set -u
 OUT=$(realpath "${1:?OUT}"); CFG=$(realpath "${2:?CONFIG_DIR}"); DEV=${3:-cuda}
 W=${GPU_CHECKS_WORK:-/tmp/gpu-checks}; [ -n "${GPU_CHECKS_KEEP:-}" ] || rm -rf "$W"; mkdir -p "$W" "$OUT"  # KEEP: reuse W
@@ -33,6 +39,13 @@ check stand-ins 120 bash -c "$PY benchmarks/gpu/stand_ins.py lm --config-from $C
 check world 120 $PY tools/shapesworld.py --out "$W/world" --counts small --count ltip_train=512 --count m3w_train=128 --quiet --video-format frames
 check bench-vs-openflamingo 240 $PY benchmarks/bench_vs_openflamingo.py --device "$DEV" --lm "$W/lm" --vision "$W/vis" \
     $BENCH ${BENCH_ARGS:-} --json "$OUT/bench.json" --log "$OUT/bench-workers.log"
+if [ "$DEV" = cuda ]; then  # a batch that fills the GPU, in fp32 and in bf16 autocast (training only)
+    for prec in fp32 bf16; do
+        check bench-32x256-$prec 180 $PY benchmarks/bench_vs_openflamingo.py --device "$DEV" --lm "$W/lm" --vision "$W/vis" \
+            --batch 32 --seq 256 --steps 12 --precision $prec --only lm-train of-train ours-train \
+            --json "$OUT/bench-32x256-$prec.json" --log "$OUT/bench-32x256-$prec.log"
+    done
+fi
 check stage1 90 $PY -m contrastive_encoder.cli train --model "$W/vis/preset.json" --data "$W/world/ltip/train.jsonl" \
     --steps $S1 --batch-size 64 --precision $PREC --out "$W/s1" --export "$W/s1vis" --eval-every 0 --no-progress $CPU \
     || rm -rf "$W/s1vis"
