@@ -49,6 +49,7 @@ PEER_SITE = ROOT / "benchmarks" / ".peer-site"
 BATCH, SEQ, NEW_TOKENS = 4, 64, 20
 DEVICE = torch.device("cpu")  # set from --device in each worker
 PRECISION = "fp32"  # set from --precision in each worker: fp32, or bf16 autocast with fp32 parameters
+VISION = "nano-minilm"  # set from --vision in each worker
 
 
 def _autocast():
@@ -58,9 +59,6 @@ def _autocast():
 def _sync() -> None:
     if DEVICE.type == "cuda":
         torch.cuda.synchronize(DEVICE)
-
-
-VISION = "nano-minilm"  # set from --vision in each worker
 
 
 def _vision():
@@ -425,7 +423,7 @@ def main(argv=None) -> int:
                    help="training: fp32, or bf16 autocast with fp32 parameters for every implementation")
     p.add_argument("--batch", type=int, default=4, help="training sequences per step")
     p.add_argument("--seq", type=int, default=64, help="training tokens per sequence")
-    p.add_argument("--vision", default="nano-minilm", help="vision encoder of every implementation: preset or export folder")
+    p.add_argument("--vision", default="nano-minilm", help="vision encoder of every implementation (preset or export)")
     p.add_argument("--every", type=int, default=4, help="cross-attention every N decoder layers")
     p.add_argument("--steps", type=int, default=16, help="timed training steps per implementation, in turns")
     p.add_argument("--gen-rounds", type=int, default=9, help="interleaved rounds of every generate call")

@@ -704,7 +704,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     logger.close()
     summary = (f"trained {step - start_step} steps ({stopped}) in {(time.monotonic() - t_start) / 60:.1f} min; "
                + ", ".join(f"{n} loss {v:.4f}" for n, v in last.items())
-               + _held_out_summary(eval_first, final) + f"; {skipped.report()}" + (f"; model saved to {model_dir}" if model_dir else ""))
+               + _held_out_summary(eval_first, final) + f"; {skipped.report()}"
+               + (f"; model saved to {model_dir}" if model_dir else ""))
     say(summary)
     return TrainResult(step=step, losses=last, eval={"first": eval_first, "final": final},
                        skipped=dict(skipped), model_dir=model_dir, stopped=stopped)
