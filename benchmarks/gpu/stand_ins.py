@@ -42,17 +42,13 @@ def random_vision(preset: str, out: Path, seed: int = 0) -> Path:
     ``contrastive-encoder train --model``."""
     from contrastive_encoder.factory import PRESET_DIR, create_model
 
-    data = json.loads((PRESET_DIR / f"{preset}.json").read_text())
     tiny = json.loads((PRESET_DIR / "tiny.json").read_text())
-    data.update(name=f"{preset}-random-text", text_model=None, text_pretrained=False, tokenizer=tiny["tokenizer"],
-                text_config=tiny["text_config"], max_text_len=tiny["max_text_len"])
-    out.mkdir(parents=True, exist_ok=True)
-    spec = out / "preset.json"
-    spec.write_text(json.dumps(data))
+    overrides = dict(name=f"{preset}-random-text", text_model=None, text_pretrained=False,
+                     tokenizer=tiny["tokenizer"], text_config=tiny["text_config"], max_text_len=tiny["max_text_len"])
     torch.manual_seed(seed)
-    model = create_model(spec)
-    model.save_pretrained(out)  # replaces the folder
-    spec.write_text(json.dumps(data))
+    create_model(preset, **overrides).save_pretrained(out)
+    spec = {**json.loads((PRESET_DIR / f"{preset}.json").read_text()), **overrides}
+    (out / "preset.json").write_text(json.dumps(spec))
     return out
 
 

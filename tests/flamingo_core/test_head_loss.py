@@ -93,11 +93,31 @@ def test_every_tested_lm_family_trains_through_linear_head_nll(arch):
         assert torch.allclose(p.grad, ref_grad[name], rtol=1e-4, atol=1e-6), name
 
 
-def test_tiles_and_chunks_grow_off_the_cpu_only():
-    """The CPU keeps its measured cache-sized tiles; an accelerator gets products big enough to fill it."""
+def test_tiles_and_chunks_grow_off_the_cpu_only(monkeypatch):
+    """The CPU keeps its measured cache-sized tiles; an accelerator gets products big enough to fill it. The
+    training forward and LinearHeadNLL ask for the sizes of the device the hidden states are on."""
+    from fc_helpers import make_model
+
     cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
     assert head_loss.vocab_tile(cpu) == head_loss.VOCAB_TILE == 1024
     assert head_loss.default_chunks(cpu) == (head_loss.LINEAR_HEAD_CHUNK, head_loss.LOGITS_CHUNK) == (1024, 128)
     assert head_loss.vocab_tile(gpu) >= 8 * head_loss.vocab_tile(cpu)
     linear, logits = head_loss.default_chunks(gpu)
     assert linear >= 4 * head_loss.LINEAR_HEAD_CHUNK and logits >= 8 * head_loss.LOGITS_CHUNK
+
+    import flamingo_core.flamingo as flamingo_module
+
+    asked, chunks = [], []
+    monkeypatch.setattr(head_loss, "vocab_tile", lambda device: asked.append(("tile", device)) or 7)
+    monkeypatch.setattr(flamingo_module, "default_chunks", lambda device: asked.append(("chunks", device)) or (5, 3))
+    apply = LinearHeadNLL.apply
+    monkeypatch.setattr(flamingo_module.LinearHeadNLL, "apply", lambda *a: chunks.append(a[3]) or apply(*a))
+    torch.manual_seed(0)
+    model = make_model("llama")
+    ids = torch.randint(0, model.lm_vocab_size, (2, 12))
+    ref = F.cross_entropy(model(input_ids=ids).logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
+    positions = torch.ones_like(ids, dtype=torch.bool)
+    positions[:, -1] = False
+    loss = model(input_ids=ids, logits_mask=positions, label_targets=ids[:, 1:].flatten()).loss
+    assert asked == [("chunks", cpu), ("tile", cpu)] and chunks == [5]  # 22 positions in passes of 5, tiles of 7
+    assert torch.allclose(loss, ref, rtol=1e-5)
