@@ -271,7 +271,7 @@ class DualEncoder(nn.Module):
         """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` atomically into ``directory``."""
         from safetensors.torch import save_file
 
-        from .checkpoint import atomic_save_dir
+        from .outputs import atomic_save_dir
 
         directory = Path(directory)
         with atomic_save_dir(directory) as tmp:

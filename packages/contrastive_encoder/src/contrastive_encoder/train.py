@@ -21,7 +21,8 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from .checkpoint import atomic_save_dir, checkpoint_dir, latest_checkpoint, prune_checkpoints
+from .checkpoint import checkpoint_dir, latest_checkpoint, prune_checkpoints
+from .outputs import atomic_save_dir
 from .data.jsonl import SkipCounter
 from .data.mixing import StepPlanner
 from .data.pairs import PairDataset, collate_pairs

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from contrastive_encoder.checkpoint import atomic_write_text
+from contrastive_encoder.outputs import atomic_write_text
 from contrastive_encoder.data.jsonl import read_jsonl
 from fewshot_eval.datasets import (
     DEFAULT_IMAGE_TEMPLATE,

@@ -393,7 +393,7 @@ class Flamingo(nn.Module):
         """Write ``config.json`` (names the LM, vision encoder, tokens) and the trained weights only."""
         from safetensors.torch import save_file
 
-        from contrastive_encoder.checkpoint import atomic_save_dir
+        from contrastive_encoder.outputs import atomic_save_dir
 
         directory = Path(directory)
         meta = {

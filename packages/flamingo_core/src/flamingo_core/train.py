@@ -266,7 +266,8 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: Tr
     from accelerate.utils import DistributedType
     from safetensors.torch import save_file
 
-    from contrastive_encoder.checkpoint import atomic_save_dir, checkpoint_dir, prune_checkpoints
+    from contrastive_encoder.checkpoint import checkpoint_dir, prune_checkpoints
+    from contrastive_encoder.outputs import atomic_save_dir
 
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     # under FSDP the full state dict is gathered (collective); the optimizer state stays sharded, not saved
