@@ -59,7 +59,8 @@ def test_save_and_load_round_trip(tmp_path):
     torch.manual_seed(0)
     model = create_model("tiny").eval()
     model.save_pretrained(tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["config.json", "model.safetensors", "tokenizer"]
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == [  # + the manifest of the files written
+        ".written.json", "config.json", "model.safetensors", "tokenizer"]
     loaded = create_model(str(tmp_path / "m")).eval()
     pixels = torch.randn(2, 3, 32, 32)
     tok = model.tokenize(["a green square", "two circles"])

@@ -9,6 +9,7 @@ import math
 from collections.abc import Callable
 
 __all__ = [
+    "OneLineParser",
     "at_least", "fraction", "non_negative_float", "non_negative_int", "positive_float", "positive_fraction",
     "positive_int",
 ]
@@ -66,3 +67,14 @@ def _in_unit_interval(text: str, low_open: bool) -> float:
     if not ((0.0 < value) if low_open else (0.0 <= value)) or not value <= 1.0:
         raise argparse.ArgumentTypeError(f"expected a number in {span}, got {text}")
     return value
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line (``prog: error: argument --num-beams: ...``), without the
+    usage block argparse prints first (``--help`` shows it), so every bad input reads the same in every CLI.
+
+    Subparsers made with ``add_subparsers`` inherit the class.
+    """
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from .model import CONFIG_NAME, DualEncoder, DualEncoderConfig
+from .readers import read_json
 
 __all__ = ["create_model", "get_preset_config", "list_models"]
 
@@ -28,7 +28,7 @@ def get_preset_config(name_or_path: str | Path, **overrides: Any) -> DualEncoder
             f"unknown model '{name_or_path}': expected a preset ({', '.join(list_models())}), a preset JSON "
             f"file, or a folder written by save_pretrained"
         )
-    data = json.loads(path.read_text())
+    data = read_json(path)  # a broken preset file is named, not a JSONDecodeError traceback
     data.update(overrides)
     return DualEncoderConfig.from_dict(data, source=str(path))
 

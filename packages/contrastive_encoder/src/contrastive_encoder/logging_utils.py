@@ -14,16 +14,21 @@ __all__ = ["MetricsLogger", "read_metrics"]
 class MetricsLogger:
     """Append one JSON object per call to ``<run>/metrics.jsonl`` (and TensorBoard scalars if available).
 
-    Only the main process should log; pass ``enabled=False`` on the others.
+    Only the main process should log; pass ``enabled=False`` on the others. A run resumed from step ``S``
+    passes ``resume_step=S``: the records the interrupted run wrote after its checkpoint are dropped, so every
+    step appears once, as in an uninterrupted run.
     """
 
-    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True):
+    def __init__(self, run_dir: str | Path, enabled: bool = True, tensorboard: bool = True,
+                 resume_step: int | None = None):
         self.enabled = enabled
         self.path = Path(run_dir) / "metrics.jsonl"
         self._tb = None
         if not enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        if resume_step is not None and self.path.is_file():
+            self._truncate_after(resume_step)
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -31,6 +36,18 @@ class MetricsLogger:
                 self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
             except Exception:  # tensorboard is optional
                 self._tb = None
+
+    def _truncate_after(self, step: int) -> None:
+        from .outputs import atomic_write_text
+
+        kept = []
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                if int(json.loads(line)["step"]) <= step:
+                    kept.append(line)
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by the kill
+        atomic_write_text(self.path, "".join(k + "\n" for k in kept))
 
     def log(self, step: int, **metrics: Any) -> None:
         if not self.enabled:

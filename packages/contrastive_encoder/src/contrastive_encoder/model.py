@@ -267,14 +267,18 @@ class DualEncoder(nn.Module):
         data.update(text_model=None, text_pretrained=False, text_config=text_cfg)
         return DualEncoderConfig.from_dict(data)
 
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` atomically into ``directory``."""
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write ``config.json``, ``model.safetensors`` and ``tokenizer/`` atomically into ``directory``.
+
+        A previous save there is replaced; a non-empty folder with other files is refused unless ``overwrite``
+        (then only the saved files are replaced and the others kept; see ``outputs.atomic_save_dir``).
+        """
         from safetensors.torch import save_file
 
         from .outputs import atomic_save_dir
 
         directory = Path(directory)
-        with atomic_save_dir(directory) as tmp:
+        with atomic_save_dir(directory, overwrite=overwrite, by="DualEncoder.save_pretrained") as tmp:
             cfg = self.export_config().to_dict()
             cfg["tokenizer"] = TOKENIZER_DIR
             (tmp / CONFIG_NAME).write_text(json.dumps(cfg, indent=2) + "\n")
@@ -285,23 +289,37 @@ class DualEncoder(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, map_location: str | torch.device = "cpu") -> DualEncoder:
-        """Load a folder written by ``save_pretrained``."""
-        from safetensors.torch import load_file
+        """Load a folder written by ``save_pretrained``.
+
+        Raises:
+            FileNotFoundError: no ``config.json`` or ``model.safetensors`` in ``directory``.
+            CorruptFileError: a config that is not JSON or not a DualEncoder config, weights that are truncated,
+                not safetensors, or of another architecture (each message names the file).
+        """
+        from .readers import CorruptFileError, load_weights, read_json
 
         directory = Path(directory)
-        cfg_path = directory / CONFIG_NAME
+        cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
         if not cfg_path.is_file():
             raise FileNotFoundError(f"{directory} is not a saved DualEncoder: no {CONFIG_NAME} in it")
-        data = json.loads(cfg_path.read_text())
+        data = read_json(cfg_path)
         tok_name = data.get("tokenizer", "char")
         if tok_name == TOKENIZER_DIR:
             data["tokenizer"] = str(directory / TOKENIZER_DIR)
-        config = DualEncoderConfig.from_dict(data, source=str(cfg_path))
-        model = cls(config)
-        state = load_file(str(directory / WEIGHTS_NAME), device=str(map_location))
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        try:
+            model = cls(DualEncoderConfig.from_dict(data, source=str(cfg_path)))
+        except (TypeError, KeyError, ValueError) as e:  # fields of the wrong type or shape
+            if str(cfg_path) in str(e) or isinstance(e, CorruptFileError):
+                raise
+            raise CorruptFileError(f"{cfg_path}: not a valid DualEncoder config ({type(e).__name__}: {e})") from e
+        state = load_weights(weights_path, device=str(map_location))
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # tensors of another shape: weights of another architecture
+            reason = next((ln.strip() for ln in str(e).splitlines() if "size mismatch" in ln), str(e).splitlines()[0])
+            raise CorruptFileError(f"{weights_path} does not match {cfg_path} ({reason})") from e
         if missing or unexpected:
-            raise ValueError(
-                f"{directory / WEIGHTS_NAME} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            raise CorruptFileError(
+                f"{weights_path} does not match {cfg_path}: missing {missing[:5]}, unexpected {unexpected[:5]}"
             )
         return model

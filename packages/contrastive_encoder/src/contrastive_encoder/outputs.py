@@ -38,6 +38,7 @@ __all__ = [
     "atomic_save_dir",
     "atomic_write_text",
     "check_save_target",
+    "claim_run_dir",
     "clean_stale",
     "prepare_run_dir",
 ]
@@ -173,11 +174,20 @@ def _exchange(a: Path, b: Path) -> bool:
     raise OSError(err, os.strerror(err), str(b))
 
 
-def _fsync_tree(folder: Path) -> None:
-    for f in folder.rglob("*"):  # flush file contents before the rename makes them visible
-        if f.is_file() and not f.is_symlink():
+def _finish_tree(folder: Path) -> None:
+    """Flush every file before the rename makes it visible; give the usual permissions (mkdtemp makes the folder
+    0700 and safetensors writes 0600, but a saved model is as readable as any file the user writes)."""
+    mask = _umask()
+    for f in folder.rglob("*"):
+        if f.is_symlink():
+            continue
+        if f.is_file():
             with open(f, "rb+") as fh:
                 os.fsync(fh.fileno())
+            os.chmod(f, 0o666 & ~mask)
+        elif f.is_dir():
+            os.chmod(f, 0o777 & ~mask)
+    os.chmod(folder, 0o777 & ~mask)
 
 
 def _merge_into(tmp: Path, target: Path) -> None:
@@ -214,8 +224,7 @@ def atomic_save_dir(target: str | Path, overwrite: bool = False, by: str = "flam
         yield tmp
         files = sorted(_files(tmp))
         (tmp / MANIFEST).write_text(json.dumps({"by": by, "files": files}, indent=1) + "\n")
-        _fsync_tree(tmp)
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it 0700; a saved model is as readable as any file
+        _finish_tree(tmp)
         if not target.exists() or (target.is_dir() and not any(target.iterdir())):
             os.replace(tmp, target)  # rename(2) replaces an empty folder
         elif _is_previous_save(target):
@@ -306,3 +315,27 @@ def prepare_run_dir(folder: str | Path, command: str, owned: Iterable[str], resu
         atomic_write_text(folder / RUN_MARKER, json.dumps(
             {"command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1) + "\n")
     return folder
+
+
+def claim_run_dir(accelerator, folder: str | Path, command: str, owned: Iterable[str], resume: bool = False,
+                  overwrite: bool = False, legacy: Iterable[str] = ()) -> Path:
+    """``prepare_run_dir`` on the main process of a (possibly multi-process) run; every process raises its error.
+
+    Only the main process touches the folder (the others would race its writes); the outcome is broadcast so
+    no process waits at a barrier for one that has already stopped.
+    """
+    error = None
+    if accelerator is None or accelerator.is_main_process:
+        try:
+            prepare_run_dir(folder, command, owned, resume=resume, overwrite=overwrite, legacy=legacy)
+        except OutputError as e:
+            error = str(e)
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        box = [error]
+        broadcast_object_list(box, from_process=0)  # between this run's own processes: nothing untrusted
+        error = box[0]
+    if error:
+        raise OutputError(error)
+    return Path(folder)

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from .checkpoint import checkpoint_dir, latest_checkpoint, prune_checkpoints
-from .outputs import atomic_save_dir
 from .data.jsonl import SkipCounter
 from .data.mixing import StepPlanner
 from .data.pairs import PairDataset, collate_pairs
@@ -31,8 +30,11 @@ from .factory import create_model
 from .logging_utils import MetricsLogger
 from .loss import ClipLoss
 from .model import DualEncoder
+from .nonfinite import NonFiniteLossError, check_finite, check_finite_weights
+from .outputs import atomic_save_dir, atomic_write_text, check_save_target, claim_run_dir
+from .readers import load_weights, read_json
 from .transforms import EvalTransform, TrainTransform
-from .zero_shot import DEFAULT_TEMPLATES, zero_shot_classify
+from .zero_shot import DEFAULT_TEMPLATES, load_classification_set, zero_shot_classify
 
 __all__ = ["TrainConfig", "load_checkpoint", "param_groups", "save_checkpoint", "train"]
 
@@ -69,6 +71,7 @@ class TrainConfig:
     save_every: int = 200  # checkpoint every N steps (and always at the end); 0: only at the end
     keep: int = 2  # checkpoints kept (<= 0 keeps all)
     resume: str | None = None  # "latest" or a checkpoint folder
+    overwrite: bool = False  # replace a previous run in `out` (its own files only) / write into a non-empty folder
     stop_after: int | None = None  # stop after this many steps in this invocation (simulated preemption)
     max_minutes: float | None = None  # wall-clock budget; stops (and checkpoints) when spent
     log_every: int = 10  # steps between metrics records
@@ -76,9 +79,13 @@ class TrainConfig:
     zero_shot: list[str] = field(default_factory=list)  # class-folder / JSONL sets to evaluate
     templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))  # prompts with {class}
     eval_max_images: int | None = 500  # cap per evaluation set
-    export: str | None = None  # also write the final model here (save_pretrained folder)
+    export: str | None = None  # also write the final model here (save_pretrained folder); `overwrite` applies
     progress: bool = True  # tqdm progress bar
     model_overrides: dict[str, Any] = field(default_factory=dict)  # DualEncoderConfig field overrides
+
+
+# what a run writes at the top of its folder: the only names --overwrite deletes there
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "summary.json", "tensorboard")
 
 
 def param_groups(model: DualEncoder, weight_decay: float, lr: float, text_lr: float | None = None) -> list[dict]:
@@ -154,15 +161,15 @@ def load_checkpoint(folder: str | Path, model: DualEncoder, optimizer=None, sche
     folder = Path(folder)
     if not (folder / "trainer_state.json").is_file():
         raise FileNotFoundError(f"{folder} is not a training checkpoint (no trainer_state.json)")
-    weights = load_file(str(folder / "model" / "model.safetensors"))
+    weights = load_weights(folder / "model" / "model.safetensors")
     model.load_state_dict(weights)
     if optimizer is not None:
-        meta = json.loads((folder / "optimizer.json").read_text())
-        _optimizer_from_files(optimizer, load_file(str(folder / "optimizer.safetensors")), meta)
-    state = json.loads((folder / "trainer_state.json").read_text())
+        meta = read_json(folder / "optimizer.json")
+        _optimizer_from_files(optimizer, load_weights(folder / "optimizer.safetensors"), meta)
+    state = read_json(folder / "trainer_state.json")
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(load_file(str(folder / "rng.safetensors"))["torch"])
+    torch.set_rng_state(load_weights(folder / "rng.safetensors")["torch"])
     return state
 
 
@@ -236,6 +243,17 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     if cfg.accum_steps < 1 or cfg.steps < 1:
         raise ValueError(f"--accum-steps and --steps must be >= 1, got {cfg.accum_steps} and {cfg.steps}")
     out = Path(cfg.out)
+    # the output folders are checked before any work, so a bad --out costs seconds, not a training run
+    if cfg.resume == "latest" and latest_checkpoint(out) is None:
+        raise FileNotFoundError(f"--resume latest: no checkpoint under {out / 'checkpoints'}")
+    if cfg.resume and cfg.resume != "latest" and not (Path(cfg.resume) / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"--resume {cfg.resume}: not a training checkpoint (no trainer_state.json)")
+    claim_run_dir(accelerator, out, "contrastive-encoder train", RUN_OUTPUTS, resume=bool(cfg.resume),
+                  overwrite=cfg.overwrite, legacy=("checkpoints", "metrics.jsonl", "summary.json"))
+    if cfg.export:
+        check_save_target(cfg.export, cfg.overwrite, flag="--export")
+    for path in cfg.zero_shot:  # a set that cannot be evaluated fails now, not after the training time is spent
+        load_classification_set(path)
     torch.manual_seed(cfg.seed)
     overrides = dict(cfg.model_overrides)
     if cfg.image_size:
@@ -272,8 +290,6 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     start, history = 0, {}
     if cfg.resume:
         ckpt = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
-        if ckpt is None:
-            raise FileNotFoundError(f"--resume latest: no checkpoint under {out / 'checkpoints'}")
         state = load_checkpoint(ckpt, core, optimizer, scheduler)
         start = state["step"]
         skipped.update(state.get("skipped", {}))
@@ -281,7 +297,7 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
         accelerator.print(f"resumed from {ckpt} at step {start}")
     end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
 
-    logger = MetricsLogger(out, enabled=accelerator.is_main_process)
+    logger = MetricsLogger(out, enabled=accelerator.is_main_process, resume_step=start if cfg.resume else None)
     accelerator.print(
         f"model {mc.name}: {counts['trainable']:,} trainable / {counts['frozen']:,} frozen parameters "
         f"(vision trunk {counts['vision']:,}, text encoder {counts['text']:,}); {world} process(es), "
@@ -309,6 +325,7 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
         accelerator.wait_for_everyone()
 
     def checkpoint(step: int) -> None:
+        check_finite_weights(step, trainable, out)  # replicated weights: every process agrees
         if accelerator.is_main_process:
             extra = {"data": {"planner": planner.state_dict(), "positions": planner.positions(step)},
                      "skipped": dict(skipped), "history": history, "train_config": asdict(cfg)}
@@ -344,12 +361,19 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
         if cfg.agc > 0:
             adaptive_clip_grad(trunk_params, clip_factor=cfg.agc)
         grad_norm = accelerator.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        last_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+        try:
+            check_finite(step + 1, {"loss": last_loss}, float(grad_norm), out)
+        except NonFiniteLossError:
+            logger.log(step + 1, loss=last_loss, grad_norm=float(grad_norm), stopped="non-finite")
+            logger.close()
+            bar.close()
+            raise
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
         core.clamp_logit_scale()
         step += 1
-        last_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
         first_loss = last_loss if first_loss is None else first_loss
         history.setdefault("first_loss", last_loss)
         bar.update(1)
@@ -374,15 +398,14 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     if cfg.zero_shot and (step == end or cfg.max_minutes):
         evaluate(step)
     if cfg.export and accelerator.is_main_process:
-        core.save_pretrained(cfg.export)
+        core.save_pretrained(cfg.export, overwrite=cfg.overwrite)
     summary = {
         "step": step, "steps": cfg.steps, "first_loss": history.get("first_loss", first_loss), "last_loss": last_loss,
         "images_per_s": images / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "zero_shot": evals,
         "skipped": dict(skipped), "parameters": counts, "processes": world,
     }
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "summary.json").write_text(json.dumps(summary, indent=2))
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         zs = ", ".join(f"{k} {v['top1']:.1%}" for k, v in evals.items()) or "no zero-shot sets"
         accelerator.print(
             f"Trained {mc.name} for {step - start} steps (now at {step}/{cfg.steps}) in {elapsed:.0f} s "

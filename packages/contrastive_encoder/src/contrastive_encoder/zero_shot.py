@@ -8,14 +8,15 @@ contrastive-model evaluation (arXiv 2204.14198, appendix B.1.3, Flickr30K / COCO
 
 from __future__ import annotations
 
-import json
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from .data.jsonl import SkipCounter, read_jsonl, resolve_media_path
-from .data.sources import open_image
+from .data.sources import IMAGE_ERRORS, open_image
 from .model import DualEncoder
+from .readers import read_json
 from .transforms import EvalTransform
 
 __all__ = [
@@ -35,29 +36,56 @@ def _fill(template: str, name: str) -> str:
     return template.replace("{class}", name).replace("{}", name)
 
 
-def load_classification_set(path: str | Path) -> tuple[list[tuple[Path, int]], list[str]]:
+def _is_image(p: Path) -> bool:
+    return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+
+
+def _class_folders(path: Path) -> list[str]:
+    """The sub-folders of ``path`` that hold images; explains what is there when none does."""
+    subdirs = sorted(p for p in path.iterdir() if p.is_dir())
+    folders = [p.name for p in subdirs if any(_is_image(f) for f in p.iterdir())]
+    if folders:
+        return folders
+    loose = sum(1 for f in path.iterdir() if _is_image(f))
+    nested = [p.name for p in subdirs if any(q.is_dir() for q in p.iterdir())]
+    if nested:  # e.g. eval/colour holding train/ and val/, each a set of class folders
+        found = f"sub-folders {', '.join(nested)} that hold folders, not images (did you mean {path / nested[-1]}?)"
+    elif loose:
+        found = f"{loose} image{'s' if loose > 1 else ''} directly in it and no class folders"
+    else:
+        found = "no sub-folder holding images"
+    raise ValueError(f"{path}: expected one sub-folder of images per class (or a .jsonl set), found {found}")
+
+
+def load_classification_set(
+    path: str | Path, skipped: SkipCounter | None = None, strict: bool = False,
+) -> tuple[list[tuple[Path, int]], list[str]]:
     """Images and labels of a class-folder set (``<root>/<class>/*.png``) or a JSON Lines set
     (``{"image", "label"}``). Class order comes from a ``classes.json`` in the folder or its parent, else sorted.
 
+    Args:
+        path: the folder or the .jsonl file.
+        skipped / strict: the bad-row policy of ``read_jsonl`` for a JSON Lines set.
+
     Returns:
         ``[(image path, class index)]`` and the class names.
+
+    Raises:
+        ValueError: no class folders, fewer than 2 classes (top-1 over one class is always 100%), or no images.
     """
     path = Path(path)
     classes = None
     for candidate in (path / "classes.json", path.parent / "classes.json"):
         if candidate.is_file():
-            classes = [str(c) for c in json.loads(candidate.read_text())]
+            classes = [str(c) for c in read_json(candidate, expect=list)]
             break
     if path.is_dir():
-        folders = sorted(p.name for p in path.iterdir() if p.is_dir())
-        if not folders:
-            raise ValueError(f"{path}: expected one sub-folder per class, found none")
+        folders = _class_folders(path)
         classes = classes if classes and set(folders) <= set(classes) else folders
-        items = [
-            (f, classes.index(c)) for c in folders for f in sorted((path / c).iterdir()) if f.suffix.lower() in IMAGE_SUFFIXES
-        ]
+        items = [(f, classes.index(c)) for c in folders for f in sorted((path / c).iterdir()) if _is_image(f)]
     elif path.suffix == ".jsonl":
-        rows = list(read_jsonl(path, required=("image", "label")))
+        rows = list(read_jsonl(path, required=("image", "label"), strict=strict, skipped=skipped,
+                               types={"image": str, "label": (str, int)}))
         labels = sorted({str(r["label"]) for r in rows})
         classes = classes if classes and set(labels) <= set(classes) else labels
         items = [(resolve_media_path(r["image"], path.parent), classes.index(str(r["label"]))) for r in rows]
@@ -65,6 +93,9 @@ def load_classification_set(path: str | Path) -> tuple[list[tuple[Path, int]], l
         raise FileNotFoundError(f"classification set {path}: expected a folder of class folders or a .jsonl file")
     if not items:
         raise ValueError(f"{path}: no images found")
+    if len(classes) < 2:
+        raise ValueError(f"{path}: zero-shot classification needs at least 2 classes, found 1 ({classes[0]!r}); "
+                         f"expected one sub-folder of images per class (or a .jsonl set with several labels)")
     return items, classes
 
 
@@ -77,23 +108,25 @@ def build_classifier(model: DualEncoder, classnames: list[str], templates=DEFAUL
 
 
 @torch.no_grad()
-def _embed_images(model: DualEncoder, paths: list[Path], batch_size: int, skipped: SkipCounter, strict: bool):
+def _embed_images(model: DualEncoder, paths: list[Path], batch_size: int, skipped: SkipCounter, strict: bool,
+                  name: str | Path = "the set"):
     cfg = model.config
     transform = EvalTransform(cfg.image_size, cfg.image_mean, cfg.image_std)
     device = model.logit_scale.device
-    kept, chunks, batch, batch_idx = [], [], [], []
+    kept, chunks, batch, batch_idx, first_bad = [], [], [], [], None
     for i, p in enumerate(paths):
         try:
             batch.append(transform(open_image(p)))
             batch_idx.append(i)
-        except (OSError, ValueError, SyntaxError) as e:
+        except IMAGE_ERRORS as e:
             skipped.skip(f"unreadable image ({type(e).__name__})", str(p), strict)
+            first_bad = first_bad or f"{p}: {e.strerror if isinstance(e, OSError) and e.strerror else e}"
         if len(batch) == batch_size or (i == len(paths) - 1 and batch):
             chunks.append(model.encode_image(torch.stack(batch).to(device)).float())
             kept += batch_idx
             batch, batch_idx = [], []
     if not chunks:
-        raise ValueError("no readable images to evaluate")
+        raise ValueError(f"{name}: none of its {len(paths)} images is readable (first: {first_bad})")
     return torch.cat(chunks), kept
 
 
@@ -110,13 +143,13 @@ def zero_shot_classify(
     was_training = model.training
     model.eval()
     try:
-        items, classes = load_classification_set(path)
+        skipped = SkipCounter()
+        items, classes = load_classification_set(path, skipped, strict)
         if max_images is not None and len(items) > max_images:  # an even spread over classes, not the first ones
             step = len(items) / max_images
             items = [items[int(i * step)] for i in range(max_images)]
         classifier = build_classifier(model, classes, templates)
-        skipped = SkipCounter()
-        feats, kept = _embed_images(model, [p for p, _ in items], batch_size, skipped, strict)
+        feats, kept = _embed_images(model, [p for p, _ in items], batch_size, skipped, strict, path)
         labels = torch.tensor([items[i][1] for i in kept], device=feats.device)
         logits = feats @ classifier.T  # (N, C)
         topk = logits.topk(min(5, len(classes)), dim=-1).indices
@@ -131,25 +164,58 @@ def zero_shot_classify(
         model.train(was_training)
 
 
-def load_retrieval_set(path: str | Path, split: str = "test") -> tuple[list[Path], list[list[str]]]:
+def _karpathy_captions(path: Path, split: str, skipped: SkipCounter, strict: bool) -> dict[Path, list[str]]:
+    """Captions per image of one split of a Karpathy JSON; entries without a file name or captions are skipped."""
+    data = read_json(path)
+    images = data.get("images")
+    if not isinstance(images, list):
+        raise ValueError(f"{path}: expected a Karpathy-split JSON with an 'images' list")
+    splits = Counter(im["split"] for im in images if isinstance(im, dict) and isinstance(im.get("split"), str))
+    if splits and split not in splits:  # a typo or a file without that split must not evaluate training images
+        present = ", ".join(f"{s} ({n} images)" for s, n in sorted(splits.items()))
+        raise ValueError(f"{path}: no images in split '{split}'; its splits are {present}")
+    captions: dict[Path, list[str]] = {}
+    for i, im in enumerate(images):
+        if splits and (not isinstance(im, dict) or im.get("split") != split):
+            continue  # a file with no split field at all is one evaluation set
+        where = f"{path}: images[{i}]"
+        if not isinstance(im, dict) or not isinstance(im.get("filename"), str) or not im["filename"]:
+            skipped.skip("image entry without a 'filename' string", where, strict)
+            continue
+        sentences = im.get("sentences")
+        # Karpathy's files hold {"raw": ...} objects; plain strings are accepted too
+        texts = [s.get("raw") if isinstance(s, dict) else s for s in sentences] if isinstance(sentences, list) else []
+        texts = [t for t in texts if isinstance(t, str) and t.strip()]
+        if not texts:
+            skipped.skip("no captions ('sentences' as strings or objects with 'raw')", where, strict)
+            continue
+        file = resolve_media_path(str(Path(str(im.get("filepath") or "")) / im["filename"]), path.parent)
+        captions.setdefault(file, []).extend(texts)
+    return captions
+
+
+def load_retrieval_set(
+    path: str | Path, split: str = "test", skipped: SkipCounter | None = None, strict: bool = False,
+) -> tuple[list[Path], list[list[str]]]:
     """Images and their captions from JSON Lines (``{"image", "text": str | [str]}``; rows naming the same
-    image are merged) or a Karpathy COCO JSON (images of ``split``; all images if none has it)."""
+    image are merged) or a Karpathy COCO JSON (the images of ``split``; all of them if no image has a split).
+
+    Raises:
+        ValueError: a Karpathy file without images in ``split`` (the message lists its splits), or no images.
+    """
     path = Path(path)
+    skipped = skipped if skipped is not None else SkipCounter()
     captions: dict[Path, list[str]] = {}
     if path.suffix == ".jsonl":
-        for row in read_jsonl(path, required=("image", "text")):
+        for row in read_jsonl(path, required=("image", "text"), strict=strict, skipped=skipped,
+                              types={"image": str, "text": (str, [str])}):
             texts = row["text"] if isinstance(row["text"], list) else [row["text"]]
-            captions.setdefault(resolve_media_path(row["image"], path.parent), []).extend(map(str, texts))
+            captions.setdefault(resolve_media_path(row["image"], path.parent), []).extend(texts)
     elif path.suffix == ".json":
-        data = json.loads(path.read_text())
-        if "images" not in data:
-            raise ValueError(f"{path}: expected a Karpathy-split JSON with an 'images' list")
-        images = [im for im in data["images"] if im.get("split") == split] or data["images"]
-        for im in images:
-            file = resolve_media_path(str(Path(im.get("filepath", "")) / im["filename"]), path.parent)
-            captions.setdefault(file, []).extend(s["raw"] for s in im["sentences"])
+        captions = _karpathy_captions(path, split, skipped, strict)
     else:
         raise ValueError(f"retrieval set {path}: expected a .jsonl or Karpathy .json file")
+    captions = {p: c for p, c in captions.items() if c}
     if not captions:
         raise ValueError(f"{path}: no images with captions")
     return list(captions), list(captions.values())
@@ -158,25 +224,26 @@ def load_retrieval_set(path: str | Path, split: str = "test") -> tuple[list[Path
 @torch.no_grad()
 def retrieval_recall(
     model: DualEncoder, path: str | Path, ks=(1, 5, 10), batch_size: int = 64, max_images: int | None = None,
-    split: str = "test",
+    split: str = "test", strict: bool = False,
 ) -> dict[str, float]:
     """Image->text and text->image recall@K; an image query is right if any of its captions is in the top K.
 
     Returns:
-        ``{"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", ..., "images", "captions"}``.
+        ``{"i2t_r1", "i2t_r5", "i2t_r10", "t2i_r1", ..., "images", "captions", "skipped"}``.
     """
     was_training = model.training
     model.eval()
     try:
-        paths, caps = load_retrieval_set(path, split)
+        skipped = SkipCounter()
+        paths, caps = load_retrieval_set(path, split, skipped, strict)
         if max_images is not None:
             paths, caps = paths[:max_images], caps[:max_images]
-        img, kept = _embed_images(model, paths, batch_size, SkipCounter(), strict=False)
+        img, kept = _embed_images(model, paths, batch_size, skipped, strict, path)
         texts = [t for i in kept for t in caps[i]]
         owner = torch.tensor([j for j, i in enumerate(kept) for _ in caps[i]], device=img.device)  # caption->image
         txt = model.encode_captions(texts).to(img.device)
         sims = img @ txt.T  # (N_img, N_txt)
-        out: dict[str, float] = {"images": len(kept), "captions": len(texts)}
+        out: dict[str, float] = {"images": len(kept), "captions": len(texts), "skipped": sum(skipped.values())}
         for k in ks:
             top_txt = sims.topk(min(k, sims.shape[1]), dim=1).indices  # (N_img, k)
             out[f"i2t_r{k}"] = (owner[top_txt] == torch.arange(len(kept), device=img.device)[:, None]).any(1).float().mean().item()

@@ -20,9 +20,11 @@ from PIL import Image
 
 from .jsonl import SkipCounter, read_jsonl, resolve_media_path
 
-__all__ = ["HFPairs", "JsonlPairs", "PairSource", "TarPairs", "open_image", "open_source"]
+__all__ = ["IMAGE_ERRORS", "HFPairs", "JsonlPairs", "PairSource", "TarPairs", "open_image", "open_source"]
 
 IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp")
+# what a missing, truncated, corrupt or oversized image raises while ``open_image`` decodes it
+IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, KeyError, EOFError)
 TEXT_EXTS = ("txt", "text", "caption")
 
 
@@ -71,11 +73,12 @@ class JsonlPairs(PairSource):
         self.name = str(self.path)
         base = self.path.parent
         self.items: list[tuple[str, str, int]] = []
-        rows = read_jsonl(self.path, required=(image_key, text_key), strict=strict, skipped=skipped)
+        rows = read_jsonl(self.path, required=(image_key, text_key), strict=strict, skipped=skipped,
+                          types={image_key: str, text_key: (str, [str])})
         for lineno, row in enumerate(rows, 1):
             texts = row[text_key] if isinstance(row[text_key], list) else [row[text_key]]
             image = str(resolve_media_path(row[image_key], base))
-            self.items += [(image, str(t), lineno) for t in texts if str(t).strip()]
+            self.items += [(image, t, lineno) for t in texts if t.strip()]
         if not self.items:
             raise ValueError(f"{self.path}: no usable image-text rows (expected keys '{image_key}', '{text_key}')")
 
