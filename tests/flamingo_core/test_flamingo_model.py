@@ -134,7 +134,7 @@ def test_trained_with_five_images_runs_with_thirty_two():
     set_gates(model, 1.0)
     shots = []
     for i in range(32):
-        shots += [random_image(100 + i), f"Output: shape {i}<EOC>"]
+        shots += [random_image(100 + i), f"shape {i}<EOC>"]  # short: 33 images fit the tiny LM's 512 positions
     enc = model.processor([shots + [random_image(999), "Output:"]])
     assert int(enc["media_mask"].sum()) == 33
     logits = model(**enc).logits
@@ -160,7 +160,7 @@ def test_save_load_roundtrip(tmp_path):
     expected = model(**enc).logits
     model.save_pretrained(tmp_path / "m")
     saved = set((tmp_path / "m").iterdir())
-    assert {p.name for p in saved} == {"config.json", "model.safetensors"}
+    assert {p.name for p in saved} == {"config.json", "model.safetensors", ".written.json"}  # + the manifest
     from safetensors.torch import load_file
 
     keys = set(load_file(str(tmp_path / "m" / "model.safetensors")))

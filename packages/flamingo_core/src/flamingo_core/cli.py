@@ -7,6 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
+from contrastive_encoder.argtypes import (
+    OneLineParser,
+    non_negative_int,
+    positive_float,
+    positive_fraction,
+    positive_int,
+)
+
 __all__ = ["main"]
 
 
@@ -14,20 +22,22 @@ class UserError(Exception):
     """An expected mistake in the command line: printed as one line, exit code 2."""
 
 
+
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="saved Flamingo folder (save_pretrained) or a preset name")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    p.add_argument("--max-new-tokens", type=int, default=30, help="most tokens generated per answer")
-    p.add_argument("--num-beams", type=int, default=3, help="beam search width (the paper uses 3); 1 = greedy")
+    p.add_argument("--max-new-tokens", type=positive_int, default=30, help="most tokens generated per answer")
+    p.add_argument("--num-beams", type=positive_int, default=3,
+                   help="beam search width (the paper uses 3); 1 = greedy")
     p.add_argument("--sample", action="store_true", help="sample instead of beam search / greedy")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature")
-    p.add_argument("--top-k", type=int, default=0, help="sample from the k most likely tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling threshold")
+    p.add_argument("--temperature", type=positive_float, default=1.0, help="sampling temperature (> 0)")
+    p.add_argument("--top-k", type=non_negative_int, default=0, help="sample from the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=positive_fraction, default=1.0, help="nucleus sampling threshold in (0, 1]")
     p.add_argument("--seed", type=int, default=0, help="seed for sampling")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="flamingo", description="Flamingo visual language model")
+    parser = OneLineParser(prog="flamingo", description="Flamingo visual language model")
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="generate text for a prompt with images")
     _add_model_args(gen)
@@ -42,36 +52,43 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).splitlines() or [type(e).__name__])[0]
+
+
 def load_model(name: str, device: str):
     import torch
 
+    from .config import load_config
     from .flamingo import Flamingo, create_model
 
     try:
         if Path(name).is_dir():
             model = Flamingo.from_pretrained(name)
         else:
+            config = load_config(name)  # an unknown name fails here, before the note
             print(f"note: '{name}' is not a saved model folder; building preset '{name}' with untrained "
                   "Flamingo layers", file=sys.stderr)
-            model = create_model(name)
-    except ValueError as e:
-        raise UserError(str(e)) from e
+            model = create_model(config)
+    except ValueError as e:  # the readers' CorruptFileError and PretrainedError name the file / the model
+        raise UserError(_first_line(e)) from e
+    except OSError as e:
+        raise UserError(f"cannot load model '{name}': {_first_line(e)}") from e
     try:
         return model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError) as e:
-        raise UserError(f"cannot use device '{device}': {str(e).splitlines()[0]}") from e
+        raise UserError(f"cannot use device '{device}': {_first_line(e)}") from e
 
 
 def load_image(path: str):
-    from PIL import Image, UnidentifiedImageError
+    """Open an image as the training data loader does (``data.media.load_image``: decompression bombs refused)."""
+    from .data.media import MediaError
+    from .data.media import load_image as decode
 
     try:
-        with Image.open(path) as im:
-            return im.convert("RGB")
-    except FileNotFoundError as e:
-        raise UserError(f"image file not found: {path}") from e
-    except (UnidentifiedImageError, OSError) as e:
-        raise UserError(f"cannot read image {path}: {e}") from e
+        return decode(path)
+    except MediaError as e:
+        raise UserError(str(e)) from e
 
 
 def build_items(prompt: str, images: list, media_token: str) -> list:
@@ -88,17 +105,23 @@ def build_items(prompt: str, images: list, media_token: str) -> list:
 
 
 def answer(model, items: list, args) -> str:
+    """One reply to an interleaved prompt. A prompt the model cannot take (``<image>`` markers without their
+    images, longer than the LM's context with ``--max-new-tokens``) is a ``UserError``: the processor and
+    ``generate`` check it and say why."""
     import torch
 
     processor = model.processor
-    enc = processor([items], padding_side="left")
-    gen = torch.Generator(device=model.device).manual_seed(args.seed)
-    out = model.generate(
-        enc["input_ids"], enc["attention_mask"], enc["media"], media_mask=enc["media_mask"],
-        media_frame_mask=enc["media_frame_mask"], max_new_tokens=args.max_new_tokens,
-        num_beams=1 if args.sample else args.num_beams, do_sample=args.sample, temperature=args.temperature,
-        top_k=args.top_k, top_p=args.top_p, generator=gen,
-    )
+    try:
+        enc = processor([items], padding_side="left")
+        gen = torch.Generator(device=model.device).manual_seed(args.seed)
+        out = model.generate(
+            enc["input_ids"], enc["attention_mask"], enc["media"], media_mask=enc["media_mask"],
+            media_frame_mask=enc["media_frame_mask"], max_new_tokens=args.max_new_tokens,
+            num_beams=1 if args.sample else args.num_beams, do_sample=args.sample, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, generator=gen,
+        )
+    except ValueError as e:
+        raise UserError(_first_line(e)) from e
     return processor.decode(out)[0].strip()
 
 
@@ -110,6 +133,9 @@ def run_generate(args) -> int:
 
 
 def run_chat(args, stdin=None) -> int:
+    """A terminal dialogue. A bad image or a turn the model cannot take prints one error line and the
+    conversation goes on without it: a turn past the LM's context is refused (not silently cut), /reset frees
+    the context."""
     stdin = stdin or sys.stdin
     model = load_model(args.model, args.device)
     eoc = model.config.eoc_token
@@ -134,9 +160,13 @@ def run_chat(args, stdin=None) -> int:
                 continue
             print(f"(image {sum(not isinstance(h, str) for h in history)} loaded: {path})", flush=True)
             continue
-        history.append(f"{args.user_prefix} {line} {args.assistant_prefix}")
-        reply = answer(model, history, args)
-        history.append(f" {reply}{eoc}")
+        turn = f"{args.user_prefix} {line} {args.assistant_prefix}"
+        try:
+            reply = answer(model, [*history, turn], args)
+        except UserError as e:
+            print(f"error: {e}; this turn was not added (/reset starts over)", flush=True)
+            continue
+        history += [turn, f" {reply}{eoc}"]
         print(f"{args.assistant_prefix} {reply}", flush=True)
     return 0
 
@@ -154,7 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "train":
         return run_train(argv[1:])
-    args = parse_args(argv)
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # argparse has printed its one line (or --help); return its code like the others
+        return int(e.code or 0)
     try:
         if args.command == "generate":
             return run_generate(args)

@@ -7,7 +7,6 @@ XATTN-DENSE block before every layer of the 3B model, every 4th of the 9B and ev
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
@@ -19,7 +18,7 @@ PRESET_DIR = Path(__file__).parent / "presets"
 @dataclass
 class FlamingoConfig:
     lm: str = "smollm2-135m"  # frozen causal LM: packaged short name, local folder or hub id
-    lm_config: dict | None = None  # instead of `lm`: a transformers config dict (with model_type), random init
+    lm_config: dict | None = None  # instead of `lm`: a transformers config dict, random init; an `lm` override drops it
     lm_seed: int = 0  # seed of the random LM built from `lm_config`
     tokenizer: str | None = None  # tokenizer name; None = the LM's; "byte" = built-in byte-level tokenizer
     vision_encoder: str = "nano-minilm"  # contrastive_encoder preset or checkpoint folder; "conv-tiny" = test stem
@@ -67,8 +66,31 @@ def list_models() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.json"))
 
 
+# Fields chosen for one particular LM: a preset's random `lm_config` and the tokenizer it pairs with it. An
+# explicit `lm` replaces that LM, so they go back to their defaults (None: the named LM and its own tokenizer).
+_LM_SPECIFIC = ("lm_config", "tokenizer")
+
+
+def _apply_lm_override(d: dict, overrides: dict) -> dict:
+    """Honour an explicit ``lm`` that differs from the config's: drop what belonged to the config's own LM
+    (``_LM_SPECIFIC``, unless also given), so the named LM is built with its own tokenizer and the config, saved
+    later, describes what was built (the tiny preset's inline ``lm_config`` would otherwise win silently)."""
+    lm = overrides.get("lm")
+    if lm is None or lm == d.get("lm"):
+        return d
+    defaults = {f.name: f.default for f in fields(FlamingoConfig) if f.name in _LM_SPECIFIC}
+    return {**d, **{k: v for k, v in defaults.items() if k not in overrides}}
+
+
 def load_config(name_or_path: str | Path | FlamingoConfig, **overrides) -> FlamingoConfig:
-    """A preset name, a JSON file, a saved model folder (its config.json) or a config -> FlamingoConfig."""
+    """A preset name, a JSON file, a saved model folder (its config.json) or a config -> FlamingoConfig.
+
+    ``overrides`` replace fields; an ``lm`` override replaces the LM with everything that belonged to the old
+    one (``_apply_lm_override``). A file that is not JSON or holds a bad config raises ``ValueError`` naming it.
+    """
+    from contrastive_encoder.readers import CorruptFileError, read_json
+
+    path = None
     if isinstance(name_or_path, FlamingoConfig):
         d = name_or_path.to_dict()
     else:
@@ -82,9 +104,16 @@ def load_config(name_or_path: str | Path | FlamingoConfig, **overrides) -> Flami
                 f"unknown Flamingo model '{name_or_path}': not a preset ({', '.join(list_models())}), "
                 "a JSON file or a folder with config.json"
             )
-        d = json.loads(path.read_text())
+        d = read_json(path)
         if "flamingo" in d:  # a saved model: the config nests under "flamingo"
             d = d["flamingo"]
+            if not isinstance(d, dict):
+                raise CorruptFileError(f"{path}: 'flamingo' must be a JSON object of FlamingoConfig fields")
             d.setdefault("doc_start_token", None)  # saved before the field existed: trained without a start token
+        try:
+            FlamingoConfig.from_dict(d)
+        except (TypeError, ValueError) as e:  # wrong field names or values in the file, not in the overrides
+            raise CorruptFileError(f"{path}: not a valid Flamingo config ({e})") from e
+    d = _apply_lm_override(d, overrides)
     d.update(overrides)
     return FlamingoConfig.from_dict(d)

@@ -150,6 +150,16 @@ class Flamingo(nn.Module):
         return self.perceiver.latents.device
 
     @property
+    def context_length(self) -> int | None:
+        """The frozen LM's positions, prompt and generated tokens together (``max_position_embeddings``, GPT-2's
+        ``n_positions``); None when its config names none."""
+        for name in ("max_position_embeddings", "n_positions"):
+            value = getattr(self.lm.config, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    @property
     def stop_token_ids(self) -> list[int]:
         ids = [self.eoc_token_id]
         eos = self.tokenizer.eos_token_id
@@ -389,8 +399,12 @@ class Flamingo(nn.Module):
         return score_continuations(self, prefix_ids, continuations, media, **kwargs)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write ``config.json`` (names the LM, vision encoder, tokens) and the trained weights only."""
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
+        """Write ``config.json`` (names the LM, vision encoder, tokens) and the trained weights only.
+
+        ``directory`` may be missing, empty or a previous save (replaced atomically); a folder with other files
+        is refused unless ``overwrite`` (``contrastive_encoder.outputs.atomic_save_dir``).
+        """
         from safetensors.torch import save_file
 
         from contrastive_encoder.outputs import atomic_save_dir
@@ -404,7 +418,7 @@ class Flamingo(nn.Module):
             "vision_encoder_identifier": getattr(self.vision_encoder, "identifier", None),
         }
         weights = {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}
-        with atomic_save_dir(directory) as tmp:
+        with atomic_save_dir(directory, overwrite=overwrite, by="Flamingo.save_pretrained") as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         return directory
@@ -413,25 +427,33 @@ class Flamingo(nn.Module):
     def from_pretrained(
         cls, directory: str | Path, lm=None, vision_encoder=None, tokenizer=None, **overrides
     ) -> Flamingo:
-        """Rebuild a saved model: the frozen parts from the names in its config (or the ones given)."""
-        from safetensors.torch import load_file
+        """Rebuild a saved model: the frozen parts from the names in its config (or the ones given).
+
+        A config that is not JSON, or weights that are truncated or do not fit the config, raise ``ValueError``
+        naming the file (``contrastive_encoder.readers``); both are read before the frozen parts are built.
+        """
+        from contrastive_encoder.readers import load_weights, read_json
 
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
             raise ValueError(f"{directory} is not a saved Flamingo model: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
-        meta = json.loads((directory / CONFIG_NAME).read_text())
+        meta = read_json(directory / CONFIG_NAME)
+        weights = load_weights(directory / WEIGHTS_NAME)
         model = create_model(load_config(directory, **overrides), lm=lm, vision_encoder=vision_encoder,
                              tokenizer=tokenizer)
         saved_ids = meta.get("added_tokens", {})
         got = {model.config.media_token: model.media_token_id, model.config.eoc_token: model.eoc_token_id}
         if saved_ids and saved_ids != got:
             raise ValueError(f"tokenizer gives the added tokens ids {got} but the model was saved with {saved_ids}")
-        weights = load_file(str(directory / WEIGHTS_NAME))
-        expected = set(model.trainable_state_dict())
-        missing, unexpected = sorted(expected - set(weights)), sorted(set(weights) - expected)
-        if missing or unexpected:
-            raise ValueError(f"{directory / WEIGHTS_NAME} does not match the config: missing {missing[:5]}, "
-                             f"unexpected {unexpected[:5]}")
+        expected = model.trainable_state_dict()
+        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+        reshaped = sorted(k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
+        if missing or unexpected or reshaped:
+            detail = [f"{label} {names[:5]}" for label, names in (("missing", missing), ("unexpected", unexpected))
+                      if names]
+            detail += [f"{k} is {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}" for k in reshaped[:3]]
+            raise ValueError(f"{directory / WEIGHTS_NAME} does not match {directory / CONFIG_NAME}: "
+                             + "; ".join(detail))
         model.load_state_dict(weights, strict=False)
         return model
 

@@ -18,7 +18,7 @@ from transformers import DynamicCache
 
 from .lm_adapter import MediaContext
 
-__all__ = ["ContinuationScores", "generate", "score_continuations"]
+__all__ = ["ContinuationScores", "check_context", "generate", "score_continuations"]
 
 
 class ContinuationScores(NamedTuple):
@@ -135,6 +135,29 @@ def _pad_outputs(seqs: list[list[int]], pad_id: int, device) -> torch.Tensor:
     return out
 
 
+def check_context(model, prompt_len: int, extra: int, what: str) -> None:
+    """Refuse a sequence longer than the frozen LM's positions (``Flamingo.context_length``): past them a LM
+    with learned positions fails and a rotary one writes garbage, with no error either way."""
+    limit = getattr(model, "context_length", None)
+    if limit is not None and prompt_len + extra > limit:
+        raise ValueError(f"a prompt of {prompt_len} tokens + {extra} {what} exceeds the language model's "
+                         f"context of {limit} tokens")
+
+
+def _check_decoding_args(max_new_tokens: int, min_new_tokens: int, num_beams: int, do_sample: bool,
+                         temperature: float, top_k: int, top_p: float) -> None:
+    if max_new_tokens < 0 or min_new_tokens < 0:
+        raise ValueError(f"max_new_tokens and min_new_tokens must be >= 0, got {max_new_tokens}, {min_new_tokens}")
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
+    if do_sample and not temperature > 0:
+        raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
+    if top_k < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = all tokens), got {top_k}")
+    if not 0 < top_p <= 1:  # top_p 0 keeps no token: multinomial on an all -inf row
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -183,8 +206,8 @@ def generate(
     attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
     if attention_mask.shape != input_ids.shape:
         raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
-    if num_beams < 1 or max_new_tokens < 0:
-        raise ValueError("num_beams must be >= 1 and max_new_tokens >= 0")
+    _check_decoding_args(max_new_tokens, min_new_tokens, num_beams, do_sample, temperature, top_k, top_p)
+    check_context(model, input_ids.shape[1], max_new_tokens, "new tokens (max_new_tokens)")
     stop = torch.tensor(stop_token_ids or model.stop_token_ids, device=device)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else int(stop[0])
     media_args = {"media": media, "media_mask": media_mask, "media_frame_mask": media_frame_mask,
@@ -309,6 +332,7 @@ def score_continuations(
     if prefix.shape[1] == 0:
         raise ValueError("prefix_ids must hold at least one token (e.g. BOS)")
     conts = [torch.as_tensor(c, dtype=torch.long).reshape(-1).tolist() for c in continuations]
+    check_context(model, prefix.shape[1], max((len(c) for c in conts), default=0), "continuation tokens")
     mask = torch.ones_like(prefix)
     visual = _media_visual(
         model, media, None if media_mask is None else media_mask.to(device),

@@ -33,6 +33,7 @@ from flamingo_core.data.loader import IGNORE_INDEX
 __all__ = [
     "DEFAULT_WEIGHTS",
     "DatasetMixture",
+    "EmptySourceError",
     "SourceLoss",
     "accumulate_gradients",
     "flamingo_logits",
@@ -216,44 +217,70 @@ def accumulate_gradients(
     return out
 
 
+class EmptySourceError(ValueError):
+    """A source gave no readable sample in a bounded number of draws; the message names it and why."""
+
+
 class DatasetMixture:
     """Named, weighted, endless batch iterators; ``next()`` gives one batch per source with weight > 0.
 
     A batch whose samples were all corrupt is replaced by the source's last good batch with every label
-    masked (zero loss, zero gradient), so every process still runs the same forward/backward sequence.
+    masked (zero loss, zero gradient), so every process still runs the same forward/backward sequence. A source
+    that has not yet given one good batch is read on, but at most ``max_bad_draws`` batches: then it has no
+    usable data (every sample missing or corrupt) and ``EmptySourceError`` stops the run instead of a loop
+    that never ends.
 
     Args:
         loaders: source name -> endless iterable of collated batches.
         weights: source name -> lambda.
         on_skip: called with each SkippedSample (counting / logging).
+        max_bad_draws: source name (or all) -> batches without a good sample after which the source is given up.
     """
 
     def __init__(self, loaders: Mapping[str, Any], weights: Mapping[str, float],
-                 on_skip: Callable[[Any], None] | None = None):
+                 on_skip: Callable[[Any], None] | None = None, max_bad_draws: int | Mapping[str, int] = 256):
         self.loaders = dict(loaders)
         self.weights = {n: float(weights.get(n, 0.0)) for n in self.loaders}
         self.active = [n for n in self.loaders if self.weights[n] > 0]
         self.on_skip = on_skip
+        self.max_bad_draws = ({n: int(max_bad_draws.get(n, 256)) for n in self.loaders}
+                              if isinstance(max_bad_draws, Mapping) else dict.fromkeys(self.loaders, int(max_bad_draws)))
         self._iters: dict[str, Iterator] = {}
         self._last_good: dict[str, dict[str, Any]] = {}
+        self._first_skip: dict[str, Any] = {}
+        self._skipped_where: dict[str, set[str]] = {}  # distinct samples skipped, until a good batch
 
     def _next(self, name: str) -> dict[str, Any]:
         if name not in self._iters:
             self._iters[name] = iter(self.loaders[name])
         batch = next(self._iters[name])
         for s in batch.get("skipped", ()):
+            self._first_skip.setdefault(name, s)
+            if name not in self._last_good:
+                self._skipped_where.setdefault(name, set()).add(s.where)
             if self.on_skip is not None:
                 self.on_skip(s)
         return batch
+
+    def _no_good_batch(self, name: str, draws: int) -> EmptySourceError:
+        first = self._first_skip.get(name)
+        example = f" (first: {first.where}: {first.reason})" if first is not None else ""
+        return EmptySourceError(
+            f"training source {name!r} gave no readable sample in {draws} batches: all "
+            f"{len(self._skipped_where.get(name, ()))} distinct samples drawn were skipped{example}; fix the data, "
+            f"or give --weights {name}=0 to train without it")
 
     def next(self) -> dict[str, dict[str, Any]]:
         out = {}
         for name in self.active:
             batch = self._next(name)
             if "input_ids" not in batch:
-                fallback = self._last_good.get(name)
-                while fallback is None:  # nothing good seen yet on this source: read on until something is
+                fallback, draws = self._last_good.get(name), 1
+                while fallback is None:  # nothing good seen yet on this source: read on, a bounded number of times
+                    if draws >= self.max_bad_draws[name]:
+                        raise self._no_good_batch(name, draws)
                     b = self._next(name)
+                    draws += 1
                     fallback = b if "input_ids" in b else None
                 batch = dict(fallback, labels=torch.full_like(fallback["labels"], IGNORE_INDEX), meta=[])
             else:

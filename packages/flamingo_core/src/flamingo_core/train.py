@@ -34,6 +34,20 @@ from typing import Any
 
 import torch
 
+from contrastive_encoder.argtypes import (
+    OneLineParser,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from contrastive_encoder.nonfinite import (
+    EXIT_NONFINITE,
+    NonFiniteLossError,
+    check_finite,
+    check_finite_weights,
+)
 from flamingo_core.data import EOC, IGNORE_INDEX, FlamingoCollator, build_source, make_loader
 from flamingo_core.mixture import (
     DEFAULT_WEIGHTS,
@@ -63,12 +77,8 @@ __all__ = [
 
 SOURCE_KINDS = {"m3w": "interleaved", "ltip": "pairs", "align": "pairs", "vtp": "video"}
 MAX_TOKENS = {"interleaved": 256, "pairs": 64, "video": 32}  # paper: 256 for M3W; 32 for VTP
-EXIT_NONFINITE = 3
-
-
-class NonFiniteLossError(RuntimeError):
-    """Raised (and turned into exit code 3 by ``main``) when a step's loss or gradient norm is NaN/inf."""
-
+# what a run writes at the top of its folder: the only names --overwrite deletes there
+RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "model", "tensorboard")
 
 @dataclass
 class TrainConfig:
@@ -111,6 +121,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers per source
     strict: bool = False  # raise on the first corrupt sample instead of skipping it
     resume: str | None = None  # 'latest' or a checkpoint folder
+    overwrite: bool = False  # replace a previous run in `out` (its own files only) / write into a non-empty folder
     save_every: int = 200  # checkpoint every N steps (and at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept (0 = all)
     eval_every: int = 200  # held-out loss + sample captions every N steps (0 = only at start and end)
@@ -282,7 +293,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: Tr
         state = {"step": step, "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
                  "world_size": accelerator.num_processes, "config": asdict(cfg), **extra}
         path = checkpoint_dir(cfg.out, step)
-        with atomic_save_dir(path) as tmp:
+        with atomic_save_dir(path, overwrite=True, by="flamingo train") as tmp:  # inside the run's own folder
             save_file(weights, str(tmp / "trained.safetensors"))
             if opt_state is not None:
                 torch.save(opt_state, tmp / "optimizer.pt")
@@ -534,6 +545,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
 
     from contrastive_encoder.data.jsonl import SkipCounter
     from contrastive_encoder.logging_utils import MetricsLogger
+    from contrastive_encoder.outputs import claim_run_dir
 
     t_start = time.monotonic()
     if accelerator is None:
@@ -558,6 +570,9 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
                                 "with contrastive_encoder, or pass --vision-encoder <folder or preset>)")
     if cfg.resume:
         resolve_resume(cfg.resume, cfg.out)
+    # before loading any model: a bad --out costs seconds, not a training run
+    claim_run_dir(accelerator, cfg.out, "flamingo train", RUN_OUTPUTS, resume=bool(cfg.resume),
+                  overwrite=cfg.overwrite, legacy=("checkpoints", "metrics.jsonl"))
 
     if model is None:
         from flamingo_core.config import load_config
@@ -622,8 +637,11 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         if cfg.progress and skipped[s.reason] <= 3:
             accelerator.print(f"skipped sample: {s.where}")
 
-    mixture = DatasetMixture(loaders, weights, on_skip=on_skip)
-    logger = MetricsLogger(cfg.out, enabled=accelerator.is_main_process)
+    # a source with no good sample in about one pass over its data has none: stop instead of reading forever
+    bad_draws = {n: min(256, max(8, math.ceil(len(src) / batch_sizes[n]))) for n, src in sources.items()}
+    mixture = DatasetMixture(loaders, weights, on_skip=on_skip, max_bad_draws=bad_draws)
+    logger = MetricsLogger(cfg.out, enabled=accelerator.is_main_process,
+                           resume_step=start_step if cfg.resume else None)
     trained = [p for p in unwrapped.parameters() if p.requires_grad]
 
     def evaluate(step: int) -> dict[str, Any]:
@@ -648,6 +666,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         return out
 
     def checkpoint(step: int) -> None:
+        check_finite_weights(step, trained, cfg.out,
+                             reduce=(lambda t: accelerator.reduce(t, reduction="sum")) if world > 1 else None)
         save_checkpoint(accelerator, model, optimizer, scheduler, step, cfg,
                         _extra(sources, loaders, step, skipped, last), trained_names)
 
@@ -668,17 +688,12 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
             stopped = "max_minutes"
             break
         per_source, total, grad_norm = result.losses, result.loss, result.grad_norm
-        if not result.finite:
-            from contrastive_encoder.checkpoint import latest_checkpoint
-
+        if not result.finite:  # train_step did not apply the update
             if progress is not None:
                 progress.close()
-            logger.log(step, loss=total, grad_norm=grad_norm, stopped="non-finite")
+            logger.log(step + 1, loss=total, grad_norm=grad_norm, stopped="non-finite")
             logger.close()
-            bad = ", ".join(f"{n}={v:.4g}" for n, v in per_source.items())
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} ({bad}; grad norm {grad_norm:.4g}): stopped before the "
-                f"update; last good checkpoint: {latest_checkpoint(cfg.out) or 'none'} (resume with --resume latest)")
+            check_finite(step + 1, {**per_source, "weighted sum": total}, grad_norm, cfg.out)
         step += 1
         last = per_source
         if progress is not None:
@@ -700,7 +715,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     final = evaluate(step) if cfg.final_eval else {}
     model_dir = None
     if accelerator.is_main_process and hasattr(unwrapped, "save_pretrained") and not fsdp:
-        model_dir = str(unwrapped.save_pretrained(Path(cfg.out) / "model"))
+        # the run's own folder (claimed at the start), so an earlier run's model/ there is replaced
+        model_dir = str(unwrapped.save_pretrained(Path(cfg.out) / "model", overwrite=True))
     accelerator.wait_for_everyone()
     logger.close()
     summary = (f"trained {step - start_step} steps ({stopped}) in {(time.monotonic() - t_start) / 60:.1f} min; "
@@ -730,7 +746,7 @@ def _extra(sources, loaders, step: int, skipped, last) -> dict[str, Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="flamingo train", description="Train Flamingo's resampler and cross-attention "
+    p = OneLineParser(prog="flamingo train", description="Train Flamingo's resampler and cross-attention "
                                 "on the weighted M3W / LTIP / ALIGN / VTP mixture.")
     p.add_argument("--data", default=d.data, help="ShapesWorld root with m3w/ ltip/ align/ vtp/ (docs/formats.md)")
     p.add_argument("--source", dest="sources", action="append", default=[], metavar="NAME=KIND:SPEC",
@@ -744,19 +760,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vision-encoder", default=d.vision_encoder,
                    help="frozen vision encoder: the stage-1 export folder or a preset ('' = the preset's)")
     p.add_argument("--lm", default=None, help="frozen causal LM name or folder (default: the preset's)")
-    p.add_argument("--batch-size", type=int, default=d.batch_size,
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="samples per process per step for image-text pairs; M3W gets a quarter, VTP half")
     p.add_argument("--batch-sizes", default=None, help="per-source batch sizes NAME=N,... (e.g. m3w=2,vtp=4)")
-    p.add_argument("--lr", type=float, default=d.lr, help="peak learning rate after warm-up")
-    p.add_argument("--gate-lr-mult", type=float, default=d.gate_lr_mult,
+    p.add_argument("--lr", type=positive_float, default=d.lr, help="peak learning rate after warm-up")
+    p.add_argument("--gate-lr-mult", type=positive_float, default=d.gate_lr_mult,
                    help="learning rate of the tanh gates as a multiple of --lr")
-    p.add_argument("--resampler-lr-mult", type=float, default=d.resampler_lr_mult,
+    p.add_argument("--resampler-lr-mult", type=positive_float, default=d.resampler_lr_mult,
                    help="learning rate of the Perceiver Resampler as a multiple of --lr")
-    p.add_argument("--warmup-steps", type=int, default=d.warmup_steps, help="linear warm-up steps")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW decay on cross-attention matrices")
-    p.add_argument("--grad-clip", type=float, default=d.grad_clip, help="max global gradient norm (0 = no clipping)")
-    p.add_argument("--max-steps", type=int, default=d.max_steps, help="optimizer steps")
-    p.add_argument("--max-minutes", type=float, default=d.max_minutes,
+    p.add_argument("--warmup-steps", type=non_negative_int, default=d.warmup_steps, help="linear warm-up steps")
+    p.add_argument("--weight-decay", type=non_negative_float, default=d.weight_decay, help="AdamW decay on cross-attention matrices")
+    p.add_argument("--grad-clip", type=non_negative_float, default=d.grad_clip, help="max global gradient norm (0 = no clipping)")
+    p.add_argument("--max-steps", type=non_negative_int, default=d.max_steps, help="optimizer steps")
+    p.add_argument("--max-minutes", type=non_negative_float, default=d.max_minutes,
                    help="stop training after this many minutes from start (0 = no limit)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16"], default=d.precision,
                    help="bf16 autocast with fp32 parameters; auto = bf16 on GPUs that support it")
@@ -765,20 +781,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ZeRO-1 optimizer-state sharding (auto: on with more than one process)")
     p.add_argument("--cpu", action="store_true", help="train on CPU even if a GPU is present")
     p.add_argument("--seed", type=int, default=d.seed, help="seed of data order and initialisation")
-    p.add_argument("--num-workers", type=int, default=d.num_workers, help="DataLoader workers per source")
+    p.add_argument("--num-workers", type=non_negative_int, default=d.num_workers, help="DataLoader workers per source")
     p.add_argument("--strict", action="store_true", help="fail on the first corrupt or missing media (names the file)")
     p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
-    p.add_argument("--save-every", type=int, default=d.save_every, help="checkpoint every N steps")
-    p.add_argument("--keep-checkpoints", type=int, default=d.keep_checkpoints, help="newest checkpoints to keep")
-    p.add_argument("--eval-every", type=int, default=d.eval_every, help="held-out evaluation every N steps (0 = off)")
-    p.add_argument("--eval-samples", type=int, default=d.eval_samples, help="held-out pairs per evaluation")
-    p.add_argument("--num-captions", type=int, default=d.num_captions, help="sample captions printed per evaluation")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start again in a folder holding a previous run (deletes that run's checkpoints, metrics "
+                        "and model, nothing else), or write into a non-empty folder that is not a run")
+    p.add_argument("--save-every", type=non_negative_int, default=d.save_every, help="checkpoint every N steps")
+    p.add_argument("--keep-checkpoints", type=non_negative_int, default=d.keep_checkpoints, help="newest checkpoints to keep")
+    p.add_argument("--eval-every", type=non_negative_int, default=d.eval_every, help="held-out evaluation every N steps (0 = off)")
+    p.add_argument("--eval-samples", type=positive_int, default=d.eval_samples, help="held-out pairs per evaluation")
+    p.add_argument("--num-captions", type=non_negative_int, default=d.num_captions, help="sample captions printed per evaluation")
     p.add_argument("--no-eval", action="store_true", help="skip the evaluations before and after training")
-    p.add_argument("--log-every", type=int, default=d.log_every, help="metrics record every N steps")
-    p.add_argument("--p-next", type=float, default=d.p_next,
+    p.add_argument("--log-every", type=positive_int, default=d.log_every, help="metrics record every N steps")
+    p.add_argument("--p-next", type=fraction, default=d.p_next,
                    help="M3W: probability a sequence's text attends to the next image (paper: 0.5, for web pages "
                         "whose text may precede its image; 0 = the previous image, how ShapesWorld pages are written)")
-    p.add_argument("--video-frames", type=int, default=d.video_frames,
+    p.add_argument("--video-frames", type=non_negative_int, default=d.video_frames,
                    help="frames per video clip at 1 FPS (0 = the model's max_frames, 8 for the paper presets)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -796,10 +815,10 @@ def main(argv: list[str] | None = None) -> int:
     """``flamingo train``: returns 0 on success, 2 on bad input, 3 when a non-finite loss stopped the run."""
     from contrastive_encoder.data.jsonl import BadSampleError
 
-    cfg = parse_args(argv)
-    if cfg.batch_size < 1 or cfg.max_steps < 0 or cfg.lr <= 0:
-        print("flamingo train: --batch-size and --lr must be positive, --max-steps >= 0", file=sys.stderr)
-        return 2
+    try:
+        cfg = parse_args(argv)
+    except SystemExit as e:  # the parser has printed its one line (or --help): return its code like the others
+        return int(e.code or 0)
     try:
         train(cfg)
     except NonFiniteLossError as e:

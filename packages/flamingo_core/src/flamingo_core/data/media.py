@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import random
+import warnings
 from pathlib import Path
 
 from PIL import Image
@@ -28,23 +29,30 @@ class MediaError(ValueError):
 def load_image(source: str | Path | bytes, name: str | None = None) -> Image.Image:
     """Open an image fully (so truncated files fail here, not later in a worker) and convert it to RGB.
 
+    An image over PIL's ``Image.MAX_IMAGE_PIXELS`` is refused before it is decoded: PIL only warns between that
+    limit and twice it, and decoding a small file that claims 30000x30000 pixels would take gigabytes.
+
     Args:
         source: a path, or the encoded bytes (WebDataset members).
         name: what to call the image in error messages when ``source`` is bytes.
     """
     where = name or str(source)
     try:
-        if isinstance(source, bytes):
-            img = Image.open(io.BytesIO(source))
-        else:
-            path = Path(source)
-            if not path.is_file():
-                raise MediaError(f"image file not found: {path}")
-            img = Image.open(path)
-        img.load()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            if isinstance(source, bytes):
+                img = Image.open(io.BytesIO(source))
+            else:
+                path = Path(source)
+                if not path.is_file():
+                    raise MediaError(f"image file not found: {path}")
+                img = Image.open(path)
+            img.load()
         return img.convert("RGB")
     except MediaError:
         raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise MediaError(f"refusing image {where}: {e}") from e
     except Exception as e:  # PIL raises many types for corrupt data
         raise MediaError(f"cannot decode image {where}: {type(e).__name__}: {e}") from e
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from contrastive_encoder.data.jsonl import BadSampleError, SkipCounter
 from flamingo_core.data.media import MediaError, load_image, load_video
-from flamingo_core.data.stores import RecordStore, open_store
+from flamingo_core.data.stores import RecordStore, open_store, short_repr
 
 __all__ = [
     "EOC",
@@ -56,12 +56,13 @@ class SkippedSample:
     where: str
 
 
-def _first(record: dict[str, Any], keys: Sequence[str]) -> Any:
+def _first(record: dict[str, Any], keys: Sequence[str]) -> tuple[str | None, Any]:
+    """The first of ``keys`` with a value (not null, not a blank string): ``(key, value)``, or ``(None, None)``."""
     for k in keys:
         v = record.get(k)
         if v is not None and not (isinstance(v, str) and not v.strip()):
-            return v
-    return None
+            return k, v
+    return None, None
 
 
 @dataclass
@@ -76,6 +77,9 @@ class Source:
     strict: bool = False
     max_tokens: int = 64
     meta_keys: tuple[str, ...] = ("scene",)
+    # the model's media and end-of-chunk tokens: a text holding one literally would tokenize to it (an <image>
+    # without its image, a caption cut short), so such a record is bad, not a failed batch
+    special_tokens: tuple[str, ...] = ("<image>", EOC)
     kind: str = field(default="pairs", init=False)
 
     def __len__(self) -> int:
@@ -90,6 +94,20 @@ class Source:
         if hasattr(m.value, "convert"):
             return m.value.convert("RGB")
         return load_image(m.value, name=m.where)
+
+    def check_text(self, text: Any, what: str) -> str:
+        """A text of the record: a string without the model's special tokens, else ``ValueError`` (a bad row)."""
+        if not isinstance(text, str):
+            raise ValueError(f"{what} must be a string, got {type(text).__name__} {short_repr(text)}")
+        for token in self.special_tokens:
+            if token in text:
+                raise ValueError(f"{what} holds a literal {token}, a special token of the model: {short_repr(text)}")
+        return text
+
+    def caption(self, record: dict[str, Any]) -> str | None:
+        """The record's caption (first of ``text`` / ``caption`` / ``txt``), checked by ``check_text``."""
+        key, text = _first(record, _TEXT_KEYS)
+        return None if key is None else self.check_text(text, f"'{key}'").strip()
 
     def build(self, index: int, record: dict[str, Any], rng: random.Random) -> list[Any]:
         raise NotImplementedError
@@ -117,10 +135,10 @@ class PairSource(Source):
     kind: str = field(default="pairs", init=False)
 
     def build(self, index: int, record: dict[str, Any], rng: random.Random) -> list[Any]:
-        text, ref = _first(record, _TEXT_KEYS), _first(record, _IMAGE_KEYS)
+        text, (_, ref) = self.caption(record), _first(record, _IMAGE_KEYS)
         if text is None or ref is None:
             raise ValueError(f"record needs an image and a text, has keys {sorted(record)}")
-        return [self._image(index, ref), str(text).strip() + EOC]
+        return [self._image(index, ref), text + EOC]
 
 
 @dataclass
@@ -132,7 +150,7 @@ class VideoSource(Source):
     kind: str = field(default="video", init=False)
 
     def build(self, index: int, record: dict[str, Any], rng: random.Random) -> list[Any]:
-        text, ref = _first(record, _TEXT_KEYS), _first(record, _VIDEO_KEYS)
+        text, (_, ref) = self.caption(record), _first(record, _VIDEO_KEYS)
         if text is None or ref is None:
             raise ValueError(f"record needs a video and a text, has keys {sorted(record)}")
         if isinstance(ref, list):  # a list of decoded frames (datasets) or frame paths
@@ -145,7 +163,7 @@ class VideoSource(Source):
             if m.value is None:
                 raise MediaError(m.where)
             frames = load_video(m.value, self.num_frames, self.fps, rng, name=m.where)
-        return [frames, str(text).strip() + EOC]
+        return [frames, text + EOC]
 
 
 def m3w_items(texts: Sequence[Any], images: Sequence[Any], max_images: int, attend_next: bool,
@@ -212,6 +230,9 @@ class InterleavedSource(Source):
         texts, images = record.get("texts"), record.get("images")
         if not isinstance(texts, list) or not isinstance(images, list):
             raise ValueError("record needs parallel lists 'texts' and 'images'")
+        for i, t in enumerate(texts):
+            if t is not None:
+                self.check_text(t, f"texts[{i}]")
         layout = m3w_items(texts, images, self.max_images, rng.random() < self.p_next, rng)
         items: list[Any] = []
         for kind, v in layout:

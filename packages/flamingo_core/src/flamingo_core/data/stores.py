@@ -32,7 +32,12 @@ class MediaRef:
 
 
 class RecordStore:
-    """Base class: ``len(store)``, ``store.record(i)`` and ``store.media(i, ref)``."""
+    """Base class: ``len(store)``, ``store.record(i)`` and ``store.media(i, ref)``.
+
+    ``media`` raises ``ValueError`` for a reference of the wrong type (``"image": 123``: a bad record) and
+    returns ``MediaRef(None, where)`` for one that names nothing (missing media); ``record`` raises
+    ``ValueError`` for a record it cannot decode. The sources skip and count both (or raise when strict).
+    """
 
     def __len__(self) -> int:
         raise NotImplementedError
@@ -67,9 +72,14 @@ class JsonlStore(RecordStore):
 
     def media(self, i: int, ref: Any) -> MediaRef:
         if not isinstance(ref, str) or not ref:
-            return MediaRef(None, f"{self.where(i)}: media entry {ref!r} is not a path")
+            raise ValueError(f"media entry {short_repr(ref)} is not a path (expected a non-empty string)")
         path = resolve_media_path(ref, self.base)
         return MediaRef(path, str(path))
+
+
+def short_repr(value: Any, width: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 _BRACE_RE = re.compile(r"\{(\d+)\.\.(\d+)\}")
@@ -163,11 +173,18 @@ class TarStore(RecordStore):
         rec: dict[str, Any] = {"__members__": group}
         for ext, name in group.items():
             if ext in self.TEXT_EXTS:
-                raw = self.read_member(si, name).decode("utf-8")
+                data = self.read_member(si, name)
+                try:
+                    raw = data.decode("utf-8")
+                    obj = json.loads(raw) if ext == "json" else None
+                except UnicodeDecodeError as e:
+                    raise ValueError(f"member {name} is not UTF-8 text (byte {e.start})") from e
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"member {name} is not valid JSON ({e.msg})") from e
                 if ext == "json":
-                    obj = json.loads(raw)
-                    if isinstance(obj, dict):
-                        rec.update(obj)
+                    if not isinstance(obj, dict):
+                        raise ValueError(f"member {name} holds {type(obj).__name__}, expected a JSON object")
+                    rec.update(obj)
                     continue
                 rec.setdefault("text", raw.strip())
             else:
@@ -176,10 +193,10 @@ class TarStore(RecordStore):
 
     def media(self, i: int, ref: Any) -> MediaRef:
         si, key, group = self.keys[i]
-        name = group.get(ref, ref) if isinstance(ref, str) else ref
+        if not isinstance(ref, str) or not ref:
+            raise ValueError(f"media entry {short_repr(ref)} is not a member name (expected a non-empty string)")
+        name = group.get(ref, ref)
         where = f"{self.shards[si]}:{name}"
-        if not isinstance(name, str):
-            return MediaRef(None, f"{self.where(i)}: media entry {ref!r} is not a member name")
         try:
             return MediaRef(self.read_member(si, name), where)
         except KeyError:
@@ -222,9 +239,11 @@ class HFStore(RecordStore):
             if ref.get("bytes"):
                 return MediaRef(ref["bytes"], f"{self.where(i)}: {ref.get('path') or 'bytes'}")
             ref = ref.get("path")
-        if isinstance(ref, str):
+        if isinstance(ref, str) and ref:
             return MediaRef(Path(ref), ref)
-        return MediaRef(ref, self.where(i))
+        if isinstance(ref, bytes) or hasattr(ref, "convert"):  # encoded bytes, or a decoded PIL image
+            return MediaRef(ref, self.where(i))
+        raise ValueError(f"media entry {short_repr(ref)} is not an image, its bytes or a path")
 
 
 def open_store(spec: str | Path | Any, required: Sequence[str] = (), strict: bool = False,
