@@ -3,6 +3,10 @@
 Example:
     fewshot-eval run --model runs/flamingo/final --task vqa --data data/world/eval/vqav2 \\
         --shots 0 4 8 --selection random rices --limit 200 --out runs/eval/vqa
+
+Every bad input is one line on stderr and exit code 2: a bad flag value (refused by the parser), data of the
+wrong format, a model folder that cannot be loaded, a device this machine lacks, an ``--out`` that is a file,
+unwritable, or holds a previous evaluation (``--resume`` continues it, ``--overwrite`` starts it again).
 """
 
 from __future__ import annotations
@@ -11,34 +15,43 @@ import argparse
 import sys
 from pathlib import Path
 
+from contrastive_encoder.argtypes import OneLineParser, non_negative_int, positive_int
 from fewshot_eval.datasets import TASKS, DataError
 from fewshot_eval.ensemble import DEFAULT_ENSEMBLE
 from fewshot_eval.model import ModelLoadError
 from fewshot_eval.selection import SELECTIONS
 
-__all__ = ["build_parser", "load_model", "main", "parse_args"]
+__all__ = ["COMMAND", "build_parser", "load_model", "main", "parse_args"]
+
+COMMAND = "fewshot-eval run"  # recorded in <out>/run.json: a rerun of it into --out must say --resume or --overwrite
+
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fewshot-eval", description=__doc__.split("\n\n")[0])
+    parser = OneLineParser(prog="fewshot-eval", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="evaluate a model on one task for several shot counts and selection methods")
     run.add_argument("--model", required=True, help="folder written by Flamingo.save_pretrained")
     run.add_argument("--task", required=True, choices=TASKS, help="task, which fixes the data format, prompt and metric")
     run.add_argument("--data", required=True, help="dataset file or folder in the task's format (docs/formats.md)")
-    run.add_argument("--shots", type=int, nargs="+", default=[0, 4, 8], help="shot counts (0 = two text-only demos)")
+    run.add_argument("--shots", type=non_negative_int, nargs="+", default=[0, 4, 8], help="shot counts (0 = two text-only demos)")
     run.add_argument("--selection", nargs="+", default=["random"], choices=SELECTIONS, help="demonstration selection")
-    run.add_argument("--trials", type=int, default=3, help="seeded trials for random selection (mean and std)")
-    run.add_argument("--ensemble", type=int, nargs="?", const=DEFAULT_ENSEMBLE, default=1,
+    run.add_argument("--trials", type=positive_int, default=3, help="seeded trials for random selection (mean and std)")
+    run.add_argument("--ensemble", type=positive_int, nargs="?", const=DEFAULT_ENSEMBLE, default=1,
                      help=f"average over this many demonstration orderings (classify; bare flag = {DEFAULT_ENSEMBLE})")
-    run.add_argument("--limit", type=int, default=None, help="evaluate only the first N queries")
+    run.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N queries")
     run.add_argument("--out", default="runs/fewshot", help="output folder: predictions/, results.json/.md/.png")
-    run.add_argument("--resume", action="store_true", help="continue from the predictions already in --out")
+    run.add_argument("--resume", nargs="?", const="latest", choices=["latest"], default=None,
+                     help="continue the evaluation in --out (or add another task to it), same model only; "
+                          "'--resume latest' as in the training commands")
+    run.add_argument("--overwrite", action="store_true",
+                     help="delete the previous evaluation's outputs in --out and start again (or write into a "
+                          "non-empty folder that is not an evaluation; its files are kept)")
     run.add_argument("--split", default=None, help="query split (default: test for caption if present, else val)")
     run.add_argument("--support-split", default=None, help="support split demonstrations come from (default: train)")
-    run.add_argument("--batch-size", type=int, default=8, help="queries per generation batch")
-    run.add_argument("--num-beams", type=int, default=3, help="beams for open-ended decoding")
-    run.add_argument("--max-new-tokens", type=int, default=None, help="generation length (default per task)")
+    run.add_argument("--batch-size", type=positive_int, default=8, help="queries per generation batch")
+    run.add_argument("--num-beams", type=positive_int, default=3, help="beams for open-ended decoding")
+    run.add_argument("--max-new-tokens", type=positive_int, default=None, help="generation length (default per task)")
     run.add_argument("--template", default=None, help="prompt template, e.g. '<image>Q: {question} A: {answer}<EOC>'")
     run.add_argument("--image-template", default="images/{image_id:012d}.png", help="VQA image path template")
     run.add_argument("--cache-dir", default=None, help="RICES feature cache (default: <out>/cache)")
@@ -59,20 +72,39 @@ def load_model(model_dir: str, device: str | None = None):
     return FlamingoEvalModel(model_dir, device=device)
 
 
+def _note_skipped(data) -> None:
+    """One line per set that lost records to the skip-and-count policy (no annotation, bad entries, ...)."""
+    for s in {(str(s.source), s.split): s for s in (data.support, data.query)}.values():
+        if sum(s.skipped.values()):
+            print(f"fewshot-eval: note: {s.source} (split {s.split!r}): {s.skipped.report()}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from fewshot_eval.evaluate import evaluate, prepare_data
+    try:
+        args = parse_args(argv)
+    except SystemExit as e:  # the parser has printed its one line (or --help); return its code like the others
+        return int(e.code or 0)
+    from fewshot_eval.evaluate import OUTPUT_NAMES, claim_output, evaluate, prepare_data
+    from fewshot_eval.model import resolve_device
     from fewshot_eval.report import markdown_table
 
     try:
+        args.resume = args.resume is not None
+        if args.resume and args.overwrite:
+            raise ValueError("--resume and --overwrite exclude each other: continue the evaluation, or start again")
         if args.ensemble > 1 and args.task != "classify":
             # one flag set can then drive every task (as tools/run_pipeline.py does)
             print(f"fewshot-eval: note: --ensemble applies to 'classify' only; ignored for {args.task!r}", file=sys.stderr)
             args.ensemble = 1
         if not Path(args.model).is_dir():
             raise ModelLoadError(f"--model {args.model}: no such folder (expected a saved Flamingo model)")
+        if args.device is not None:
+            resolve_device(args.device)  # a missing GPU is named before the data is read
         data = prepare_data(args.task, args.data, args.shots, args.split, args.support_split, args.limit,
                             args.image_template)  # fmt: skip
+        # claimed once the inputs are known good, so that a typo in --data does not leave a run folder behind
+        claim_output(args.out, COMMAND, OUTPUT_NAMES, resume=args.resume, overwrite=args.overwrite)
+        _note_skipped(data)  # after the checks: a refused run prints its one error line only
         model = load_model(args.model, args.device)
         results = evaluate(
             model, args.task, data, args.shots, args.selection, trials=args.trials, ensemble=args.ensemble,

@@ -3,20 +3,23 @@ questions + annotations (also OK-VQA / VizWiz / TextVQA in that layout), class f
 names, and video captioning / video QA JSON Lines.
 
 Every loader returns an ``EvalSet`` of ``Example`` records and fails with a one-line ``DataError`` naming the
-file and what was expected when the file is not of the task's format. Media are only resolved to paths here;
-``fewshot_eval.media`` checks and decodes them.
+file and what was expected when the file is not of the task's format. A bad record in a file of the right
+format (no annotation, no answer text, a caption holding the prompt's own ``<image>`` / ``<EOC>`` markers, an
+entry of the wrong type) is skipped and counted in ``EvalSet.skipped``, which the command line reports. Media
+are only resolved to paths here; ``fewshot_eval.media`` checks and decodes them.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from contrastive_encoder.data.jsonl import SkipCounter, read_jsonl, resolve_media_path
+from contrastive_encoder.readers import CorruptFileError, read_json
+from fewshot_eval.model import EOC, IMAGE_TOKEN
 
 __all__ = [
     "TASKS",
@@ -33,6 +36,7 @@ __all__ = [
 TASKS = ("caption", "vqa", "classify", "video-caption", "video-qa")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEFAULT_IMAGE_TEMPLATE = "images/{image_id:012d}.png"
+RESERVED_TOKENS = (IMAGE_TOKEN, EOC)  # the prompt's own markers: in a text they would shift media and chunks
 
 
 class DataError(ValueError):
@@ -94,12 +98,60 @@ class EvalSet:
 
 def _read_json(path: Path, what: str):
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return read_json(path, expect=object)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found (expected {what})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: not valid JSON ({e}); expected {what}") from None
+    except CorruptFileError as e:
+        raise DataError(f"{e}; expected {what}") from None
+
+
+def _reserved_token(texts) -> str | None:
+    """The first prompt marker (``<image>``, ``<EOC>``) found in any of ``texts``, else None."""
+    for text in texts:
+        for token in RESERVED_TOKENS:
+            if text is not None and token in text:
+                return token
+    return None
+
+
+def _skip_reserved(skipped: SkipCounter, where: str, *texts) -> bool:
+    """Count and skip a record whose text holds a prompt marker (the processor would take ``<image>`` for a
+    missing image and stop the whole run); True when skipped."""
+    token = _reserved_token(texts)
+    if token is None:
+        return False
+    skipped.skip(f"text contains the prompt marker {token}", where, strict=False)
+    return True
+
+
+def _answer_texts(answers) -> tuple[str, ...]:
+    """Answers given as ``[{"answer": ...}]`` (VQA), plain strings or numbers; entries without text dropped."""
+    if isinstance(answers, (str, int, float)):
+        answers = [answers]
+    if not isinstance(answers, list):
+        return ()
+    out = []
+    for a in answers:
+        a = a.get("answer") if isinstance(a, dict) else a
+        if isinstance(a, (str, int, float)) and not isinstance(a, bool) and str(a).strip():
+            out.append(str(a))
+    return tuple(out)
+
+
+def _caption_texts(sentences) -> tuple[str, ...]:
+    """Captions given as Karpathy ``[{"raw"} or {"tokens"}]``, plain strings, or one string."""
+    if isinstance(sentences, str):
+        sentences = [sentences]
+    if not isinstance(sentences, list):
+        return ()
+    out = []
+    for s in sentences:
+        if isinstance(s, dict):
+            tokens = s.get("tokens")
+            s = s.get("raw") or (" ".join(map(str, tokens)) if isinstance(tokens, list) else None)
+        if isinstance(s, str) and s.strip():
+            out.append(s)
+    return tuple(out)
 
 
 def _guess_format(obj) -> str:
@@ -145,23 +197,28 @@ def load_karpathy(path: str | Path, split: str) -> EvalSet:
     file = _find_karpathy(Path(path))
     data = _read_json(file, KARPATHY)
     if not isinstance(data, dict) or not isinstance(data.get("images"), list) or (
-        data["images"] and "sentences" not in data["images"][0]
+        data["images"] and not (isinstance(data["images"][0], dict) and "sentences" in data["images"][0])
     ):
         raise DataError(f"{file}: looks like {_guess_format(data)}, but task 'caption' expects {KARPATHY}")
     wanted = {"train", "restval"} if split == "train" else {split}
     examples, skipped = [], SkipCounter()
     for i, img in enumerate(data["images"]):
+        where = f"{file}: images[{i}]"
+        if not isinstance(img, dict):
+            skipped.skip("entry is not a JSON object", where, strict=False)
+            continue
         if img.get("split") not in wanted:
             continue
-        caps = tuple(s.get("raw") or " ".join(s.get("tokens", [])) for s in img.get("sentences", []))
-        caps = tuple(c for c in caps if c)
-        if not caps or not img.get("filename"):
-            skipped.skip("no captions or no filename", f"{file}: images[{i}]", strict=False)
+        caps = _caption_texts(img.get("sentences"))
+        if not caps or not isinstance(img.get("filename"), str) or not img["filename"]:
+            skipped.skip("no captions or no filename", where, strict=False)
+            continue
+        if _skip_reserved(skipped, where, *caps):
             continue
         media = resolve_media_path(str(Path(img.get("filepath", "")) / img["filename"]), file.parent)
         ex_id = str(img.get("cocoid", img.get("imgid", Path(img["filename"]).stem)))
         examples.append(Example(id=ex_id, media=media, target=caps[0], references=caps))
-    splits = sorted({str(im.get("split")) for im in data["images"]})
+    splits = sorted({str(im.get("split")) for im in data["images"] if isinstance(im, dict)})
     if not examples:
         raise DataError(f"{file}: no images in split {split!r} (splits present: {', '.join(splits)})")
     return EvalSet("caption", split, file, examples, skipped=skipped)
@@ -202,26 +259,38 @@ def load_vqa(path: str | Path, split: str, image_template: str = DEFAULT_IMAGE_T
     if not isinstance(qdata, dict) or not isinstance(qdata.get("questions"), list):
         raise DataError(f"{qfile}: looks like {_guess_format(qdata)}, but task 'vqa' expects {VQA_QUESTIONS}")
     if not isinstance(adata, dict) or not isinstance(adata.get("annotations"), list) or (
-        adata["annotations"] and "answers" not in adata["annotations"][0]
+        adata["annotations"] and not (isinstance(adata["annotations"][0], dict) and "answers" in adata["annotations"][0])
     ):
         raise DataError(f"{afile}: looks like {_guess_format(adata)}, but task 'vqa' expects {VQA_ANNOTATIONS}")
-    by_qid = {a.get("question_id"): a for a in adata["annotations"]}
+    by_qid = {a.get("question_id"): a for a in adata["annotations"] if isinstance(a, dict)}
     examples, skipped = [], SkipCounter()
     for i, q in enumerate(qdata["questions"]):
-        ann = by_qid.get(q.get("question_id"))
         where = f"{qfile}: questions[{i}]"
-        if ann is None or not ann.get("answers") or q.get("image_id") is None or not q.get("question"):
-            skipped.skip("question without annotation, answers, image_id or text", where, strict=False)
+        if not isinstance(q, dict):
+            skipped.skip("entry is not a JSON object", where, strict=False)
             continue
-        answers = tuple(str(a["answer"]) for a in ann["answers"] if a.get("answer") is not None)
-        target = ann.get("multiple_choice_answer") or Counter(answers).most_common(1)[0][0]
+        ann = by_qid.get(q.get("question_id"))
+        if ann is None:
+            skipped.skip(f"question without an annotation in {afile.name}", where, strict=False)
+            continue
+        answers = _answer_texts(ann.get("answers"))
+        if not answers:
+            skipped.skip("annotation without answer texts", where, strict=False)
+            continue
+        if q.get("image_id") is None or not isinstance(q.get("question"), str) or not q["question"].strip():
+            skipped.skip("question without image_id or text", where, strict=False)
+            continue
+        mc = ann.get("multiple_choice_answer")
+        target = str(mc) if isinstance(mc, (str, int, float)) and str(mc).strip() else Counter(answers).most_common(1)[0][0]
+        if _skip_reserved(skipped, where, q["question"], target, *answers):
+            continue
         try:
             rel = image_template.format(image_id=q["image_id"])
-        except (ValueError, KeyError, IndexError) as e:
+        except (ValueError, KeyError, IndexError, TypeError) as e:
             raise DataError(f"image template {image_template!r} cannot format image_id {q['image_id']!r} ({e})") from None
         examples.append(
-            Example(id=str(q["question_id"]), media=resolve_media_path(rel, folder), target=str(target),
-                    references=answers, question=str(q["question"]))
+            Example(id=str(q["question_id"]), media=resolve_media_path(rel, folder), target=target,
+                    references=answers, question=q["question"])
         )  # fmt: skip
     if not examples:
         raise DataError(f"{qfile}: no question has an annotation with answers in {afile}")
@@ -289,10 +358,16 @@ def load_classification(path: str | Path, split: str) -> EvalSet:
             lab = row.get("label", row.get("class"))
             if isinstance(lab, int) and class_names is not None and 0 <= lab < len(class_names):
                 lab = class_names[lab]
-            labels.append(str(lab))
+            labels.append(str(lab) if isinstance(lab, (str, int)) and str(lab).strip() else None)
         if class_names is None:
-            class_names = sorted(set(labels))
+            class_names = sorted({lab for lab in labels if lab is not None})
         for i, (row, lab) in enumerate(zip(rows, labels)):
+            if lab is None:
+                skipped.skip("no label", f"{jsonl}: row {i + 1}", strict=False)
+                continue
+            if not isinstance(row["image"], str):
+                skipped.skip("'image' is not a path", f"{jsonl}: row {i + 1}", strict=False)
+                continue
             if lab not in class_names:
                 skipped.skip(f"label not among the {len(class_names)} classes", f"{jsonl}: row {i + 1}", strict=False)
                 continue
@@ -334,21 +409,31 @@ def load_video_jsonl(path: str | Path, split: str, task: str) -> EvalSet:
         raise DataError(f"{file}: rows have no 'question'/'answers'{kind}; task 'video-qa' expects {expected}")
     examples = []
     for i, row in enumerate(rows):
+        where = f"{file}: row {i + 1}"
+        if not isinstance(row["video"], str):
+            skipped.skip("'video' is not a path", where, strict=False)
+            continue
         media = resolve_media_path(row["video"], file.parent)
         ex_id = str(row.get("question_id", row.get("id", row["video"])))
         if task == "video-caption":
-            caps = tuple(row["captions"]) if row.get("captions") else ((row["text"],) if row.get("text") else ())
+            caps = _caption_texts(row["captions"]) if row.get("captions") else _caption_texts(row.get("text"))
             if not caps:
-                skipped.skip("no caption", f"{file}: row {i + 1}", strict=False)
+                skipped.skip("no caption", where, strict=False)
+                continue
+            if _skip_reserved(skipped, where, *caps):
                 continue
             examples.append(Example(ex_id, media, caps[0], caps))
         else:
-            answers = tuple(str(a) for a in row.get("answers") or ())
-            if not answers or not row.get("question"):
-                skipped.skip("no question or answers", f"{file}: row {i + 1}", strict=False)
+            answers = _answer_texts(row.get("answers"))
+            if not answers or not isinstance(row.get("question"), str) or not row["question"].strip():
+                skipped.skip("no question or answers", where, strict=False)
                 continue
-            target = str(row.get("answer") or Counter(answers).most_common(1)[0][0])
-            examples.append(Example(ex_id, media, target, answers, question=str(row["question"])))
+            answer = row.get("answer")
+            target = str(answer) if isinstance(answer, (str, int, float)) and str(answer).strip() else (
+                Counter(answers).most_common(1)[0][0])
+            if _skip_reserved(skipped, where, row["question"], target, *answers):
+                continue
+            examples.append(Example(ex_id, media, target, answers, question=row["question"]))
     if not examples:
         raise DataError(f"{file}: no usable rows; task {task!r} expects {expected}")
     return EvalSet(task, split, file, examples, skipped=skipped)

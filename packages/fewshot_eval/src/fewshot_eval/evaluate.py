@@ -2,10 +2,14 @@
 save its predictions as it goes, score them, and summarise trials into ``results.json``.
 
 Order of work (so that bad input fails before long work starts): load and check the data (``prepare_data``),
-then the model, then RICES features (support features cached on disk), then the prompts. Predictions are
-appended to ``predictions/<task>_<selection>_<k>shot_trial<t>.rank<r>.jsonl`` one batch at a time; a rerun with
-``resume=True`` skips every example already there. Under ``accelerate launch`` the queries are split across
-processes and the predictions gathered on the main process, which computes metrics and writes the results.
+then the model, then the saved predictions to resume from, then RICES features (support features cached on
+disk), then every prompt's demonstrations and length (a prompt over the LM's context is an error before
+anything is generated), then the generation. Predictions are appended to
+``predictions/<task>_<selection>_<k>shot_ens<E>_trial<t>.rank<r>.jsonl`` one batch at a time, each record
+naming the model that made it; a rerun with ``resume=True`` skips every example already there, and refuses
+predictions of another model (``model.identifier`` hashes the weights' content). Under ``accelerate launch``
+the queries are split across processes and the predictions gathered on the main process, which computes
+metrics and writes the results.
 """
 
 from __future__ import annotations
@@ -14,14 +18,15 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from contrastive_encoder.outputs import atomic_write_text
 from contrastive_encoder.data.jsonl import read_jsonl
+from contrastive_encoder.outputs import OutputError, atomic_write_text, prepare_run_dir
+from contrastive_encoder.readers import CorruptFileError, read_json
 from fewshot_eval.datasets import (
     DEFAULT_IMAGE_TEMPLATE,
     TASKS,
@@ -39,7 +44,10 @@ from fewshot_eval.prompts import ZERO_SHOT_DEMOS, PromptTemplate, Shot, build_pr
 from fewshot_eval.rices import RICES, cached_features
 from fewshot_eval.selection import SELECTIONS, RandomSelector, RicesSelector, _stable_hash, mean_std
 
-__all__ = ["MAX_NEW_TOKENS", "METRICS", "TaskData", "evaluate", "prepare_data", "score_predictions"]
+__all__ = [
+    "MAX_NEW_TOKENS", "METRICS", "OUTPUT_NAMES", "TaskData", "check_prompt_lengths", "claim_output", "evaluate",
+    "prepare_data", "score_predictions",
+]  # fmt: skip
 
 MAX_NEW_TOKENS = {"caption": 30, "vqa": 5, "video-caption": 30, "video-qa": 5}  # paper: short VQA answers
 METRICS = {
@@ -50,6 +58,9 @@ METRICS = {
     "classify": ["top-1 accuracy", "top-5 accuracy"],
 }
 RESULTS_SCHEMA = "fewshot_eval/results/v1"
+# what an evaluation writes at the top of its output folder (the default RICES cache included)
+OUTPUT_NAMES = ("predictions", "results.json", "results.md", "results.png", "cache")
+_MEDIA = object()  # stands for an image or video where only the prompt's text (its length) is needed
 
 
 @dataclass
@@ -133,6 +144,28 @@ class _Dist:
             self.state.wait_for_everyone()
 
 
+def claim_output(out: str | Path, command: str, owned: Sequence[str] = OUTPUT_NAMES, resume: bool = False,
+                 overwrite: bool = False) -> Path:
+    """Apply the suite's run-folder policy to ``out`` (``contrastive_encoder.outputs.prepare_run_dir``) on the
+    main process, every process stopping with the same ``OutputError`` when it refuses.
+
+    A folder holding an evaluation from before ``run.json`` existed (``results.json`` or ``predictions/``) is
+    taken as a previous run of ``command``.
+    """
+    dist = _Dist()
+    problem = None
+    if dist.is_main:
+        try:
+            prepare_run_dir(out, command, owned, resume=resume, overwrite=overwrite, flag="--out",
+                            legacy=("results.json", "predictions"))  # fmt: skip
+        except OutputError as e:
+            problem = str(e)
+    problems = dist.gather([problem] if problem else [])  # also makes the others wait for the main process
+    if problems:
+        raise OutputError(problems[0])
+    return Path(out)
+
+
 def _embed(model: EvalModel, examples: Sequence[Example], batch_size: int, max_frames: int) -> np.ndarray:
     feats = []
     for i in range(0, len(examples), batch_size):
@@ -169,18 +202,27 @@ class _Runner:
         self.class_names, self.num_beams, self.max_new_tokens = class_names, num_beams, max_new_tokens
         self.ensemble, self.seed, self.max_frames = ensemble, seed, max_frames
 
-    def _shot(self, ex: Example, with_media: bool, answer: bool) -> Shot:
-        media = load_media(ex, self.max_frames) if with_media else None
+    def _shot(self, ex: Example, with_media: bool, answer: bool, load: bool = True) -> Shot:
+        media = (load_media(ex, self.max_frames) if load else _MEDIA) if with_media else None
         return Shot(media, ex.target if answer else None, ex.question)
 
-    def run(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int) -> list[dict]:
+    def _shots(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int, load: bool = True):
         text_only = k == 0
-        demos = [[self._shot(self.support.examples[i], not text_only, True) for i in idx] for idx in demo_idx]
-        queries = [self._shot(ex, True, False) for ex in batch]
-        common = [{"id": ex.id, "demos": [self.support.examples[i].id for i in idx]} for ex, idx in zip(batch, demo_idx)]
+        demos = [[self._shot(self.support.examples[i], not text_only, True, load) for i in idx] for idx in demo_idx]
+        return demos, [self._shot(ex, True, False, load) for ex in batch]
+
+    def prompt_texts(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int) -> list[str]:
+        """The text of each query's prompt (``<image>`` for each media; no media decoded)."""
+        demos, queries = self._shots(batch, demo_idx, k, load=False)
+        return [prompt_to_text(build_prompt(d, q, self.template, k == 0)) for d, q in zip(demos, queries)]
+
+    def run(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int) -> list[dict]:
+        demos, queries = self._shots(batch, demo_idx, k)
+        common = [{"id": ex.id, "demos": [self.support.examples[i].id for i in idx], "model": self.model.identifier}
+                  for ex, idx in zip(batch, demo_idx)]  # fmt: skip
         if self.task == "classify":
             return [self._classify(c, d, q) for c, d, q in zip(common, demos, queries)]
-        prompts = [build_prompt(d, q, self.template, text_only) for d, q in zip(demos, queries)]
+        prompts = [build_prompt(d, q, self.template, k == 0) for d, q in zip(demos, queries)]
         raw = self.model.generate(prompts, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
         return [dict(c, prediction=postprocess(r, self.task), raw=r, prompt=prompt_to_text(p))
                 for c, r, p in zip(common, raw, prompts)]  # fmt: skip
@@ -199,6 +241,54 @@ class _Runner:
         return dict(common, prediction=ranking[0], ranking=ranking[:5], prompt=prompt_to_text(build_prefix(range(len(demos)))))
 
 
+@dataclass
+class _Job:
+    """One (selection, shots, trial) of an evaluation: saved predictions, and the queries still to predict with
+    their demonstrations (support indices)."""
+
+    sel: str
+    k: int
+    trial: int
+    stem: str  # predictions/<stem>.rank<r>.jsonl
+    done: dict[str, dict] = field(default_factory=dict)
+    todo: list[Example] = field(default_factory=list)
+    demo_idx: list[list[int]] = field(default_factory=list)
+
+
+def check_prompt_lengths(model: EvalModel, runner: _Runner, jobs: Sequence[_Job], source) -> str | None:
+    """A one-line message when a prompt and what follows it (the tokens to generate, or the longest class name
+    to score) do not fit in the model's context, else None.
+
+    A longer prompt would be cut or run past the LM's positions and give garbage without a word, so the whole
+    evaluation is refused before anything is generated (not skipped query by query: the scores of the shot
+    counts would then be over different queries). Checked only for models with ``context_length`` and
+    ``count_tokens``.
+    """
+    limit, count = getattr(model, "context_length", None), getattr(model, "count_tokens", None)
+    if not limit or count is None:
+        return None
+    if runner.task == "classify":
+        conts = [runner.template.continuation(c) for c in runner.class_names or []]
+        extra, what = max(count(conts, continuation=True), default=0), "to score the longest class name"
+    else:
+        extra, what = runner.max_new_tokens, "to generate"
+    for job in jobs:
+        if not job.todo:
+            continue
+        lengths = count(runner.prompt_texts(job.todo, job.demo_idx, job.k))
+        over = [i for i, n in enumerate(lengths) if n + extra > limit]
+        if over:
+            worst = max(over, key=lengths.__getitem__)
+            trial = f", trial {job.trial}" if job.sel == "random" else ""
+            return (
+                f"{runner.task} {job.k}-shot ({job.sel}{trial}): {len(over)} of {len(lengths)} prompts do not fit "
+                f"in the language model's context of {limit} tokens; the longest, for query {job.todo[worst].id!r} "
+                f"of {source}, is {lengths[worst]} tokens + {extra} {what}; use fewer --shots, a shorter --template"
+                + (" or a smaller --max-new-tokens" if runner.task != "classify" else " or shorter class names")
+            )
+    return None
+
+
 def _pred_files(out_dir: Path, stem: str) -> list[Path]:
     return sorted((out_dir / "predictions").glob(f"{stem}.rank*.jsonl"))
 
@@ -213,10 +303,17 @@ def _open_append(path: Path):
     return fh
 
 
-def _load_predictions(files: Sequence[Path]) -> dict[str, dict]:
+def _load_predictions(files: Sequence[Path], model_id: str) -> dict[str, dict]:
+    """The saved predictions of ``files`` by query id, refusing any made by another model than ``model_id``."""
     done: dict[str, dict] = {}
     for f in files:
         for rec in read_jsonl(f, required=("id",)):  # a line cut by an interruption is skipped
+            if rec.get("model") != model_id:
+                made_by = f"model {rec['model']}" if rec.get("model") else "a model it did not record"
+                raise OutputError(
+                    f"--resume: {f} holds predictions of {made_by}, not of this model ({model_id}); give "
+                    "--overwrite to evaluate again from scratch, or choose another --out"
+                )
             done[str(rec["id"])] = rec
     return done
 
@@ -231,9 +328,11 @@ def _merge_results(path: Path, new: list[dict]) -> list[dict]:
     old = []
     if path.is_file():
         try:
-            old = json.loads(path.read_text()).get("results", [])
-        except (json.JSONDecodeError, AttributeError):
+            old = read_json(path).get("results", [])
+        except CorruptFileError:  # rewritten from this run's predictions
             old = []
+        need = ("task", "split", "shots", "selection", "ensembling", "metric", "model")
+        old = [r for r in old if isinstance(r, dict) and all(k in r for k in need)] if isinstance(old, list) else []
     keys = {key(r) for r in new}
     return [r for r in old if key(r) not in keys] + new
 
@@ -297,6 +396,8 @@ def evaluate(
         raise ValueError(f"ensemble must be at least 1 ordering, got {ensemble}")
     if trials < 1 or batch_size < 1 or num_beams < 1:
         raise ValueError(f"trials, batch size and beams must be >= 1, got {trials}, {batch_size}, {num_beams}")
+    if max_new_tokens is not None and max_new_tokens < 1:  # not "0 = the default": say it
+        raise ValueError(f"max_new_tokens must be >= 1 (None = the task's default), got {max_new_tokens}")
     if ensemble > 1 and task != "classify":
         raise ValueError(f"prompt ensembling applies to close-ended tasks (classify), not {task!r}")
     td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
@@ -304,6 +405,7 @@ def evaluate(
     if isinstance(data, TaskData) and limit is not None:
         td.query.examples = td.query.examples[:limit]
     support, query = td.support, td.query
+    shots, selection = list(dict.fromkeys(shots)), list(dict.fromkeys(selection))
     tmpl: PromptTemplate = get_template(task, template)
     dist = _Dist()
     out = Path(out_dir) if out_dir is not None else None
@@ -312,37 +414,46 @@ def evaluate(
     runner = _Runner(model, task, support, tmpl, support.class_names, num_beams,
                      max_new_tokens or MAX_NEW_TOKENS.get(task, 0), ensemble, seed, max_frames)  # fmt: skip
     mine = query.examples[dist.rank :: dist.world]
+    jobs = [_Job(sel, k, t, f"{task}_{sel}_{k}shot_ens{ensemble}_trial{t}")
+            for sel in selection for k in shots for t in range(trials if sel == "random" else 1)]  # fmt: skip
+    if out is not None and resume:  # before any work: another model's predictions are refused
+        for job in jobs:
+            job.done = _load_predictions(_pred_files(out, job.stem), model.identifier)
 
     rices_selector = None
     if "rices" in selection:
         cache = cache_dir if cache_dir is not None else (out / "cache" if out is not None else None)
         rices_selector = _rices_selector(model, support, mine, cache, batch_size, max_frames, dist, progress)
+    for job in jobs:  # every prompt's demonstrations, so that every prompt can be checked before generating
+        selector = rices_selector if job.sel == "rices" else RandomSelector([e.key for e in support.examples], seed,
+                                                                            job.trial)  # fmt: skip
+        job.todo = [ex for ex in mine if ex.id not in job.done]
+        job.demo_idx = selector.select([ex.key for ex in job.todo], _demos_needed(job.k)) if job.todo else []
+    problem = check_prompt_lengths(model, runner, jobs, query.source)
+    problems = dist.gather([problem] if problem else [])
+    if problems:  # every process raises, so that none waits for the others
+        raise ValueError(problems[0])
 
     results: list[dict] = []
+    skipped = sum(query.skipped.values())
     for sel in selection:
         n_trials = trials if sel == "random" else 1
         for k in shots:
             per_trial: dict[str, list[float]] = {m: [] for m in METRICS[task]}
             n_scored = 0
-            for t in range(n_trials):
-                stem = f"{task}_{sel}_{k}shot_ens{ensemble}_trial{t}"
-                done: dict[str, dict] = {}
-                if out is not None:
-                    if resume:
-                        done = _load_predictions(_pred_files(out, stem))
-                    elif dist.is_main:
-                        for f in _pred_files(out, stem):
+            for job in (j for j in jobs if (j.sel, j.k) == (sel, k)):
+                if out is not None and not resume:
+                    if dist.is_main:
+                        for f in _pred_files(out, job.stem):
                             f.unlink()
                     dist.barrier()
-                selector = rices_selector if sel == "rices" else RandomSelector([e.key for e in support.examples], seed, t)
-                todo = [ex for ex in mine if ex.id not in done]
-                path = out / "predictions" / f"{stem}.rank{dist.rank}.jsonl" if out is not None else None
-                desc = f"{task} {sel} {k}-shot trial {t}" if progress and dist.is_main else None
-                new = _predict(runner, selector, todo, k, batch_size, path, desc)
+                path = out / "predictions" / f"{job.stem}.rank{dist.rank}.jsonl" if out is not None else None
+                desc = f"{task} {sel} {k}-shot trial {job.trial}" if progress and dist.is_main else None
+                new = _predict(runner, job, batch_size, path, desc)
                 gathered = dist.gather(new)
                 if not dist.is_main:
                     continue
-                records = {**done, **{r["id"]: r for r in gathered}}
+                records = {**job.done, **{r["id"]: r for r in gathered}}
                 for m, v in score_predictions(task, records, query).items():
                     per_trial[m].append(v)
                 n_scored = sum(1 for ex in query.examples if ex.id in records)
@@ -355,7 +466,7 @@ def evaluate(
                     "selection": sel, "ensembling": ensemble, "metric": metric, "n": n_scored,
                     "trials": n_trials, "scores": scores, "mean": mean, "std": std,
                     "dataset": query.name, "model": model.identifier, "data": query.identifier,
-                    "support": support.identifier,
+                    "support": support.identifier, "skipped": skipped,
                 })  # fmt: skip
             if out is not None:  # results so far, so that an interrupted run still leaves a summary
                 _write_outputs(out, results)
@@ -384,15 +495,13 @@ def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_s
     return RicesSelector(RICES(feats, keys), {ex.key: f for ex, f in zip(mine, qfeats)})
 
 
-def _predict(runner: _Runner, selector, todo: list[Example], k: int, batch_size: int, path: Path | None,
-             desc: str | None) -> list[dict]:  # fmt: skip
-    """Prediction records for ``todo``, appended to ``path`` (flushed to disk) batch by batch."""
+def _predict(runner: _Runner, job: _Job, batch_size: int, path: Path | None, desc: str | None) -> list[dict]:
+    """Prediction records for ``job.todo``, appended to ``path`` (flushed to disk) batch by batch."""
     new: list[dict] = []
     fh = _open_append(path) if path is not None else None
     try:
-        for i in tqdm(range(0, len(todo), batch_size), desc=desc, disable=desc is None, leave=False):
-            batch = todo[i : i + batch_size]
-            recs = runner.run(batch, selector.select([ex.key for ex in batch], _demos_needed(k)), k)
+        for i in tqdm(range(0, len(job.todo), batch_size), desc=desc, disable=desc is None, leave=False):
+            recs = runner.run(job.todo[i : i + batch_size], job.demo_idx[i : i + batch_size], job.k)
             new.extend(recs)
             if fh is not None:
                 fh.write("".join(json.dumps(r) + "\n" for r in recs))

@@ -28,7 +28,10 @@ __all__ = [
     "ModelLoadError",
     "Prompt",
     "PromptItem",
+    "context_length",
+    "model_identifier",
     "prompt_to_text",
+    "resolve_device",
     "truncate_generation",
 ]
 
@@ -49,6 +52,8 @@ class EvalModel(Protocol):
     identifier: str  # stable name of the model, recorded in results
     # Optional ``encoder_identifier``: names the frozen vision encoder alone; RICES support features are cached
     # under it (falling back to ``identifier``), so checkpoints sharing an encoder share the cache.
+    # Optional ``context_length: int | None`` and ``count_tokens(texts, continuation=False) -> list[int]``: with
+    # both, every prompt is checked against the context before anything is generated.
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int, num_beams: int = 3) -> list[str]:
         """Text generated after each prompt, cut at ``<EOC>`` / EOS (the stop token itself not included)."""
@@ -81,16 +86,69 @@ def truncate_generation(text: str, stop: Sequence[str] = (EOC,)) -> str:
     return text[:cut]
 
 
-def _folder_identifier(model_dir: Path) -> str:
-    """Name + short hash of the folder's config files and weight sizes: changes when the model changes."""
+WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # what Flamingo.save_pretrained writes
+
+
+def model_identifier(model_dir: str | Path) -> str:
+    """``flamingo:<folder name>:<hash>`` of a saved model, the hash over the CONTENT of its config and weights.
+
+    Predictions are reused on ``--resume`` only under the same identifier, so it must change whenever the model
+    does: a retrained model of the same architecture in a folder of the same name has the same file sizes, so
+    sizes alone are not enough. The weights are streamed (they may be larger than memory).
+
+    Raises:
+        ModelLoadError: the folder lacks a file, or its ``config.json`` is not a JSON object (file named).
+    """
+    from contrastive_encoder.readers import CorruptFileError, read_json
+
+    model_dir = Path(model_dir)
+    config, weights = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
+    if not config.is_file() or not weights.is_file():
+        raise ModelLoadError(
+            f"{model_dir}: not a Flamingo model folder (expected {CONFIG_FILE} and {WEIGHTS_FILE} written by "
+            "Flamingo.save_pretrained)"
+        )
+    try:
+        read_json(config)
+    except CorruptFileError as e:
+        raise ModelLoadError(str(e)) from None
     h = hashlib.sha256()
-    for f in sorted(model_dir.iterdir()):
-        if f.is_file():
-            h.update(f.name.encode())
-            h.update(str(f.stat().st_size).encode())
-            if f.suffix == ".json" and f.stat().st_size < 1_000_000:
-                h.update(f.read_bytes())
-    return f"flamingo:{model_dir.resolve().name}:{h.hexdigest()[:12]}"
+    for f in (config, weights):
+        h.update(f"{f.name}\0".encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 24), b""):
+                h.update(chunk)
+    return f"flamingo:{model_dir.resolve().name}:{h.hexdigest()[:16]}"
+
+
+def resolve_device(device: str | None = None):
+    """The ``torch.device`` to run on (CUDA when available by default), refusing one this machine lacks.
+
+    Raises:
+        ValueError: one line naming the device, instead of torch's traceback at the first ``.to(device)``.
+    """
+    import torch
+
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"device {device!r}: not a torch device (expected e.g. cpu, cuda, cuda:1, mps)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: no CUDA GPU is available to torch here; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) are visible")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r}: MPS is not available here; use --device cpu")
+    return dev
+
+
+def context_length(model) -> int | None:
+    """The frozen LM's maximum positions (prompt + generated tokens), None when unknown."""
+    n = getattr(model, "context_length", None)  # Flamingo.context_length; None for models that do not say
+    return int(n) if n else None
 
 
 def _media_key(item) -> tuple:
@@ -124,27 +182,24 @@ class FlamingoEvalModel:
     ):
         import torch
 
+        self.device = resolve_device(device)  # before loading: a missing GPU is named before minutes of work
         if model is None:
             if model_dir is None:
                 raise ModelLoadError("FlamingoEvalModel needs a model folder or a model")
             model_dir = Path(model_dir)
-            if not (model_dir / "config.json").is_file():
-                raise ModelLoadError(
-                    f"{model_dir}: not a Flamingo model folder (expected config.json and model.safetensors written "
-                    "by Flamingo.save_pretrained)"
-                )
+            self.identifier = model_identifier(model_dir)  # also checks the files and that config.json is JSON
             try:
                 from flamingo_core import Flamingo
             except ImportError as e:  # pragma: no cover - depends on the installation
                 raise ModelLoadError(f"flamingo_core is not importable ({e}); install packages/flamingo_core") from e
             try:
-                model = Flamingo.from_pretrained(model_dir)
-            except (OSError, ValueError, KeyError) as e:
-                raise ModelLoadError(f"{model_dir}: could not load the Flamingo model ({e})") from e
-            self.identifier = _folder_identifier(model_dir)
+                model = Flamingo.from_pretrained(model_dir)  # unreadable weights: readers' CorruptFileError (ValueError)
+            except (OSError, ValueError, KeyError, RuntimeError) as e:
+                # the first line only: torch's shape mismatches and the hub's errors run over many lines
+                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                raise ModelLoadError(f"{model_dir}: could not load the Flamingo model ({reason})") from e
         else:
             self.identifier = f"flamingo:{model_dir or 'in-memory'}:{getattr(model.config, 'name', '')}"
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = model.to(self.device).eval()
         self.processor = model.processor
         self.tokenizer = self.processor.tokenizer
@@ -153,8 +208,12 @@ class FlamingoEvalModel:
         self.cache_visual, self.cache_size = cache_visual, cache_size
         self._visual_cache: OrderedDict = OrderedDict()
         self._placeholder = torch.zeros(3, 1, 1)  # stands for media already encoded
-        lm_config = getattr(getattr(model, "lm", None), "config", None)
-        self.max_length = getattr(lm_config, "max_position_embeddings", None) or getattr(lm_config, "n_positions", None)
+        self.context_length = context_length(model)
+
+    @property
+    def max_length(self) -> int | None:
+        """Former name of ``context_length``."""
+        return self.context_length
 
     # ------------------------------------------------------------------ inputs
     def _fit_frames(self, item):
@@ -179,11 +238,21 @@ class FlamingoEvalModel:
             self._visual_cache.popitem(last=False)
         return tokens
 
+    def count_tokens(self, texts: list[str], continuation: bool = False) -> list[int]:
+        """Tokens of each text as the model encodes it: a prompt's text (``prompt_to_text``, with the start
+        token the processor adds) or a continuation scored after a prompt."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=not continuation)["input_ids"]
+        start = 0 if continuation or getattr(self.processor, "doc_start_id", None) is None else 1
+        return [len(row) + start for row in ids]
+
     def _check_length(self, input_ids, extra: int) -> None:
-        if self.max_length is not None and input_ids.shape[1] + extra > self.max_length:
+        # a backstop: evaluate() checks every prompt before generating anything (check_prompt_lengths)
+        if self.context_length is not None and input_ids.shape[1] + extra > self.context_length:
             raise ValueError(
                 f"a prompt of {input_ids.shape[1]} tokens (+{extra} to generate or score) exceeds the language "
-                f"model's {self.max_length} positions; use fewer shots or shorter templates"
+                f"model's context of {self.context_length} tokens; use fewer shots or shorter templates"
             )
 
     def _inputs(self, prompts: list[Prompt], padding_side: str) -> dict:
