@@ -5,8 +5,12 @@
                 -> fewshot-eval run (captioning, VQA, classification, video QA) -> report
 
 Every stage calls a package's public command line, writes its outputs under ``runs/<name>/<stage>/`` and a
-``.done`` marker last; a stage whose marker exists is skipped, so an interrupted run continues where it stopped
-(the training stages also resume from their last checkpoint).
+``.done`` marker last; a stage whose marker exists is skipped (unless the stage before it finished later: its
+inputs were redone), so an interrupted run continues where it stopped. A training stage resumes from its last
+checkpoint, and starts again (``--overwrite``) when it was killed before its first one or its inputs were
+redone; a few-shot task continues its predictions (``--resume``) unless the model was trained again since.
+A stage's process dies with the pipeline, even when the pipeline is killed with SIGKILL, and SIGTERM / SIGINT /
+SIGHUP are passed on to it (a second one kills it).
 
 Usage:
     python tools/run_pipeline.py --preset quick          # what `make demo` runs (minutes on 2 cores)
@@ -17,11 +21,15 @@ Usage:
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pipeline_report  # noqa: E402
 import shapesworld  # noqa: E402
+from contrastive_encoder.checkpoint import latest_checkpoint  # noqa: E402
+from contrastive_encoder.outputs import RUN_MARKER, OutputError, prepare_run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -91,6 +101,61 @@ class PipelineError(RuntimeError):
     """An expected failure: the message says what to delete or rerun."""
 
 
+class Interrupted(Exception):
+    """The pipeline got SIGTERM / SIGINT / SIGHUP while a stage ran; the stage was told and has stopped."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` that asks Linux to SIGTERM the child when the pipeline dies, even by SIGKILL (which
+    no handler sees); None where there is no prctl."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:  # in the child, between fork and exec
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # the pipeline died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
+
+
+def _run_child(args: list[str]) -> int:
+    """Run a stage's command and wait for it; a signal to the pipeline goes to the child (a second one kills
+    it), and once the child has stopped the pipeline stops too (``Interrupted``)."""
+    proc = subprocess.Popen(args, cwd=ROOT, preexec_fn=_die_with_parent())
+    received: list[int] = []
+
+    def forward(signum, frame) -> None:
+        # a terminal's Ctrl-C reaches the child as well (same process group), so it may see SIGINT twice:
+        # harmless, as every save is atomic; a kill of the pipeline alone reaches it only through here
+        received.append(signum)
+        if proc.poll() is None:
+            proc.send_signal(signum if len(received) == 1 else signal.SIGKILL)
+
+    previous = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    try:
+        rc = proc.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        raise Interrupted(received[0])
+    return rc
+
+
 def _cli(name: str) -> str:
     """The console script installed beside this interpreter (the packages' public command lines)."""
     path = Path(sys.executable).parent / name
@@ -102,19 +167,28 @@ def _cli(name: str) -> str:
     return str(path)
 
 
+# what the pipeline writes at the top of its folder
+RUN_OUTPUTS = ("pipeline.json", "data", "stage1", "vision", "stage2", "eval", "report", "report.md", "figures")
+
+
 class Pipeline:
-    def __init__(self, preset_name: str, out: Path, data: Path, seed: int):
+    def __init__(self, preset_name: str, out: Path, data: Path, seed: int, overwrite: bool = False):
         self.preset_name = preset_name
         self.preset = PRESETS[preset_name]
         self.out = out
         self.data = data
         self.seed = seed
+        self.overwrite = overwrite
         self.timings: dict[str, float] = {}
+        self.stage = ""  # the stage running now, for the interruption message
 
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def check_folder(self) -> None:
-        """Refuse an output folder made by another preset, and a disk too full to finish."""
-        self.out.mkdir(parents=True, exist_ok=True)
+        """Refuse a file, an unwritable folder, a foreign non-empty folder (unless --overwrite), an output
+        folder made by another preset, and a disk too full to finish."""
+        # a rerun continues the previous one (finished stages are skipped), so the run folder is always resumed
+        prepare_run_dir(self.out, "run_pipeline", RUN_OUTPUTS, resume=True, overwrite=self.overwrite,
+                        legacy=("pipeline.json",))
         manifest = self.out / "pipeline.json"
         wanted = {"preset": self.preset_name, "seed": self.seed, "data": str(self.data)}
         if manifest.exists():
@@ -135,13 +209,24 @@ class Pipeline:
     def done_marker(self, stage: str) -> Path:
         return self.out / stage / ".done"
 
-    def run_stage(self, index: int, total: int, stage: str, title: str, fn) -> None:
+    def older_than(self, path: Path, upstream: str) -> bool:
+        """``path`` (a ``.done`` marker or a run's ``run.json``) predates the last completion of the stage
+        ``upstream``: it was made from that stage's previous outputs, so it is stale."""
+        up = self.done_marker(upstream)
+        return up.exists() and path.exists() and path.stat().st_mtime_ns < up.stat().st_mtime_ns
+
+    def run_stage(self, index: int, total: int, stage: str, title: str, fn, upstream: str | None = None) -> None:
         marker = self.done_marker(stage)
-        if marker.exists():
+        if marker.exists() and not (upstream and self.older_than(marker, upstream)):
             print(f"[{index}/{total}] {title}: done earlier, skipped ({marker.parent})", flush=True)
-            self.timings[stage] = json.loads(marker.read_text()).get("seconds", 0.0)
+            try:
+                self.timings[stage] = float(json.loads(marker.read_text()).get("seconds", 0.0))
+            except (ValueError, AttributeError, TypeError):  # a marker cut short: its timing is only a report line
+                self.timings[stage] = 0.0
             return
+        marker.unlink(missing_ok=True)  # a stale one (its inputs were redone) must not survive a failed rerun
         print(f"[{index}/{total}] {title} ...", flush=True)
+        self.stage = stage
         start = time.time()
         (self.out / stage).mkdir(parents=True, exist_ok=True)
         fn()
@@ -152,10 +237,10 @@ class Pipeline:
 
     def sh(self, args: list[str], log_name: str) -> None:
         print("  $ " + " ".join(args), flush=True)
-        proc = subprocess.run(args, cwd=ROOT)
-        if proc.returncode != 0:
+        rc = _run_child(args)
+        if rc != 0:
             raise PipelineError(
-                f"`{' '.join(args[:2])}` failed (exit {proc.returncode}); rerun the same command to resume "
+                f"`{' '.join(args[:2])}` failed (exit {rc}); rerun the same command to resume "
                 f"the stage, or delete {self.out / log_name} to start it over"
             )
 
@@ -164,8 +249,15 @@ class Pipeline:
         shapesworld.generate(self.data, seed=self.seed, image_size=self.preset.image_size,
                              counts=self.preset.world_size, progress=True)
 
-    def _resume(self, run: Path) -> list[str]:
-        return ["--resume", "latest"] if (run / "checkpoints").is_dir() and any((run / "checkpoints").iterdir()) else []
+    def _rerun_flags(self, run: Path, upstream: str) -> list[str]:
+        """How a training stage reruns in its folder: nothing in an empty folder; start again (``--overwrite``)
+        when it was killed before its first checkpoint or its inputs were redone since it started; else
+        continue from its last complete checkpoint."""
+        if not (run.is_dir() and any(run.iterdir())):
+            return []
+        if latest_checkpoint(run) is not None and not self.older_than(run / RUN_MARKER, upstream):
+            return ["--resume", "latest"]
+        return ["--overwrite"]
 
     def stage_encoder(self) -> None:
         run, w = self.out / "stage1", self.data
@@ -173,17 +265,19 @@ class Pipeline:
                  "--data", str(w / "ltip" / "train.jsonl"), "--data", str(w / "align" / "train.jsonl"),
                  "--data-weights", "1.0", "0.2", "--image-size", str(self.preset.image_size),
                  "--zero-shot", str(w / "eval" / "colour" / "val"), "--zero-shot", str(w / "eval" / "classify" / "val"),
-                 "--seed", str(self.seed), "--out", str(run), *self._resume(run), *self.preset.stage1_args], "stage1")
+                 "--seed", str(self.seed), "--out", str(run), *self._rerun_flags(run, "data"),
+                 *self.preset.stage1_args], "stage1")
 
     def stage_export(self) -> None:
+        out = self.out / "vision"  # the pipeline's own folder: a rerun replaces what an earlier try left there
         self.sh([_cli("contrastive-encoder"), "export", "--checkpoint", str(self.out / "stage1"),
-                 "--out", str(self.out / "vision")], "vision")
+                 "--out", str(out), *(["--overwrite"] if any(out.iterdir()) else [])], "vision")
 
     def stage_flamingo(self) -> None:
         run = self.out / "stage2"
         self.sh([_cli("flamingo"), "train", "--data", str(self.data), "--vision-encoder", str(self.out / "vision"),
                  "--preset", self.preset.stage2_preset, "--seed", str(self.seed), "--out", str(run),
-                 *self._resume(run), *self.preset.stage2_args], "stage2")
+                 *self._rerun_flags(run, "vision"), *self.preset.stage2_args], "stage2")
 
     def eval_data(self, task: str) -> Path:
         return self.data / "eval" / {"caption": "coco", "vqa": "vqav2", "classify": "classify",
@@ -192,12 +286,18 @@ class Pipeline:
     def stage_eval(self) -> None:
         for task in self.preset.eval_tasks:
             out = self.out / "eval" / task
-            if (out / ".done").exists():
+            if (out / ".done").exists() and not self.older_than(out / ".done", "stage2"):
                 continue
             print(f"  few-shot {task}", flush=True)
+            (out / ".done").unlink(missing_ok=True)
+            # --resume continues the predictions of an interrupted try; those of a model trained again since, or
+            # a folder fewshot-eval never claimed (no run.json), are started again (--overwrite)
+            stale = out.is_dir() and any(out.iterdir()) and (
+                self.older_than(out / RUN_MARKER, "stage2") or not (out / RUN_MARKER).exists())
+            rerun = ["--overwrite"] if stale else ["--resume"]
             self.sh([_cli("fewshot-eval"), "run", "--model", str(self.out / "stage2" / "model"), "--task", task,
                      "--data", str(self.eval_data(task)), "--shots", *map(str, self.preset.eval_shots),
-                     "--selection", "random", "rices", "--seed", str(self.seed), "--out", str(out), "--resume",
+                     "--selection", "random", "rices", "--seed", str(self.seed), "--out", str(out), *rerun,
                      "--cache-dir", str(self.out / "eval" / "rices-cache"), *self.preset.eval_args,
                      *self.preset.task_args.get(task, [])], f"eval/{task}")
             (out / ".done").write_text("ok\n")
@@ -224,7 +324,7 @@ class Pipeline:
         stages = self.stages()
         start = time.time()
         for i, (name, title, fn) in enumerate(stages, 1):
-            self.run_stage(i, len(stages), name, title, fn)
+            self.run_stage(i, len(stages), name, title, fn, upstream=stages[i - 2][0] if i > 1 else None)
         print(f"\nPipeline '{self.preset_name}' finished in {(time.time() - start) / 60:.1f} min (this run).")
         for name, _, _ in stages:
             print(f"  {name:<7} {self.timings.get(name, 0.0):7.0f} s   {self.out / name}")
@@ -238,6 +338,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<preset>)")
     p.add_argument("--data", type=Path, default=None, help="ShapesWorld folder (default data/world-<preset>)")
     p.add_argument("--seed", type=int, default=0, help="seed for the generated world and every stage")
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into a non-empty --out that is not a pipeline run (its files are kept)")
     return p.parse_args(argv)
 
 
@@ -245,11 +347,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = args.out or ROOT / "runs" / args.preset
     data = args.data or ROOT / "data" / f"world-{args.preset}"
+    pipeline = Pipeline(args.preset, out.resolve(), data.resolve(), args.seed, args.overwrite)
     try:
-        return Pipeline(args.preset, out.resolve(), data.resolve(), args.seed).run()
-    except (PipelineError, pipeline_report.ReportError, shapesworld.ShapesWorldError) as e:
+        return pipeline.run()
+    except (PipelineError, OutputError, pipeline_report.ReportError, shapesworld.ShapesWorldError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt) as e:
+        signum = e.signum if isinstance(e, Interrupted) else int(signal.SIGINT)
+        where = f" during stage '{pipeline.stage}'" if pipeline.stage else ""
+        print(f"interrupted by {signal.Signals(signum).name}{where}; rerun the same command to continue",
+              file=sys.stderr)
+        return 128 + signum
 
 
 if __name__ == "__main__":

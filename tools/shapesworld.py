@@ -52,6 +52,7 @@ __all__ = [
 ]
 
 FORMAT_VERSION = 1
+MANIFEST = ".written.json"  # the files the generator wrote: --overwrite replaces or removes only those
 
 # Well-separated RGB anchors; each object jitters its colour by a few levels so images are not flat palettes.
 COLOURS: dict[str, tuple[int, int, int]] = {
@@ -824,23 +825,72 @@ def resolve_options(
             "video_format": video_format, "counts": resolved}
 
 
-def _check_existing(out: Path, options: dict[str, Any]) -> bool:
-    """True when ``out`` already holds this exact world; raise when it holds something else."""
+def _written(root: Path) -> set[str] | None:
+    """The files (relative paths) the generator wrote into ``root``, from its manifest; None without one."""
+    try:
+        return set(json.loads((root / MANIFEST).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_existing(out: Path, options: dict[str, Any], overwrite: bool = False) -> bool:
+    """True when ``out`` already holds this exact world; raise when it holds something else, unless
+    ``overwrite`` and the generator can tell its own files from the others there."""
+    if out.exists() and not out.is_dir():
+        raise ShapesWorldError(f"{out} is a file, expected a folder; pick another --out")
     marker = out / "world.json"
     if marker.is_file():
         try:
             stored = json.loads(marker.read_text(encoding="utf-8"))["options"]
-        except (ValueError, KeyError) as e:
+        except (ValueError, KeyError, TypeError) as e:
             raise ShapesWorldError(f"{marker} is unreadable ({e}); delete {out} and generate again") from e
         if stored == options:
             return True
-        diff = ", ".join(f"{k}: {stored.get(k)!r} there vs {v!r} asked" for k, v in options.items() if stored.get(k) != v)
-        raise ShapesWorldError(f"{out} holds a ShapesWorld generated with other options ({diff}); "
-                               "delete the folder or pick another --out")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        flat = {f"counts.{k}": v for k, v in options["counts"].items()} | {k: v for k, v in options.items() if k != "counts"}
+        there = stored if isinstance(stored, dict) else {}
+        there = {f"counts.{k}": v for k, v in (there.get("counts") or {}).items()} | there
+        diff = ", ".join(f"{k}: {there.get(k)!r} there vs {v!r} asked" for k, v in flat.items() if there.get(k) != v)
+        if not overwrite:
+            raise ShapesWorldError(f"{out} holds a ShapesWorld generated with other options ({diff}); "
+                                   "delete the folder or pick another --out (or give --overwrite to replace it)")
+        if _written(out) is None:  # its files cannot be told from others: replacing could delete someone's
+            raise ShapesWorldError(f"{out} holds a ShapesWorld generated with other options ({diff}) by an older "
+                                   f"generator that kept no list of its files ({MANIFEST}); delete the folder "
+                                   "or pick another --out")
+        return False
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise ShapesWorldError(f"{out} exists and is not an empty folder or a ShapesWorld (no world.json); "
-                               "delete it or pick another --out")
+                               "delete it or pick another --out (or give --overwrite to write the world beside "
+                               "its files)")
     return False
+
+
+def _merge_world(partial: Path, out: Path) -> None:
+    """Move a finished world into a non-empty ``out`` (``--overwrite``): its files replace the generator's
+    files there, the previous world's files it does not have are removed, everything else is kept."""
+    new = {p.relative_to(partial).as_posix() for p in partial.rglob("*") if p.is_file()}
+    old = _written(out) or set()
+    for rel in sorted(new):  # refuse before moving anything: a folder of someone's where a file goes, or the reverse
+        dest = out / rel
+        folders = [out / q for q in Path(rel).parents if q != Path(".")]
+        blocker = dest if dest.is_dir() else next((p for p in folders if p.exists() and not p.is_dir()), None)
+        if blocker is not None:
+            raise ShapesWorldError(f"{blocker} is in the way of the world's {rel}; move it or pick another --out")
+    (out / "world.json").unlink(missing_ok=True)  # until the end the folder is not a complete world
+    # every file the generator has ever written here is listed first, so an interrupted merge loses track of none
+    (out / MANIFEST).write_text(json.dumps({"by": "shapesworld", "files": sorted(old | new)}, indent=1) + "\n")
+    for rel in sorted(new - {"world.json", MANIFEST}):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        os.replace(partial / rel, out / rel)
+    for rel in sorted(old - new):
+        (out / rel).unlink(missing_ok=True)
+        for parent in (out / rel).parents:  # folders the previous world made and left empty
+            if parent == out or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    os.replace(partial / MANIFEST, out / MANIFEST)
+    os.replace(partial / "world.json", out / "world.json")
+    shutil.rmtree(partial)
 
 
 def _write_world(root: Path, options: dict[str, Any], progress: bool) -> dict[str, Any]:
@@ -868,6 +918,8 @@ def _write_world(root: Path, options: dict[str, Any], progress: bool) -> dict[st
              "totals": {"images": w.n_images, "videos": w.n_videos, "video_format": w.video_format}}
     bar.close()
     (root / ".shapesworld-partial").unlink()
+    files = sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+    w.json(root / MANIFEST, {"by": "shapesworld", "files": [*files, MANIFEST, "world.json"]})
     w.json(root / "world.json", world)
     return world["totals"]
 
@@ -881,6 +933,7 @@ def generate(
     video_frames: int = 8,
     video_format: str = "auto",
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write a ShapesWorld to ``out_dir`` (layout in docs/formats.md) and return the folder.
 
@@ -888,7 +941,8 @@ def generate(
     there, so ``out_dir`` is either absent or complete. Asking again with the same options does nothing.
 
     Args:
-        out_dir: the world folder; must be absent, empty, or a world generated with the same options.
+        out_dir: the world folder; must be absent, empty, or a world generated with the same options (or, with
+            ``overwrite``, any folder: see below).
         seed: the seed; same seed and options give byte-identical files.
         image_size: side of the square images and video frames, in pixels.
         sizes: per-source counts overriding the ``counts`` preset (keys of ``PRESETS["small"]``).
@@ -897,13 +951,15 @@ def generate(
         video_frames: frames per clip (1 fps).
         video_format: ``"mp4"`` (PyAV), ``"frames"`` (folders of PNGs) or ``"auto"`` (mp4 when PyAV can).
         progress: show a tqdm progress bar on stderr.
+        overwrite: replace a world made with other options, or write into a non-empty folder that is not a
+            world; only the generator's files (listed in ``.written.json``) are replaced or removed, others kept.
 
     Raises:
         ShapesWorldError: bad options, or an output folder that cannot be used.
     """
     options = resolve_options(seed, image_size, sizes, counts, video_frames, video_format)
     out = Path(out_dir).expanduser().absolute()
-    if _check_existing(out, options):
+    if _check_existing(out, options, overwrite):
         return out
     partial = out.with_name(out.name + ".partial")
     try:
@@ -918,6 +974,9 @@ def generate(
                                "pick a writable --out") from e
     try:
         _write_world(partial, options, progress)
+        if out.is_dir() and any(out.iterdir()):  # --overwrite, checked above
+            _merge_world(partial, out)
+            return out
     except OSError as e:
         raise ShapesWorldError(f"writing {partial} failed ({e}); free space or pick another --out, then run "
                                "again (the partial folder is cleared)") from e
@@ -941,6 +1000,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video-frames", type=int, default=8, help="frames per video clip (1 fps)")
     p.add_argument("--video-format", default="auto", choices=["auto", "mp4", "frames"],
                    help="mp4 (needs PyAV), frame folders of PNGs, or auto (mp4 when PyAV is installed)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a world made with other options, or write into a non-empty folder that is not a "
+                        "world (only the generator's own files are replaced or removed)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     return p.parse_args(argv)
 
@@ -957,7 +1019,8 @@ def main(argv: list[str] | None = None) -> int:
         done_before = (Path(args.out) / "world.json").is_file()
         start = time.perf_counter()
         out = generate(args.out, seed=args.seed, image_size=args.image_size, sizes=sizes, counts=args.counts,
-                       video_frames=args.video_frames, video_format=args.video_format, progress=not args.quiet)
+                       video_frames=args.video_frames, video_format=args.video_format, progress=not args.quiet,
+                       overwrite=args.overwrite)
     except ShapesWorldError as e:
         print(f"shapesworld: error: {e}", file=sys.stderr)
         return 2
