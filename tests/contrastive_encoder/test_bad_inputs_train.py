@@ -97,6 +97,32 @@ def test_a_zero_shot_set_that_cannot_be_evaluated_is_refused_before_training(tmp
     assert latest_checkpoint(out) is None
 
 
+def test_resuming_a_finished_run_trains_nothing_and_keeps_its_summary(run, pairs_file, capsys):
+    summary = (run / "summary.json").read_text()
+    assert main(["train", *BASE, "--data", str(pairs_file), "--steps", "2", "--out", str(run), "--resume",
+                 "latest"]) == 0
+    assert "nothing to train" in capsys.readouterr().out
+    assert (run / "summary.json").read_text() == summary
+
+
+@pytest.mark.parametrize("weight", ["nan", "inf", "-1"])
+def test_bad_dataset_weights_are_refused_by_the_parser(tmp_path, pairs_file, capsys, weight):
+    assert main(["train", *BASE, "--data", str(pairs_file), "--data-weights", weight, "--out",
+                 str(tmp_path / "r")]) == 2
+    assert "--data-weights" in one_line_error(capsys)
+
+
+def test_a_damaged_saved_tokenizer_is_named(tmp_path, run, capsys):
+    out = tmp_path / "export"
+    assert main(["export", "--checkpoint", str(run), "--out", str(out)]) == 0
+    tok = next((out / "tokenizer").glob("*.json"))
+    tok.write_text("{bad")
+    capsys.readouterr()
+    assert main(["eval", "--model", str(out), "--retrieval", str(tmp_path / "none.jsonl")]) == 2
+    err = one_line_error(capsys)
+    assert "tokenizer" in err and "config.json" not in err
+
+
 def test_out_that_is_a_file_is_one_line(tmp_path, pairs_file, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["train", *BASE, "--data", str(pairs_file), "--steps", "2", "--out", str(tmp_path / "file")]) == 2

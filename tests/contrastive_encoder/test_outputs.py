@@ -22,7 +22,8 @@ from contrastive_encoder.outputs import (
     prepare_run_dir,
 )
 
-OWNED = ("checkpoints", "metrics.jsonl")
+OWNED = ("checkpoints/step_*", "metrics.jsonl", "model")
+LEGACY = ("checkpoints/step_*/state.json",)
 
 
 def save(target: Path, text: str, **kw) -> None:
@@ -138,39 +139,53 @@ def test_a_new_or_empty_folder_becomes_a_run(tmp_path):
     assert json.loads((tmp_path / "run" / RUN_MARKER).read_text())["command"] == "x train"
 
 
-def test_a_previous_run_needs_resume_or_overwrite(tmp_path):
+def test_a_run_that_wrote_nothing_can_start_again(tmp_path):
+    prepare_run_dir(tmp_path / "run", "x train", OWNED)  # e.g. stopped by bad data before its first step
+    prepare_run_dir(tmp_path / "run", "x train", OWNED)
+
+
+def test_a_previous_run_needs_resume_or_overwrite_which_deletes_only_its_outputs(tmp_path):
     run = prepare_run_dir(tmp_path / "run", "x train", OWNED)
-    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "step_00000002").mkdir(parents=True)
+    (run / "checkpoints" / "mine.txt").write_text("mine")
     (run / "metrics.jsonl").write_text("{}\n")
+    save(run / "model", "w")
+    (run / "model" / "notes.md").write_text("mine")
     (run / "notes.md").write_text("mine")
     with pytest.raises(OutputError, match="previous `x train` run; give --resume latest .* or --overwrite"):
         prepare_run_dir(run, "x train", OWNED)
     prepare_run_dir(run, "x train", OWNED, resume=True)
     assert (run / "metrics.jsonl").exists()
     prepare_run_dir(run, "x train", OWNED, overwrite=True)
-    assert sorted(os.listdir(run)) == ["notes.md", RUN_MARKER]  # only what the command writes went
+    left = sorted(p.relative_to(run).as_posix() for p in run.rglob("*"))
+    assert left == ["checkpoints", "checkpoints/mine.txt", "model", "model/notes.md", "notes.md", RUN_MARKER]
 
 
 def test_a_foreign_folder_needs_overwrite_and_keeps_its_files(tmp_path):
-    (tmp_path / "home").mkdir()
-    (tmp_path / "home" / "metrics.jsonl").write_text("not ours")
-    with pytest.raises(OutputError, match="not empty and is not a run of this command"):
-        prepare_run_dir(tmp_path / "home", "x train", OWNED)
-    prepare_run_dir(tmp_path / "home", "x train", OWNED, overwrite=True)
-    assert (tmp_path / "home" / "metrics.jsonl").read_text() == "not ours"
+    home = tmp_path / "home"
+    (home / "checkpoints").mkdir(parents=True)  # looks like a run, but holds no checkpoint of this command
+    (home / "checkpoints" / "mine.txt").write_text("mine")
+    (home / "metrics.jsonl").write_text("not ours")
+    with pytest.raises(OutputError, match="not empty and is not a `x train` run"):
+        prepare_run_dir(home, "x train", OWNED, legacy=LEGACY)
+    prepare_run_dir(home, "x train", OWNED, overwrite=True, legacy=LEGACY)
+    assert (home / "checkpoints" / "mine.txt").read_text() == "mine"
+    assert (home / "metrics.jsonl").read_text() == "not ours"
 
 
-def test_another_commands_run_is_not_taken_over(tmp_path):
+def test_another_commands_run_is_refused_even_with_overwrite(tmp_path):
     prepare_run_dir(tmp_path / "run", "a train", OWNED)
-    with pytest.raises(OutputError, match="is a `a train` run"):
-        prepare_run_dir(tmp_path / "run", "b eval", OWNED)
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="is a `a train` run, not a `b train` one"):
+            prepare_run_dir(tmp_path / "run", "b train", OWNED, overwrite=overwrite)
 
 
 def test_a_run_from_before_run_json_counts_as_a_previous_run(tmp_path):
-    (tmp_path / "old" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "old" / "checkpoints" / "step_00000004").mkdir(parents=True)
+    (tmp_path / "old" / "checkpoints" / "step_00000004" / "state.json").write_text("{}")
     with pytest.raises(OutputError, match="previous"):
-        prepare_run_dir(tmp_path / "old", "x train", OWNED, legacy=("checkpoints",))
-    prepare_run_dir(tmp_path / "old", "x train", OWNED, resume=True, legacy=("checkpoints",))
+        prepare_run_dir(tmp_path / "old", "x train", OWNED, legacy=LEGACY)
+    prepare_run_dir(tmp_path / "old", "x train", OWNED, resume=True, legacy=LEGACY)
 
 
 def test_stale_checkpoint_temporaries_are_cleaned_when_a_run_starts(tmp_path):
@@ -179,4 +194,3 @@ def test_stale_checkpoint_temporaries_are_cleaned_when_a_run_starts(tmp_path):
     (run / "checkpoints" / f".step_00000004.tmp-{int(dead.stdout)}-q").mkdir(parents=True)
     prepare_run_dir(run, "x train", OWNED, resume=True)
     assert os.listdir(run / "checkpoints") == []
-

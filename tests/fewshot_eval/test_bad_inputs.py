@@ -123,6 +123,23 @@ def test_out_that_is_a_file_is_one_line(where, coco_dir, tmp_path, loads, capsys
     assert str(out) in _err_line(capsys) and loads == []
 
 
+def test_overwrite_deletes_only_the_evaluations_own_files(coco_dir, tmp_path, loads, capsys):
+    model, out = _model_dir(tmp_path / "model", b"w"), tmp_path / "eval"
+    assert _run(model, coco_dir, out) == 0
+    (out / "predictions" / "experiment1.csv").write_text("mine")
+    assert _run(model, coco_dir, out, "--overwrite") == 0
+    assert (out / "predictions" / "experiment1.csv").read_text() == "mine"
+
+
+@pytest.mark.parametrize("where", ["file", "under-file"])
+def test_cache_dir_that_cannot_be_written_is_one_line_before_any_work(where, coco_dir, tmp_path, loads, capsys):
+    model = _model_dir(tmp_path / "model", b"w")
+    (tmp_path / "f").write_text("x")
+    cache = tmp_path / "f" if where == "file" else tmp_path / "f" / "sub"
+    assert _run(model, coco_dir, tmp_path / "out", "--cache-dir", str(cache)) == 2
+    assert "--cache-dir" in _err_line(capsys) and loads == [] and not (tmp_path / "out").exists()
+
+
 # ---------------------------------------------------------------- item 8: argument ranges, in the parser
 
 

@@ -93,12 +93,59 @@ def test_training_again_into_a_previous_run_is_refused(world, tmp_path, capsys, 
     assert [r["step"] for r in read_metrics(out / "metrics.jsonl") if "loss" in r] == [1]
 
 
-def test_a_foreign_non_empty_out_is_refused(world, tmp_path, capsys):
-    (tmp_path / "home").mkdir()
-    (tmp_path / "home" / "thesis.tex").write_text("precious")
-    assert main(["--data", str(world), *FAST, "--max-steps", "1", "--out", str(tmp_path / "home")]) == 2
+def test_a_foreign_non_empty_out_is_refused_and_overwrite_keeps_its_files(world, tmp_path, capsys, no_hang):
+    home = tmp_path / "home"
+    (home / "checkpoints").mkdir(parents=True)  # looks like a run folder, holds none of this command's outputs
+    (home / "model").mkdir()
+    (home / "checkpoints" / "mine.txt").write_text("mine")
+    (home / "model" / "my_weights.bin").write_text("mine")
+    (home / "thesis.tex").write_text("precious")
+    mine = sorted(p.relative_to(home).as_posix() for p in home.rglob("*"))
+    assert main(["--data", str(world), *FAST, "--max-steps", "1", "--out", str(home)]) == 2
     assert "not empty" in one_line_error(capsys)
-    assert os.listdir(tmp_path / "home") == ["thesis.tex"]
+    assert sorted(p.relative_to(home).as_posix() for p in home.rglob("*")) == mine
+    assert main(["--data", str(world), *FAST, "--max-steps", "1", "--out", str(home), "--overwrite"]) == 0
+    assert set(mine) <= {p.relative_to(home).as_posix() for p in home.rglob("*")}
+    assert (home / "model" / "my_weights.bin").read_text() == "mine"
+
+
+def test_another_stages_run_is_refused_even_with_overwrite(world, tmp_path, capsys):
+    from contrastive_encoder.outputs import prepare_run_dir
+
+    stage1 = prepare_run_dir(tmp_path / "stage1", "contrastive-encoder train", ["checkpoints/step_*"])
+    (stage1 / "checkpoints" / "step_00000003").mkdir(parents=True)
+    for extra in ([], ["--overwrite"]):
+        assert main(["--data", str(world), *FAST, "--max-steps", "1", "--out", str(stage1), *extra]) == 2
+        assert "is a `contrastive-encoder train` run" in one_line_error(capsys)
+    assert os.listdir(stage1 / "checkpoints") == ["step_00000003"]
+
+
+@pytest.mark.parametrize("damaged", ["trained.safetensors", "optimizer.pt", "rng.pt", "state.json"])
+def test_resuming_from_a_damaged_checkpoint_names_the_file(world, tmp_path, capsys, damaged, no_hang):
+    out = tmp_path / "run"
+    args = ["--data", str(world), *FAST, "--save-every", "1", "--out", str(out)]
+    assert main([*args, "--max-steps", "1"]) == 0
+    path = latest_checkpoint(out) / damaged
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+    capsys.readouterr()
+    assert main([*args, "--max-steps", "2", "--resume", "latest"]) == 2
+    assert str(path) in one_line_error(capsys)
+
+
+def test_held_out_data_without_a_readable_sample_is_an_error_not_a_zero_loss(world, tmp_path, capsys, no_hang):
+    rows = [json.loads(line) for line in (world / "ltip" / "val.jsonl").read_text().splitlines()][:3]
+    bad = tmp_path / "val.jsonl"
+    bad.write_text("".join(json.dumps(dict(r, image=f"missing/{i}.png")) + "\n" for i, r in enumerate(rows)))
+    args = [a for a in FAST if a != "--no-eval"]
+    assert main(["--data", str(world), *args, "--max-steps", "1", "--eval-data", str(bad),
+                 "--eval-samples", "3", "--out", str(tmp_path / "run")]) == 2
+    err = one_line_error(capsys)
+    assert "held-out data" in err and "missing/0.png" in err
+
+
+def test_infinite_dataset_weights_are_refused(world, tmp_path, capsys):
+    assert main(["--data", str(world), *FAST[:4], "--weights", "ltip=inf", "--out", str(tmp_path / "r")]) == 2
+    assert "finite numbers >= 0" in one_line_error(capsys)
 
 
 def test_out_that_is_a_file_fails_before_training(world, tmp_path, capsys):

@@ -28,7 +28,7 @@ def _train_parser(sub) -> None:
     p.add_argument("--data", action="append", default=None,
                    help="pair source, repeatable: file.jsonl, shard.tar / shard folder / glob, or hf:<dataset>[:split] "
                         f"(default {WORLD}/ltip/train.jsonl and {WORLD}/align/train.jsonl, as the paper's LTIP + ALIGN)")
-    p.add_argument("--data-weights", type=float, nargs="+", default=None, help="one weight per --data (default 1 each)")
+    p.add_argument("--data-weights", type=non_negative_float, nargs="+", default=None, help="one weight per --data (default 1 each)")
     p.add_argument("--strategy", choices=STRATEGIES, default="accumulation", help="how several datasets are combined")
     p.add_argument("--batch-size", type=positive_int, default=32,
                    help="global batch size of one micro-batch of one dataset (all processes)")

@@ -307,11 +307,22 @@ class DualEncoder(nn.Module):
         if tok_name == TOKENIZER_DIR:
             data["tokenizer"] = str(directory / TOKENIZER_DIR)
         try:
-            model = cls(DualEncoderConfig.from_dict(data, source=str(cfg_path)))
+            config = DualEncoderConfig.from_dict(data, source=str(cfg_path))
         except (TypeError, KeyError, ValueError) as e:  # fields of the wrong type or shape
             if str(cfg_path) in str(e) or isinstance(e, CorruptFileError):
                 raise
             raise CorruptFileError(f"{cfg_path}: not a valid DualEncoder config ({type(e).__name__}: {e})") from e
+        try:  # the tokenizer first, so that a damaged tokenizer/ is not blamed on config.json
+            tokenizer = build_tokenizer(config.tokenizer)
+        except (OSError, TypeError, KeyError, ValueError) as e:
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CorruptFileError(f"{config.tokenizer}: cannot load the saved tokenizer ({type(e).__name__}: "
+                                   f"{reason})") from e
+        try:
+            model = cls(config, tokenizer=tokenizer)
+        except (OSError, TypeError, KeyError, ValueError) as e:  # fields of the wrong type for the layers
+            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise CorruptFileError(f"{cfg_path}: not a valid DualEncoder config ({type(e).__name__}: {reason})") from e
         state = load_weights(weights_path, device=str(map_location))
         try:
             missing, unexpected = model.load_state_dict(state, strict=False)

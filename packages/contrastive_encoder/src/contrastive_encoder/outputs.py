@@ -10,8 +10,9 @@ Two kinds of output:
   unless ``overwrite=True``, and then only the program's files are replaced (the others are kept).
 - **Run folders** (training runs, evaluation runs) carry ``run.json`` naming the command that made them. A rerun
   of the same command into it must say ``--resume`` (continue) or ``--overwrite`` (delete the previous run's
-  outputs, only those); a non-empty folder that is not such a run is refused unless ``--overwrite`` (then the
-  program writes beside what is there).
+  outputs, only those); another command's run is refused; a non-empty folder that is not a run is refused
+  unless ``--overwrite`` (then the program writes beside what is there). A run that stopped before writing
+  anything (only ``run.json``) can be started again as it is.
 
 Temporaries carry the writer's pid (``.NAME.tmp-PID-XXXX``): those of dead processes, left by a kill, are
 removed at the next start (``clean_stale``), those of live ones are left alone.
@@ -38,6 +39,7 @@ __all__ = [
     "atomic_save_dir",
     "atomic_write_text",
     "check_save_target",
+    "check_writable_dir",
     "claim_run_dir",
     "clean_stale",
     "prepare_run_dir",
@@ -104,8 +106,9 @@ def _umask() -> int:
 # ---------------------------------------------------------------- checks
 
 
-def _writable_dir(folder: Path, flag: str) -> None:
-    """Create ``folder`` (and parents) if needed and prove a file can be written in it."""
+def check_writable_dir(folder: str | Path, flag: str = "--out") -> Path:
+    """Create ``folder`` (and parents) if needed and prove a file can be written in it (one-line OutputError)."""
+    folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{flag} {folder}: is a file, expected a folder")
     try:
@@ -117,6 +120,7 @@ def _writable_dir(folder: Path, flag: str) -> None:
         raise OutputError(f"{flag} {folder}: a parent of it is a file, expected folders") from e
     except OSError as e:
         raise OutputError(f"{flag} {folder}: cannot write there ({e.strerror or e})") from e
+    return folder
 
 
 def _manifest_files(folder: Path) -> set[str] | None:
@@ -151,7 +155,7 @@ def check_save_target(target: str | Path, overwrite: bool = False, flag: str = "
         raise OutputError(
             f"{flag} {target}: folder is not empty and is not a model this suite saved; choose an empty or new "
             f"folder, or give --overwrite to write into it (files the program did not write are kept)")
-    _writable_dir(target.parent if not target.exists() else target, flag)
+    check_writable_dir(target.parent if not target.exists() else target, flag)
     return target
 
 
@@ -270,6 +274,32 @@ def _marker(folder: Path) -> dict | None:
         return None
 
 
+def _matches(folder: Path, patterns: Iterable[str]) -> list[Path]:
+    return sorted({p for pat in patterns for p in folder.glob(pat)}, key=lambda p: (-len(p.parts), str(p)))
+
+
+def _delete_owned(folder: Path, patterns: Iterable[str]) -> None:
+    """Delete what a previous run of the command wrote, and only that: the files and folders its ``owned``
+    patterns match, but of a matched folder holding a manifest only the files listed there; then the folders
+    left empty. Anything else a user put there (beside or inside) stays."""
+    touched = set()
+    for path in _matches(folder, patterns):
+        touched.add(path.parent)
+        if path.is_dir() and not path.is_symlink():
+            listed = _manifest_files(path)
+            if listed is None:
+                shutil.rmtree(path)  # a run-made folder (``checkpoints/step_N``) from before manifests
+                continue
+            for rel in sorted(listed | {MANIFEST}):
+                (path / rel).unlink(missing_ok=True)
+                touched.update((path / rel).parents)
+        else:
+            path.unlink(missing_ok=True)
+    for d in sorted(touched, key=lambda p: -len(p.parts)):  # deepest first
+        if d != folder and folder in d.parents and d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+
+
 def prepare_run_dir(folder: str | Path, command: str, owned: Iterable[str], resume: bool = False,
                     overwrite: bool = False, flag: str = "--out", legacy: Iterable[str] = ()) -> Path:
     """Check and claim a run folder before a run writes into it (call on the main process only).
@@ -277,41 +307,45 @@ def prepare_run_dir(folder: str | Path, command: str, owned: Iterable[str], resu
     Args:
         folder: the run folder.
         command: the command that owns it, e.g. ``"flamingo train"``; written to ``run.json``.
-        owned: the names the command writes at the top of the folder (deleted by ``overwrite`` in a previous
-            run of the same command, and nothing else).
+        owned: glob patterns (relative to the folder) of what the command writes, e.g. ``"checkpoints/step_*"``,
+            ``"metrics.jsonl"``, ``"model"`` (a saved folder: only the files its manifest lists). ``overwrite``
+            deletes these in a previous run of the same command, and nothing else.
         resume: the run continues the one in the folder.
-        overwrite: replace a previous run (its ``owned`` entries only), or write into a foreign non-empty folder.
+        overwrite: replace a previous run (what ``owned`` matches), or write into a foreign non-empty folder
+            (beside its files).
         flag: how the command line names the folder.
-        legacy: names whose presence marks a run made before ``run.json`` existed (e.g. ``checkpoints``).
+        legacy: glob patterns whose match marks a run made before ``run.json`` existed (e.g.
+            ``"checkpoints/step_*/state.json"``).
 
     Raises:
-        OutputError: the folder is a file, unwritable, or holds something the run must not touch.
+        OutputError: the folder is a file, unwritable, another command's run, or holds something the run must
+            not touch.
     """
     folder = Path(folder)
-    _writable_dir(folder, flag)
+    check_writable_dir(folder, flag)
     clean_stale(folder)
     if (folder / "checkpoints").is_dir():
         clean_stale(folder / "checkpoints")
-    owned = set(owned) | {RUN_MARKER}
-    entries = {p.name for p in folder.iterdir()}
+    owned = list(owned)
+    entries = {p.name for p in folder.iterdir()} - {RUN_MARKER}
     marker = _marker(folder)
-    previous = (marker is not None and marker.get("command") == command) or (
-        marker is None and any(n in entries for n in legacy))
+    other = marker.get("command") if marker else None
+    if other and other != command:  # its checkpoints would be pruned or mixed with this command's
+        raise OutputError(f"{flag} {folder}: is a `{other}` run, not a `{command}` one; choose another {flag}")
+    ours = other == command
+    previous = bool(_matches(folder, owned)) if ours else bool(_matches(folder, legacy))
     if previous and not resume:
         if not overwrite:
             raise OutputError(
                 f"{flag} {folder}: holds a previous `{command}` run; give --resume latest to continue it, or "
                 f"--overwrite to delete its outputs and start again (or choose another {flag})")
-        for name in sorted(owned & entries):
-            path = folder / name
-            shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
-    elif not previous and entries and not overwrite:
-        what = f"a `{marker['command']}` run" if marker and marker.get("command") else "not a run of this command"
+        _delete_owned(folder, owned)
+    elif not previous and not ours and entries and not overwrite:
         raise OutputError(
-            f"{flag} {folder}: folder is not empty and is {what}; choose an empty or new folder, or give "
-            f"--overwrite to write into it (files the program did not write are kept)")
+            f"{flag} {folder}: folder is not empty and is not a `{command}` run; choose an empty or new folder, "
+            f"or give --overwrite to write into it (files the program did not write are kept)")
     foreign_marker = marker is None and (folder / RUN_MARKER).exists()  # a file of the same name, not ours
-    if not foreign_marker and (marker is None or not previous or not resume):
+    if not foreign_marker and not (ours and resume):
         atomic_write_text(folder / RUN_MARKER, json.dumps(
             {"command": command, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}, indent=1) + "\n")
     return folder

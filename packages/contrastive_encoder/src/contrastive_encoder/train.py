@@ -84,8 +84,8 @@ class TrainConfig:
     model_overrides: dict[str, Any] = field(default_factory=dict)  # DualEncoderConfig field overrides
 
 
-# what a run writes at the top of its folder: the only names --overwrite deletes there
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "summary.json", "tensorboard")
+# what a run writes in its folder (glob patterns): all that --overwrite deletes there
+RUN_OUTPUTS = ("checkpoints/step_*", "metrics.jsonl", "summary.json", "tensorboard/events.out.tfevents.*")
 
 
 def param_groups(model: DualEncoder, weight_decay: float, lr: float, text_lr: float | None = None) -> list[dict]:
@@ -249,7 +249,7 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     if cfg.resume and cfg.resume != "latest" and not (Path(cfg.resume) / "trainer_state.json").is_file():
         raise FileNotFoundError(f"--resume {cfg.resume}: not a training checkpoint (no trainer_state.json)")
     claim_run_dir(accelerator, out, "contrastive-encoder train", RUN_OUTPUTS, resume=bool(cfg.resume),
-                  overwrite=cfg.overwrite, legacy=("checkpoints", "metrics.jsonl", "summary.json"))
+                  overwrite=cfg.overwrite, legacy=("checkpoints/step_*/trainer_state.json",))
     if cfg.export:
         check_save_target(cfg.export, cfg.overwrite, flag="--export")
     for path in cfg.zero_shot:  # a set that cannot be evaluated fails now, not after the training time is spent
@@ -404,7 +404,10 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
         "images_per_s": images / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "zero_shot": evals,
         "skipped": dict(skipped), "parameters": counts, "processes": world,
     }
-    if accelerator.is_main_process:
+    if accelerator.is_main_process and step == start:  # resumed at its last step: the run's summary stays
+        accelerator.print(f"{out} is already at step {step} of {cfg.steps}: nothing to train (raise --steps to "
+                          "continue it)")
+    elif accelerator.is_main_process:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         zs = ", ".join(f"{k} {v['top1']:.1%}" for k, v in evals.items()) or "no zero-shot sets"
         accelerator.print(

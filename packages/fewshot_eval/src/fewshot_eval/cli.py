@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from contrastive_encoder.argtypes import OneLineParser, non_negative_int, positive_int
+from contrastive_encoder.outputs import check_writable_dir
 from fewshot_eval.datasets import TASKS, DataError
 from fewshot_eval.ensemble import DEFAULT_ENSEMBLE
 from fewshot_eval.model import ModelLoadError
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
             resolve_device(args.device)  # a missing GPU is named before the data is read
         data = prepare_data(args.task, args.data, args.shots, args.split, args.support_split, args.limit,
                             args.image_template)  # fmt: skip
+        if args.cache_dir is not None:  # a file or read-only folder fails now, not after the first predictions
+            check_writable_dir(args.cache_dir, "--cache-dir")
         # claimed once the inputs are known good, so that a typo in --data does not leave a run folder behind
         claim_output(args.out, COMMAND, OUTPUT_NAMES, resume=args.resume, overwrite=args.overwrite)
         _note_skipped(data)  # after the checks: a refused run prints its one error line only

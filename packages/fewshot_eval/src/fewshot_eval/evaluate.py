@@ -59,7 +59,8 @@ METRICS = {
 }
 RESULTS_SCHEMA = "fewshot_eval/results/v1"
 # what an evaluation writes at the top of its output folder (the default RICES cache included)
-OUTPUT_NAMES = ("predictions", "results.json", "results.md", "results.png", "cache")
+# what an evaluation writes in --out (glob patterns): all that --overwrite deletes there
+OUTPUT_NAMES = ("predictions/*.rank*.jsonl", "results.json", "results.md", "results.png", "cache/*.npy", "cache/*.json")
 _MEDIA = object()  # stands for an image or video where only the prompt's text (its length) is needed
 
 
@@ -157,7 +158,7 @@ def claim_output(out: str | Path, command: str, owned: Sequence[str] = OUTPUT_NA
     if dist.is_main:
         try:
             prepare_run_dir(out, command, owned, resume=resume, overwrite=overwrite, flag="--out",
-                            legacy=("results.json", "predictions"))  # fmt: skip
+                            legacy=("results.json", "predictions/*.rank*.jsonl"))  # fmt: skip
         except OutputError as e:
             problem = str(e)
     problems = dist.gather([problem] if problem else [])  # also makes the others wait for the main process

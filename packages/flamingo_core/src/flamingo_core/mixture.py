@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,9 +69,9 @@ def parse_weights(text: str | Mapping[str, float] | None, names: list[str] | Non
         if unknown:
             raise ValueError(f"--weights names unknown source(s) {unknown}; sources are {names}")
         weights = {n: weights.get(n, DEFAULT_WEIGHTS.get(n, 0.0)) for n in names}
-    bad = {k: v for k, v in weights.items() if not v >= 0}
+    bad = {k: v for k, v in weights.items() if not (v >= 0 and math.isfinite(v))}
     if bad:
-        raise ValueError(f"dataset weights must be >= 0, got {bad}")
+        raise ValueError(f"dataset weights must be finite numbers >= 0, got {bad}")
     if weights and not any(v > 0 for v in weights.values()):
         raise ValueError("at least one dataset weight must be > 0")
     return weights

@@ -77,8 +77,8 @@ __all__ = [
 
 SOURCE_KINDS = {"m3w": "interleaved", "ltip": "pairs", "align": "pairs", "vtp": "video"}
 MAX_TOKENS = {"interleaved": 256, "pairs": 64, "video": 32}  # paper: 256 for M3W; 32 for VTP
-# what a run writes at the top of its folder: the only names --overwrite deletes there
-RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "model", "tensorboard")
+# what a run writes in its folder (glob patterns): all that --overwrite deletes there
+RUN_OUTPUTS = ("checkpoints/step_*", "metrics.jsonl", "model", "tensorboard/events.out.tfevents.*")
 
 @dataclass
 class TrainConfig:
@@ -321,12 +321,26 @@ def resolve_resume(resume: str, out: str) -> Path:
     return path
 
 
+def _load_pt(path: Path) -> Any:
+    """A checkpoint's optimizer / RNG file, read with the restricted unpickler; a truncated one is named."""
+    from contrastive_encoder.readers import CorruptFileError
+
+    try:
+        return torch.load(path, weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError ... for a damaged file
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise CorruptFileError(f"{path}: not a readable checkpoint file, truncated or corrupt ({reason})") from e
+
+
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load the trained parameters of a checkpoint into ``model`` (unwrapped); return its state.json."""
-    from safetensors.torch import load_file
+    from contrastive_encoder.readers import load_weights, read_json
 
     path = Path(path)
-    weights = load_file(str(path / "trained.safetensors"))
+    state = read_json(path / "state.json")  # first: a checkpoint folder that is not one fails before any work
+    weights = load_weights(path / "trained.safetensors")
     params = trained_parameters(model)
     missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
     if missing or unexpected:
@@ -335,7 +349,7 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
     with torch.no_grad():
         for n, p in params.items():
             p.copy_(weights[n].to(p.dtype))
-    return json.loads((path / "state.json").read_text())
+    return state
 
 
 # ---------------------------------------------------------------- evaluation
@@ -382,6 +396,10 @@ def caption_eval(model, processor, source, num_samples: int, num_captions: int, 
     n = min(num_samples, len(source))
     loaded = [source.load(i, random.Random(i)) for i in range(n)]
     good = [x for x in loaded if isinstance(x, tuple)]
+    bad = [x for x in loaded if not isinstance(x, tuple)]  # SkippedSample: corrupt or missing media
+    if n and not good:  # a loss of 0 over no tokens would read as a perfect model
+        raise ValueError(f"held-out data: none of its first {n} samples is readable (first: {bad[0].where}: "
+                         f"{bad[0].reason}); fix --eval-data, or give --no-eval")
     mine = good[rank::world_size]
     loss_sum, loss_count = 0.0, 0
     media_id = processor.media_token_id
@@ -392,7 +410,7 @@ def caption_eval(model, processor, source, num_samples: int, num_captions: int, 
         labels = make_labels(enc["input_ids"], enc["attention_mask"], [media_id])
         s, c = token_nll(model, dict(enc, labels=labels))
         loss_sum, loss_count = loss_sum + float(s), loss_count + int(c)
-    result: dict[str, Any] = {"loss_sum": loss_sum, "loss_count": loss_count}
+    result: dict[str, Any] = {"loss_sum": loss_sum, "loss_count": loss_count, "skipped": len(bad)}
     if generate and rank == 0 and hasattr(model, "encode_media") and len(good) >= 2:  # not under FSDP (sharded)
         enc = processor([[items[0]] for items, _ in good[:16]])
         if enc.get("media") is not None:
@@ -572,7 +590,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         resolve_resume(cfg.resume, cfg.out)
     # before loading any model: a bad --out costs seconds, not a training run
     claim_run_dir(accelerator, cfg.out, "flamingo train", RUN_OUTPUTS, resume=bool(cfg.resume),
-                  overwrite=cfg.overwrite, legacy=("checkpoints", "metrics.jsonl"))
+                  overwrite=cfg.overwrite, legacy=("checkpoints/step_*/state.json",))
 
     if model is None:
         from flamingo_core.config import load_config
@@ -586,7 +604,9 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     max_frames = getattr(getattr(model, "config", None), "max_frames", 8)
     sources = build_sources(cfg, weights, skipped, video_frames=min(8, max_frames))
     eval_path = cfg.eval_data or str(Path(cfg.data) / "ltip" / "val.jsonl")
-    eval_source = build_source("eval", "pairs", eval_path, skipped=SkipCounter()) if Path(eval_path).exists() else None
+    eval_skipped = SkipCounter()  # held-out rows: counted apart from the training data's, same policy
+    eval_source = (build_source("eval", "pairs", eval_path, strict=cfg.strict, skipped=eval_skipped)
+                   if Path(eval_path).exists() else None)
     if cfg.grad_checkpointing:
         enable_gradient_checkpointing(model)
     counts = {"trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
@@ -616,11 +636,11 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     if resume_state is not None:
         ckpt = resolve_resume(cfg.resume, cfg.out)
         if (ckpt / "optimizer.pt").is_file() and not fsdp:
-            load_optimizer_state(optimizer, torch.load(ckpt / "optimizer.pt", weights_only=True))
+            load_optimizer_state(optimizer, _load_pt(ckpt / "optimizer.pt"))
         else:
             say(f"note: {ckpt} has no optimizer state usable here (FSDP); AdamW moments restart from zero")
         scheduler.load_state_dict(dict(resume_state["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups)))
-        rng = torch.load(ckpt / "rng.pt", weights_only=True)
+        rng = _load_pt(ckpt / "rng.pt")
         if int(resume_state.get("world_size", 1)) == world:
             torch.set_rng_state(rng["cpu"][rank])
         if "cuda" in rng and torch.cuda.is_available():
@@ -644,6 +664,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
                            resume_step=start_step if cfg.resume else None)
     trained = [p for p in unwrapped.parameters() if p.requires_grad]
 
+    noted_eval_skips: list[bool] = []  # say it once, not at every evaluation
+
     def evaluate(step: int) -> dict[str, Any]:
         if eval_source is None:
             return {}
@@ -654,6 +676,10 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         tot = accelerator.reduce(tot, reduction="sum") if world > 1 else tot
         out = {"eval_loss": float(tot[0] / max(tot[1], 1))}
         out.update({k: r[k] for k in ("colour_acc", "visual_std", "captions") if k in r})
+        if accelerator.is_main_process and (r["skipped"] or sum(eval_skipped.values())) and not noted_eval_skips:
+            noted_eval_skips.append(True)
+            say(f"note: held-out data {eval_path}: {r['skipped']} of the first {cfg.eval_samples} samples have "
+                f"unreadable media; rows skipped when read: {eval_skipped.report()}")
         if accelerator.is_main_process:
             logger.log(step, **{k: v for k, v in out.items() if k != "captions"},
                        captions=json.dumps(out.get("captions", [])))
