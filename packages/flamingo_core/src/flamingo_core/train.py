@@ -52,6 +52,7 @@ from flamingo_core.data import EOC, IGNORE_INDEX, FlamingoCollator, build_source
 from flamingo_core.mixture import (
     DEFAULT_WEIGHTS,
     DatasetMixture,
+    EmptySourceError,
     accumulate_gradients,
     parse_weights,
     token_nll,
@@ -706,7 +707,12 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     step, last, stopped = start_step, {}, "max_steps"
     t_loop = time.monotonic()
     while step < cfg.max_steps:
-        batches = {n: _to(b, accelerator.device) for n, b in mixture.next().items()}
+        try:
+            batches = {n: _to(b, accelerator.device) for n, b in mixture.next().items()}
+        except EmptySourceError:
+            if progress is not None:  # end the bar's line, so the error is a line of its own
+                progress.close()
+            raise
         over = cfg.max_minutes > 0 and (time.monotonic() - t_start) / 60 >= cfg.max_minutes
         result = train_step(model, optimizer, batches, weights, accelerator=accelerator, scheduler=scheduler,
                             grad_clip=cfg.grad_clip, trained=trained, stop=over)
