@@ -147,3 +147,26 @@ def test_two_datasets_of_one_task_share_an_output_folder(classify_dir, coco_dir,
     assert {r["dataset"] for r in saved} == {classify_dir.name, "colour2"} and len(saved) == 4
     table = (tmp_path / "out" / "results.md").read_text()
     assert f"| classify | {classify_dir.name} | top-1 accuracy |" in table and "| classify | colour2 |" in table
+
+
+def test_zero_shot_demonstrations_do_not_depend_on_the_query(coco_dir, fake_model, tmp_path):
+    """Zero-shot's two text-only demonstrations are fixed: RICES retrieving them by the query image leaked it."""
+    out = tmp_path / "run"
+    evaluate(fake_model, "caption", coco_dir, shots=[0], selection=["random", "rices"], trials=2, out_dir=out,
+             batch_size=3, progress=False)  # fmt: skip
+    for stem in ("caption_rices_0shot_ens1_trial0", "caption_random_0shot_ens1_trial0",
+                 "caption_random_0shot_ens1_trial1"):  # fmt: skip
+        recs = [json.loads(x) for x in (out / "predictions" / f"{stem}.rank0.jsonl").read_text().splitlines()]
+        assert len(recs) == 8 and len({tuple(r["demos"]) for r in recs}) == 1, stem
+        assert all(len(r["demos"]) == 2 and r["id"] not in r["demos"] for r in recs)
+
+
+def test_zero_shot_selector_passes_over_the_query_itself():
+    from fewshot_eval.selection import ZeroShotSelector
+
+    sel = ZeroShotSelector(["a", "b", "c", "d"], seed=1)
+    first = sel.select(["x"], 2)[0]
+    own = sel.support_ids[first[0]]
+    again = sel.select([own], 2)[0]
+    assert own not in [sel.support_ids[i] for i in again] and again[0] == first[1]
+    assert sel.select(["x", "y"], 2) == [first, first]

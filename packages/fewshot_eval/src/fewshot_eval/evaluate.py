@@ -42,7 +42,14 @@ from fewshot_eval.model import EvalModel, prompt_to_text
 from fewshot_eval.postprocess import postprocess
 from fewshot_eval.prompts import ZERO_SHOT_DEMOS, PromptTemplate, Shot, build_prompt, get_template
 from fewshot_eval.rices import RICES, cached_features
-from fewshot_eval.selection import SELECTIONS, RandomSelector, RicesSelector, _stable_hash, mean_std
+from fewshot_eval.selection import (
+    SELECTIONS,
+    RandomSelector,
+    RicesSelector,
+    ZeroShotSelector,
+    _stable_hash,
+    mean_std,
+)
 
 __all__ = [
     "MAX_NEW_TOKENS", "METRICS", "OUTPUT_NAMES", "TaskData", "check_prompt_lengths", "claim_output", "evaluate",
@@ -426,8 +433,11 @@ def evaluate(
         cache = cache_dir if cache_dir is not None else (out / "cache" if out is not None else None)
         rices_selector = _rices_selector(model, support, mine, cache, batch_size, max_frames, dist, progress)
     for job in jobs:  # every prompt's demonstrations, so that every prompt can be checked before generating
-        selector = rices_selector if job.sel == "rices" else RandomSelector([e.key for e in support.examples], seed,
-                                                                            job.trial)  # fmt: skip
+        keys = [e.key for e in support.examples]
+        if job.k == 0:  # fixed text-only demonstrations: retrieving them by the query image would leak it
+            selector = ZeroShotSelector(keys, seed, job.trial)
+        else:
+            selector = rices_selector if job.sel == "rices" else RandomSelector(keys, seed, job.trial)
         job.todo = [ex for ex in mine if ex.id not in job.done]
         job.demo_idx = selector.select([ex.key for ex in job.todo], _demos_needed(job.k)) if job.todo else []
     problem = check_prompt_lengths(model, runner, jobs, query.source)

@@ -3,6 +3,8 @@ Sec. 3 and Appendix A.2).
 
 A selector maps a query to an ordered list of support indices. Random selection draws from a generator seeded by
 (seed, trial, query id), so a query's demonstrations do not depend on batching, process count or resumption.
+Zero-shot prompts use ``ZeroShotSelector`` whatever the method: the paper's two text-only demonstrations are
+fixed, not chosen by (or retrieved for) the query, so they cannot carry the query's answer.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from fewshot_eval.rices import RICES
 
-__all__ = ["SELECTIONS", "RandomSelector", "RicesSelector", "Selector", "mean_std"]
+__all__ = ["SELECTIONS", "RandomSelector", "RicesSelector", "Selector", "ZeroShotSelector", "mean_std"]
 
 SELECTIONS = ("random", "rices")
 
@@ -56,6 +58,30 @@ class RandomSelector:
             rng = np.random.default_rng([self.seed, self.trial, _stable_hash(str(qid))])
             pool = np.setdiff1d(np.arange(len(self.support_ids)), excluded, assume_unique=True)
             out.append([int(i) for i in rng.choice(pool, size=k, replace=False)])
+        return out
+
+
+class ZeroShotSelector:
+    """The same demonstrations for every query (zero-shot's text-only ones): the first ``k`` of one seeded
+    permutation of the support set, passing over a query's own entry (when support and queries share a split).
+
+    Args:
+        support_ids: ids of the support examples.
+        seed: base seed.
+        trial: trial number; each trial draws different demonstrations.
+    """
+
+    def __init__(self, support_ids: Sequence[str], seed: int = 0, trial: int = 0):
+        self.support_ids = [str(i) for i in support_ids]
+        self.order = np.random.default_rng([seed, trial, 0]).permutation(len(self.support_ids)).tolist()
+
+    def select(self, query_ids: Sequence[str], k: int) -> list[list[int]]:
+        out = []
+        for qid in query_ids:
+            pool = [i for i in self.order if self.support_ids[i] != str(qid)]
+            if k > len(pool):
+                raise ValueError(f"cannot draw {k} demonstrations from a support set of {len(pool)}")
+            out.append(pool[:k])
         return out
 
 
