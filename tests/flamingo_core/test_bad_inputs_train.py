@@ -151,8 +151,10 @@ def test_infinite_dataset_weights_are_refused(world, tmp_path, capsys):
 def test_out_that_is_a_file_fails_before_training(world, tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     assert main(["--data", str(world), *FAST, "--max-steps", "1", "--out", str(tmp_path / "file")]) == 2
-    assert "is a file, expected a folder" in one_line_error(capsys)
-    assert "parameters:" not in capsys.readouterr().out  # refused before any model was built
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert "is a file, expected a folder" in err and "\n" not in err
+    assert "parameters:" not in captured.out  # refused before any model was built
 
 
 @pytest.mark.parametrize("flag, value, expected", [

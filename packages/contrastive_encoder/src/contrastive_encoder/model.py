@@ -296,7 +296,7 @@ class DualEncoder(nn.Module):
             CorruptFileError: a config that is not JSON or not a DualEncoder config, weights that are truncated,
                 not safetensors, or of another architecture (each message names the file).
         """
-        from .readers import CorruptFileError, load_weights, read_json
+        from .readers import CorruptFileError, first_line, load_weights, read_json
 
         directory = Path(directory)
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
@@ -315,13 +315,13 @@ class DualEncoder(nn.Module):
         try:  # the tokenizer first, so that a damaged tokenizer/ is not blamed on config.json
             tokenizer = build_tokenizer(config.tokenizer)
         except (OSError, TypeError, KeyError, ValueError) as e:
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reason = first_line(e)
             raise CorruptFileError(f"{config.tokenizer}: cannot load the saved tokenizer ({type(e).__name__}: "
                                    f"{reason})") from e
         try:
             model = cls(config, tokenizer=tokenizer)
         except (OSError, TypeError, KeyError, ValueError) as e:  # fields of the wrong type for the layers
-            reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            reason = first_line(e)
             raise CorruptFileError(f"{cfg_path}: not a valid DualEncoder config ({type(e).__name__}: {reason})") from e
         state = load_weights(weights_path, device=str(map_location))
         try:

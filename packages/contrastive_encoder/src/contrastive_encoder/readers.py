@@ -10,11 +10,17 @@ import json
 from pathlib import Path
 from typing import Any
 
-__all__ = ["CorruptFileError", "load_weights", "read_json"]
+__all__ = ["CorruptFileError", "first_line", "load_weights", "read_json"]
 
 
 class CorruptFileError(ValueError):
     """A saved file that cannot be read; the message names it."""
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none): torch's and the hub's errors run
+    over many lines, a one-line error quotes only this."""
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def read_json(path: str | Path, expect: type = dict) -> Any:
@@ -46,5 +52,4 @@ def load_weights(path: str | Path, device: str = "cpu") -> dict:
     try:
         return load_file(str(path), device=device)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise CorruptFileError(f"{path}: not a readable safetensors file, truncated or corrupt ({reason})") from e
+        raise CorruptFileError(f"{path}: not a readable safetensors file, truncated or corrupt ({first_line(e)})") from e

@@ -192,11 +192,13 @@ class FlamingoEvalModel:
                 from flamingo_core import Flamingo
             except ImportError as e:  # pragma: no cover - depends on the installation
                 raise ModelLoadError(f"flamingo_core is not importable ({e}); install packages/flamingo_core") from e
+            from contrastive_encoder.readers import first_line
+
             try:
                 model = Flamingo.from_pretrained(model_dir)  # unreadable weights: readers' CorruptFileError (ValueError)
             except (OSError, ValueError, KeyError, RuntimeError) as e:
                 # the first line only: torch's shape mismatches and the hub's errors run over many lines
-                reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                reason = first_line(e)
                 raise ModelLoadError(f"{model_dir}: could not load the Flamingo model ({reason})") from e
         else:
             self.identifier = f"flamingo:{model_dir or 'in-memory'}:{getattr(model.config, 'name', '')}"

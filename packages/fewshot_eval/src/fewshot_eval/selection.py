@@ -61,18 +61,14 @@ class RandomSelector:
         return out
 
 
-class ZeroShotSelector:
+class ZeroShotSelector(RandomSelector):
     """The same demonstrations for every query (zero-shot's text-only ones): the first ``k`` of one seeded
     permutation of the support set, passing over a query's own entry (when support and queries share a split).
-
-    Args:
-        support_ids: ids of the support examples.
-        seed: base seed.
-        trial: trial number; each trial draws different demonstrations.
+    Arguments as ``RandomSelector``.
     """
 
     def __init__(self, support_ids: Sequence[str], seed: int = 0, trial: int = 0):
-        self.support_ids = [str(i) for i in support_ids]
+        super().__init__(support_ids, seed, trial)
         self.order = np.random.default_rng([seed, trial, 0]).permutation(len(self.support_ids)).tolist()
 
     def select(self, query_ids: Sequence[str], k: int) -> list[list[int]]:

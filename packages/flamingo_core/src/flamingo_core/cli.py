@@ -14,6 +14,7 @@ from contrastive_encoder.argtypes import (
     positive_fraction,
     positive_int,
 )
+from contrastive_encoder.readers import first_line
 
 __all__ = ["main"]
 
@@ -52,10 +53,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def _first_line(e: BaseException) -> str:
-    return (str(e).splitlines() or [type(e).__name__])[0]
-
-
 def load_model(name: str, device: str):
     import torch
 
@@ -71,13 +68,13 @@ def load_model(name: str, device: str):
                   "Flamingo layers", file=sys.stderr)
             model = create_model(config)
     except ValueError as e:  # the readers' CorruptFileError and PretrainedError name the file / the model
-        raise UserError(_first_line(e)) from e
+        raise UserError(first_line(e)) from e
     except OSError as e:
-        raise UserError(f"cannot load model '{name}': {_first_line(e)}") from e
+        raise UserError(f"cannot load model '{name}': {first_line(e)}") from e
     try:
         return model.to(torch.device(device)).eval()
     except (RuntimeError, AssertionError) as e:
-        raise UserError(f"cannot use device '{device}': {_first_line(e)}") from e
+        raise UserError(f"cannot use device '{device}': {first_line(e)}") from e
 
 
 def load_image(path: str):
@@ -121,7 +118,7 @@ def answer(model, items: list, args) -> str:
             top_k=args.top_k, top_p=args.top_p, generator=gen,
         )
     except ValueError as e:
-        raise UserError(_first_line(e)) from e
+        raise UserError(first_line(e)) from e
     return processor.decode(out)[0].strip()
 
 

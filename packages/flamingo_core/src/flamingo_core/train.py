@@ -324,14 +324,14 @@ def resolve_resume(resume: str, out: str) -> Path:
 
 def _load_pt(path: Path) -> Any:
     """A checkpoint's optimizer / RNG file, read with the restricted unpickler; a truncated one is named."""
-    from contrastive_encoder.readers import CorruptFileError
+    from contrastive_encoder.readers import CorruptFileError, first_line
 
     try:
         return torch.load(path, weights_only=True)
     except FileNotFoundError:
         raise
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError ... for a damaged file
-        reason = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        reason = first_line(e)
         raise CorruptFileError(f"{path}: not a readable checkpoint file, truncated or corrupt ({reason})") from e
 
 
