@@ -1,5 +1,6 @@
 """The dataset mixture: weights, the guarded next-token loss, the accumulation step (== weighted sum of
-per-dataset gradients), global token normalisation across processes, corrupt-batch fallback."""
+per-dataset gradients), the round-robin strategy (turn order, one source's gradient per step), global token
+normalisation across processes, corrupt-batch fallback."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from fc_helpers import make_model, set_gates
 from test_data_world import make_world
 
 import flamingo_core as fc
@@ -15,6 +17,7 @@ from flamingo_core.data import IGNORE_INDEX, FlamingoCollator, SkippedSample, bu
 from flamingo_core.mixture import (
     DEFAULT_WEIGHTS,
     DatasetMixture,
+    SourceSchedule,
     accumulate_gradients,
     next_token_nll,
     parse_weights,
@@ -249,3 +252,100 @@ def test_mixture_replaces_an_all_corrupt_batch_with_a_masked_one(batches):
     second = mixture.next()["ltip"]
     assert (second["labels"] == IGNORE_INDEX).all() and torch.equal(second["input_ids"], good["input_ids"])
     assert [s.where for s in seen] == ["x.png"]
+
+
+def _tagged(name: str, log: list):
+    """An endless loader whose i-th batch is tagged (name, i), logging every read."""
+    i = 0
+    while True:
+        log.append((name, i))
+        yield {"input_ids": torch.ones(1, 2, dtype=torch.long), "labels": torch.ones(1, 2, dtype=torch.long),
+               "tag": (name, i)}
+        i += 1
+
+
+# smooth weighted round-robin over m3w=1, align=1, vtp=0.5 (ltip has weight 0): a cycle of 5 steps
+RR_WEIGHTS = {"m3w": 1.0, "ltip": 0.0, "align": 1.0, "vtp": 0.5}
+RR_CYCLE = ["m3w", "align", "vtp", "m3w", "align"]
+
+
+def test_round_robin_takes_one_source_per_step_in_turn_and_skips_weight_zero():
+    reads: list = []
+    mixture = DatasetMixture({n: _tagged(n, reads) for n in RR_WEIGHTS}, RR_WEIGHTS, strategy="round-robin")
+    steps = [mixture.next() for _ in range(3 * len(RR_CYCLE))]  # three cycles
+    assert all(len(b) == 1 for b in steps)
+    assert [next(iter(b)) for b in steps] == RR_CYCLE * 3
+    # a source's loader is read only at its turns, batch after batch; the weight-0 source is never read
+    seen = [b[n]["tag"] for b in steps for n in b]
+    for name in ("m3w", "align", "vtp"):
+        assert [t for t in seen if t[0] == name] == [(name, i) for i in range(3 * RR_CYCLE.count(name))]
+    assert sorted(reads) == sorted(seen) and not any(n == "ltip" for n, _ in reads)
+    schedule = SourceSchedule(RR_WEIGHTS, "round-robin")
+    assert schedule.batches_before(15) == {"m3w": 6, "align": 6, "vtp": 3}
+    assert schedule.loss_weights(["vtp"]) == {"vtp": 1.0}  # the weights set the turns, not a loss factor
+    # a run resumed at step 7 (the loaders restarted after their batches_before(7)) continues the cycle
+    resumed = DatasetMixture({n: _tagged(n, []) for n in RR_WEIGHTS}, RR_WEIGHTS, strategy="round-robin",
+                             start_step=7)
+    assert [next(iter(resumed.next())) for _ in range(8)] == (RR_CYCLE * 3)[7:]
+    # equal weights cycle in source order; accumulation reads every source at every step
+    equal = SourceSchedule(dict.fromkeys(["m3w", "ltip", "align", "vtp"], 1.0), "round-robin")
+    assert [equal.sources(k)[0] for k in range(8)] == ["m3w", "ltip", "align", "vtp"] * 2
+    both = DatasetMixture({n: _tagged(n, []) for n in RR_WEIGHTS}, RR_WEIGHTS)
+    assert [list(both.next()) for _ in range(2)] == [["m3w", "align", "vtp"]] * 2
+    assert SourceSchedule(RR_WEIGHTS).loss_weights(["m3w", "vtp"]) == {"m3w": 1.0, "vtp": 0.5}
+    with pytest.raises(ValueError, match="round-robin"):
+        SourceSchedule(RR_WEIGHTS, "merge")
+
+
+def test_round_robin_step_gradient_is_the_one_sources_loss_gradient_alone(batches):
+    """train_step under round-robin: each step's gradient (what the optimizer sees) is the gradient of the
+    mean NLL of the one source whose turn it is, with weight 1 (not lambda: the weights set the turns)."""
+    from flamingo_core.train import train_step
+
+    weights = {"m3w": 1.0, "ltip": 0.5, "vtp": 0.0}
+    model = make_model(seed=1)
+    set_gates(model, 0.5)  # open gates: every trained part gets a gradient
+    model.train()
+
+    def alone(name):
+        model.zero_grad(set_to_none=True)
+        b = batches[name]
+        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], media=b["media"],
+                    media_mask=b["media_mask"], media_frame_mask=b["media_frame_mask"])
+        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), b["labels"][:, 1:].flatten(),
+                               ignore_index=IGNORE_INDEX)
+        loss.backward()
+        return float(loss.detach()), _grads(model)
+
+    expected = {n: alone(n) for n in ("m3w", "ltip")}
+    model.zero_grad(set_to_none=True)
+
+    class Recorder:  # an optimizer that keeps each step's gradients and leaves the parameters alone
+        def __init__(self):
+            self.grads = []
+
+        def step(self):
+            self.grads.append(_grads(model))
+
+        def zero_grad(self, set_to_none=True):
+            model.zero_grad(set_to_none=set_to_none)
+
+    opt = Recorder()
+    mixture = DatasetMixture({n: iter([batches[n]] * 4) if n != "vtp" else iter([]) for n in weights}, weights,
+                             strategy="round-robin")
+    used = []
+    for _ in range(3):
+        step_batches = mixture.next()
+        result = train_step(model, opt, step_batches, weights, grad_clip=0.0, strategy="round-robin")
+        (name,) = result.losses
+        used.append(name)
+        assert result.loss == pytest.approx(result.losses[name]) == pytest.approx(expected[name][0], rel=1e-5)
+        got, ref = opt.grads[-1], expected[name][1]
+        for n in ref:
+            _assert_close(got[n], ref[n], n, rtol=1e-5)
+        assert sum(bool(g.abs().sum() > 0) for g in got.values()) > 0.8 * len(got)  # not trivially zero
+    assert used == ["m3w", "ltip", "m3w"]
+    ltip_step = opt.grads[1]
+    assert any(not torch.allclose(ltip_step[n], 0.5 * expected["ltip"][1][n]) for n in ltip_step)
+    with pytest.raises(ValueError, match="one source"):
+        train_step(model, opt, {n: batches[n] for n in ("m3w", "ltip")}, weights, strategy="round-robin")

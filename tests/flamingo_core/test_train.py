@@ -1,11 +1,14 @@
-"""The trainer: optimizer groups and schedule, exact resume, NaN stop keeping the last good checkpoint, corrupt
-media through a run, and the `flamingo train` command line."""
+"""The trainer: optimizer groups and schedule, exact resume, the round-robin dataset strategy (its turns in
+the metrics, resume mid-cycle after a time-budget stop), NaN stop keeping the last good checkpoint, corrupt media
+through a run, and the `flamingo train` command line."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
+import time
+import types
 from pathlib import Path
 
 import pytest
@@ -116,6 +119,55 @@ def test_resumed_run_equals_uninterrupted(world, tmp_path):
     assert (tmp_path / "a" / "model" / "config.json").is_file()
 
 
+RR = "m3w=0,ltip=1,align=0.5,vtp=0"  # round-robin turns: ltip, align, ltip, ltip, align, ... (a cycle of 3)
+RR_ORDER = ["ltip", "align", "ltip", "ltip", "align"]
+
+
+def test_round_robin_run_records_its_turns_and_resumes_mid_cycle_after_the_time_budget(world, tmp_path,
+                                                                                        monkeypatch):
+    import flamingo_core.train as train_mod
+    from contrastive_encoder.logging_utils import read_metrics
+
+    rr = dict(strategy="round-robin", weights=RR, max_steps=5, save_every=0, log_every=1)
+    straight = train(_cfg(world, tmp_path / "a", **rr))
+    records = read_metrics(tmp_path / "a" / "metrics.jsonl")
+    assert [r["source"] for r in records] == RR_ORDER  # which source each optimizer step trained on
+    for r in records:  # the step's loss is its one source's loss, weight 1 (not 0.5 for align)
+        assert [k for k in r if k.startswith("loss/")] == [f"loss/{r['source']}"]
+        assert r["loss"] == r[f"loss/{r['source']}"]
+
+    # the same run stopped by --max-minutes after 2 steps (mid-cycle; the clock jumps), then resumed
+    real_step, clock, calls = train_mod.train_step, {"offset": 0.0}, []
+
+    def step_then_run_out_of_time(*args, **kwargs):
+        result = real_step(*args, **kwargs)
+        calls.append(result)
+        if len(calls) == 2:
+            clock["offset"] = 3600.0
+        return result
+
+    monkeypatch.setattr(train_mod, "train_step", step_then_run_out_of_time)
+    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + clock["offset"]))
+    first = train(_cfg(world, tmp_path / "b", max_minutes=30.0, **rr))
+    assert (first.step, first.stopped) == (2, "max_minutes") and _ckpt(tmp_path / "b", 2).is_dir()
+    monkeypatch.undo()
+    state = json.loads((_ckpt(tmp_path / "b", 2) / "state.json").read_text())
+    assert state["config"]["strategy"] == "round-robin"
+    assert state["data_position"] == {"ltip": {"epoch": 0, "offset": 2}, "align": {"epoch": 0, "offset": 2}}
+    with pytest.raises(ValueError, match="--strategy round-robin"):  # another strategy would not continue it
+        train(_cfg(world, tmp_path / "b", resume="latest", **dict(rr, strategy="accumulation")))
+    resumed = train(_cfg(world, tmp_path / "b", resume="latest", **rr))
+    assert resumed.step == 5 and resumed.losses == straight.losses
+    a = load_file(str(_ckpt(tmp_path / "a", 5) / "trained.safetensors"))
+    b = load_file(str(_ckpt(tmp_path / "b", 5) / "trained.safetensors"))
+    assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # bitwise
+    again = read_metrics(tmp_path / "b" / "metrics.jsonl")
+    assert [(r["step"], r["source"], r["loss"]) for r in again] == [(r["step"], r["source"], r["loss"]) for r in records]
+    state = json.loads((_ckpt(tmp_path / "b", 5) / "state.json").read_text())
+    # ltip gave 3 batches of 2, align 2 (an accumulation run would be at 10 for both)
+    assert state["data_position"] == {"ltip": {"epoch": 0, "offset": 6}, "align": {"epoch": 0, "offset": 4}}
+
+
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     forward = fc.Flamingo.forward
@@ -198,6 +250,18 @@ def test_cli_user_errors_are_one_line(tmp_path, capsys):
                "--source", "x=pairs:" + str(tmp_path / "x.jsonl"), "--preset", "tiny", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
+
+
+def test_bad_strategy_is_one_line_exit_2(capsys):
+    assert parse_args(["--strategy", "round-robin"]).strategy == "round-robin"
+    assert parse_args([]).strategy == "accumulation"  # the paper's choice stays the default
+    from flamingo_core.cli import main as flamingo
+
+    for run in (lambda: main(["--strategy", "merge", "--preset", "tiny"]),
+                lambda: flamingo(["train", "--strategy", "merge"])):  # `flamingo train` forwards to train.main
+        rc = run()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and "--strategy" in err[0] and "round-robin" in err[0], err
 
 
 def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tmp_path):

@@ -2,9 +2,10 @@
 language datasets", and Appendix B.1.2 / Table 5).
 
 The paper minimises ``sum_m lambda_m * E_{(x,y) ~ D_m} [-log p(y | x)]`` over M3W, ALIGN, LTIP and VTP
-(weights 1.0 / 0.2 / 0.2 / 0.03) and found the *accumulation* strategy best: every update draws one batch
-from each dataset, back-propagates ``lambda_m * loss_m`` for each in turn, sums the gradients and takes ONE
-optimizer step (rather than round-robin updates, which lag).
+(weights 1.0 / 0.2 / 0.2 / 0.03) and found the *accumulation* strategy best (Table 3, "dataset strategy"):
+every update draws one batch from each dataset, back-propagates ``lambda_m * loss_m`` for each in turn, sums the
+gradients and takes ONE optimizer step. The ablation's alternative, *round-robin*, is here too
+(``SourceSchedule``): each optimizer step trains on the batch of ONE dataset, the datasets taking turns.
 
 ``next_token_nll`` is the loss: next-token negative log-likelihood over text tokens, with padding and media
 tokens carrying the label ``IGNORE_INDEX``. The mean is guarded, so a batch whose labels are all masked gives a
@@ -35,7 +36,9 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "DatasetMixture",
     "EmptySourceError",
+    "STRATEGIES",
     "SourceLoss",
+    "SourceSchedule",
     "accumulate_gradients",
     "flamingo_logits",
     "next_token_nll",
@@ -44,6 +47,7 @@ __all__ = [
 ]
 
 DEFAULT_WEIGHTS: dict[str, float] = {"m3w": 1.0, "ltip": 0.2, "align": 0.2, "vtp": 0.03}
+STRATEGIES = ("accumulation", "round-robin")  # the dataset strategies of the paper's Table 3
 
 
 def parse_weights(text: str | Mapping[str, float] | None, names: list[str] | None = None) -> dict[str, float]:
@@ -218,12 +222,76 @@ def accumulate_gradients(
     return out
 
 
+class SourceSchedule:
+    """The dataset strategy: which sources optimizer step ``s`` reads, and the weight each one's loss gets.
+
+    - ``accumulation``: every step reads every source with weight > 0 and back-propagates ``lambda_m * loss_m``.
+    - ``round-robin``: every step reads ONE source and back-propagates its loss with weight 1. The weights set
+      how often a source's turn comes: smooth weighted round-robin, the schedule of stage 1's
+      ``--strategy round-robin`` (``contrastive_encoder.data.mixing.StepPlanner``), so source ``m`` takes
+      ``lambda_m / sum(lambda)`` of the steps, spread evenly, ties going to the earlier source (equal weights
+      cycle m3w, ltip, align, vtp). Sources with weight 0 never get a turn.
+
+    The schedule is a pure function of the step, the same on every process, so a resumed run (and every DDP
+    process) continues the cycle at the right source.
+
+    Args:
+        weights: source name -> lambda, in source order.
+        strategy: one of ``STRATEGIES``.
+    """
+
+    def __init__(self, weights: Mapping[str, float], strategy: str = "accumulation"):
+        if strategy not in STRATEGIES:
+            raise ValueError(f"unknown dataset strategy {strategy!r}: expected one of {', '.join(STRATEGIES)}")
+        self.strategy = strategy
+        self.weights = {n: float(w) for n, w in weights.items() if w > 0}
+        if not self.weights:
+            raise ValueError("at least one dataset weight must be > 0")
+        self.names = list(self.weights)
+        self._turns = None
+        if strategy == "round-robin":
+            from contrastive_encoder.data.mixing import StepPlanner
+
+            # one example per "dataset", batch 1: only the planner's turn order is used (plan(s) names the
+            # source of step s, positions(s) counts every source's turns before s); the loaders keep their own
+            # data positions
+            self._turns = StepPlanner([1] * len(self.names), 1, list(self.weights.values()), "round-robin")
+
+    def sources(self, step: int) -> list[str]:
+        """The sources optimizer step ``step`` (0-based) reads a batch from."""
+        if self._turns is None:
+            return list(self.names)
+        return [self.names[self._turns.plan(step)[0].keys[0][0]]]
+
+    def loss_weights(self, names: list[str]) -> dict[str, float]:
+        """The factor on each of a step's source losses.
+
+        Round-robin uses the weights for the frequency of the turns, not as a factor on the loss as well, which
+        would count them twice (source m's share of the summed gradient would go as lambda_m**2). Each step is
+        then the gradient of one dataset's mean NLL, its size (gradient clipping, learning rate) the same for
+        every source, and the expected step is that of ``sum_m lambda_m * loss_m / sum(lambda)``, the
+        accumulation objective; compute goes to the sources in proportion to their weights, so a low-weight
+        source (VTP, 0.03) costs few forward/backward passes instead of a quarter of them for a small update.
+        """
+        if self._turns is None:
+            return {n: self.weights[n] for n in names}
+        return dict.fromkeys(names, 1.0)
+
+    def batches_before(self, step: int) -> dict[str, int]:
+        """Batches each source has given before step ``step``: where its loader resumes."""
+        if self._turns is None:
+            return dict.fromkeys(self.names, step)
+        return dict(zip(self.names, self._turns.positions(step)))
+
+
 class EmptySourceError(ValueError):
     """A source gave no readable sample in a bounded number of draws; the message names it and why."""
 
 
 class DatasetMixture:
-    """Named, weighted, endless batch iterators; ``next()`` gives one batch per source with weight > 0.
+    """Named, weighted, endless batch iterators; ``next()`` gives the batches of the next optimizer step: one per
+    source with weight > 0 (``accumulation``), or one of the source whose turn it is (``round-robin``, see
+    ``SourceSchedule``). A source's iterator is read only at its turns.
 
     A batch whose samples were all corrupt is replaced by the source's last good batch with every label
     masked (zero loss, zero gradient), so every process still runs the same forward/backward sequence. A source
@@ -236,13 +304,19 @@ class DatasetMixture:
         weights: source name -> lambda.
         on_skip: called with each SkippedSample (counting / logging).
         max_bad_draws: source name (or all) -> batches without a good sample after which the source is given up.
+        strategy: ``accumulation`` or ``round-robin``.
+        start_step: the optimizer step of the first ``next()`` (a resumed run; the loaders start at
+            ``schedule.batches_before(start_step)``).
     """
 
     def __init__(self, loaders: Mapping[str, Any], weights: Mapping[str, float],
-                 on_skip: Callable[[Any], None] | None = None, max_bad_draws: int | Mapping[str, int] = 256):
+                 on_skip: Callable[[Any], None] | None = None, max_bad_draws: int | Mapping[str, int] = 256,
+                 strategy: str = "accumulation", start_step: int = 0):
         self.loaders = dict(loaders)
         self.weights = {n: float(weights.get(n, 0.0)) for n in self.loaders}
         self.active = [n for n in self.loaders if self.weights[n] > 0]
+        self.schedule = SourceSchedule({n: self.weights[n] for n in self.active}, strategy)
+        self.step = start_step  # the optimizer step whose batches the next call gives
         self.on_skip = on_skip
         self.max_bad_draws = ({n: int(max_bad_draws.get(n, 256)) for n in self.loaders}
                               if isinstance(max_bad_draws, Mapping) else dict.fromkeys(self.loaders, int(max_bad_draws)))
@@ -273,7 +347,9 @@ class DatasetMixture:
 
     def next(self) -> dict[str, dict[str, Any]]:
         out = {}
-        for name in self.active:
+        names = self.schedule.sources(self.step)
+        self.step += 1
+        for name in names:
             batch = self._next(name)
             if "input_ids" not in batch:
                 fallback, draws = self._last_good.get(name), 1

@@ -5,7 +5,8 @@ config (``configs/accelerate/``).
 Recipe (paper -> here): AdamW, weight decay on the GATED XATTN-DENSE matrices only (not the resampler, norms,
 gates, biases or token rows); linear warm-up then constant learning rate; gradient clipping (global norm 1)
 per optimizer step; bf16 autocast with fp32 parameters where the hardware has bf16; the accumulation
-strategy over datasets (``flamingo_core.mixture``).
+strategy over datasets (``flamingo_core.mixture``), or, for the paper's Table 3 ablation, ``--strategy
+round-robin``: each step trains on one dataset, turns in proportion to the weights (``SourceSchedule``).
 
 Checkpoints (``<out>/checkpoints/step_N/``, written atomically): ``trained.safetensors`` (the trained
 parameters only), ``optimizer.pt`` (full AdamW state, read with ``weights_only=True``), ``rng.pt`` (torch RNG
@@ -51,8 +52,10 @@ from contrastive_encoder.nonfinite import (
 from flamingo_core.data import EOC, IGNORE_INDEX, FlamingoCollator, build_source, make_loader
 from flamingo_core.mixture import (
     DEFAULT_WEIGHTS,
+    STRATEGIES,
     DatasetMixture,
     EmptySourceError,
+    SourceSchedule,
     accumulate_gradients,
     parse_weights,
     token_nll,
@@ -64,6 +67,7 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "caption_eval",
+    "check_resume_strategy",
     "default_sources",
     "enable_gradient_checkpointing",
     "load_checkpoint",
@@ -88,6 +92,9 @@ class TrainConfig:
     data: str = "data/world"  # ShapesWorld root (docs/formats.md)
     sources: list[str] = field(default_factory=list)  # NAME=KIND:SPEC overrides/additions
     weights: str | None = None  # NAME=W,...; default m3w 1.0, ltip 0.2, align 0.2, vtp 0.03
+    # dataset strategy (paper Table 3): accumulation (every step: one batch per source, lambda-weighted losses
+    # summed) | round-robin (every step: one source's batch, turns in proportion to the weights)
+    strategy: str = "accumulation"
     eval_data: str | None = None  # held-out image-text pairs; default <data>/ltip/val.jsonl
     out: str = "runs/flamingo"  # run folder
     preset: str = "smollm2"  # Flamingo preset (flamingo_core/presets) or JSON file
@@ -502,7 +509,7 @@ def _to(batch: dict[str, Any], device) -> dict[str, Any]:
 @dataclass
 class StepResult:
     losses: dict[str, float]  # per-source mean NLL over the global batch
-    loss: float  # sum_m lambda_m * loss_m
+    loss: float  # sum_m lambda_m * loss_m (round-robin: the one source's loss)
     grad_norm: float  # before clipping
     finite: bool  # False: the update was NOT applied
     tokens: int  # label tokens in the global batch
@@ -510,9 +517,12 @@ class StepResult:
 
 def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: dict[str, float], *,
                accelerator=None, scheduler=None, grad_clip: float = 1.0, trained: list | None = None,
-               stop: bool = False) -> StepResult | None:
+               stop: bool = False, strategy: str = "accumulation") -> StepResult | None:
     """One optimizer step of the mixture: accumulate ``lambda_m * loss_m`` over the sources' batches, clip,
     and step, unless the loss or gradient norm is non-finite (then gradients are dropped and ``finite`` is False).
+
+    With ``strategy="round-robin"`` ``batches`` holds the one source whose turn it is (``DatasetMixture``) and
+    its loss gets weight 1: the weights already chose how often that source's turn comes (``SourceSchedule``).
 
     Collective under DDP (every process must call it). ``stop=True`` on any process makes every process return
     None before doing any work (the time budget). Used by ``train`` and by ``benchmarks/bench_train_flamingo.py``.
@@ -523,6 +533,9 @@ def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: di
     world = accelerator.num_processes
     device = accelerator.device
     names = [n for n in batches if weights.get(n, 0.0) > 0]
+    if strategy == "round-robin" and len(names) != 1:
+        raise ValueError(f"a round-robin step trains on one source, got batches of {names}")
+    weights = SourceSchedule(weights, strategy).loss_weights(names)  # the factor on each source's loss
     trained = trained if trained is not None else [p for p in model.parameters() if p.requires_grad]
     local = [float((batches[n]["labels"][:, 1:] != IGNORE_INDEX).sum()) for n in names]
     agreed = torch.tensor(local + [float(stop)], dtype=torch.float64, device=device)
@@ -588,7 +601,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         raise FileNotFoundError(f"vision encoder not found: {cfg.vision_encoder} (export the stage-1 encoder there "
                                 "with contrastive_encoder, or pass --vision-encoder <folder or preset>)")
     if cfg.resume:
-        resolve_resume(cfg.resume, cfg.out)
+        check_resume_strategy(resolve_resume(cfg.resume, cfg.out), cfg.strategy)
     # before loading any model: a bad --out costs seconds, not a training run
     claim_run_dir(accelerator, cfg.out, "flamingo train", RUN_OUTPUTS, resume=bool(cfg.resume),
                   overwrite=cfg.overwrite, legacy=("checkpoints/step_*/state.json",))
@@ -614,7 +627,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
               "frozen": sum(p.numel() for p in model.parameters() if not p.requires_grad)}
     say(f"parameters: {counts['trainable']:,} trainable, {counts['frozen']:,} frozen; sources "
         + ", ".join(f"{n}({len(s)} samples, weight {weights[n]}, batch {batch_sizes[n]})" for n, s in sources.items())
-        + f"; {world} process(es)")
+        + f"; dataset strategy {cfg.strategy}; {world} process(es)")
 
     start_step, resume_state = 0, None
     if cfg.resume:
@@ -649,8 +662,10 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         skipped.update(resume_state.get("skipped", {}))
 
     media_id = processor.media_token_id
+    schedule = SourceSchedule({n: weights[n] for n in sources}, cfg.strategy)
+    drawn = schedule.batches_before(start_step)  # round-robin: each source has given a batch at its turns only
     loaders = {name: make_loader(src, FlamingoCollator(processor, src.max_tokens, media_id), batch_sizes[name],
-                                 rank, world, cfg.seed, start_step, cfg.num_workers)
+                                 rank, world, cfg.seed, drawn[name], cfg.num_workers)
                for name, src in sources.items()}
 
     def on_skip(s):
@@ -660,7 +675,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
 
     # a source with no good sample in about one pass over its data has none: stop instead of reading forever
     bad_draws = {n: min(256, max(8, math.ceil(len(src) / batch_sizes[n]))) for n, src in sources.items()}
-    mixture = DatasetMixture(loaders, weights, on_skip=on_skip, max_bad_draws=bad_draws)
+    mixture = DatasetMixture(loaders, weights, on_skip=on_skip, max_bad_draws=bad_draws, strategy=cfg.strategy,
+                             start_step=start_step)
     logger = MetricsLogger(cfg.out, enabled=accelerator.is_main_process,
                            resume_step=start_step if cfg.resume else None)
     trained = [p for p in unwrapped.parameters() if p.requires_grad]
@@ -696,7 +712,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         check_finite_weights(step, trained, cfg.out,
                              reduce=(lambda t: accelerator.reduce(t, reduction="sum")) if world > 1 else None)
         save_checkpoint(accelerator, model, optimizer, scheduler, step, cfg,
-                        _extra(sources, loaders, step, skipped, last), trained_names)
+                        _extra(loaders, schedule.batches_before(step), skipped, last), trained_names)
 
     eval_first = evaluate(start_step) if cfg.final_eval and start_step == 0 else {}
     progress = None
@@ -704,7 +720,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         from tqdm.auto import tqdm
 
         progress = tqdm(total=cfg.max_steps, initial=start_step, desc="flamingo train", dynamic_ncols=True)
-    step, last, stopped = start_step, {}, "max_steps"
+    # each source's latest loss (round-robin: from its latest turn, also one before a resume)
+    step, last, stopped = start_step, dict(resume_state.get("losses", {})) if resume_state else {}, "max_steps"
     t_loop = time.monotonic()
     while step < cfg.max_steps:
         try:
@@ -715,7 +732,7 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
             raise
         over = cfg.max_minutes > 0 and (time.monotonic() - t_start) / 60 >= cfg.max_minutes
         result = train_step(model, optimizer, batches, weights, accelerator=accelerator, scheduler=scheduler,
-                            grad_clip=cfg.grad_clip, trained=trained, stop=over)
+                            grad_clip=cfg.grad_clip, trained=trained, stop=over, strategy=cfg.strategy)
         if result is None:
             stopped = "max_minutes"
             break
@@ -727,15 +744,17 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
             logger.close()
             check_finite(step + 1, {**per_source, "weighted sum": total}, grad_norm, cfg.out)
         step += 1
-        last = per_source
+        last.update(per_source)
         if progress is not None:
             progress.update(1)
             progress.set_postfix(loss=f"{total:.3f}", **{n: f"{v:.2f}" for n, v in per_source.items()})
         if step % cfg.log_every == 0 or step == cfg.max_steps:
             elapsed = time.monotonic() - t_loop
+            # round-robin: `source` is the one dataset this step trained on (`loss` is its loss)
+            turn = {"source": next(iter(per_source))} if cfg.strategy == "round-robin" else {}
             logger.log(step, loss=total, lr=scheduler.get_last_lr()[0], grad_norm=grad_norm,
                        steps_per_s=(step - start_step) / max(elapsed, 1e-9), skipped=sum(skipped.values()),
-                       **{f"loss/{n}": v for n, v in per_source.items()})
+                       **turn, **{f"loss/{n}": v for n, v in per_source.items()})
         if cfg.save_every > 0 and step % cfg.save_every == 0:
             checkpoint(step)
         if cfg.eval_every > 0 and step % cfg.eval_every == 0 and step < cfg.max_steps:
@@ -751,8 +770,12 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         model_dir = str(unwrapped.save_pretrained(Path(cfg.out) / "model", overwrite=True))
     accelerator.wait_for_everyone()
     logger.close()
+    turns = ""
+    if cfg.strategy == "round-robin":
+        before, after = schedule.batches_before(start_step), schedule.batches_before(step)
+        turns = "round-robin steps " + ", ".join(f"{n} {after[n] - before[n]}" for n in after) + "; "
     summary = (f"trained {step - start_step} steps ({stopped}) in {(time.monotonic() - t_start) / 60:.1f} min; "
-               + ", ".join(f"{n} loss {v:.4f}" for n, v in last.items())
+               + turns + ", ".join(f"{n} loss {v:.4f}" for n, v in last.items())
                + _held_out_summary(eval_first, final) + f"; {skipped.report()}"
                + (f"; model saved to {model_dir}" if model_dir else ""))
     say(summary)
@@ -768,9 +791,22 @@ def _held_out_summary(first: dict, final: dict | None) -> str:
     return f"; held-out loss {before}{final['eval_loss']:.4f}"
 
 
-def _extra(sources, loaders, step: int, skipped, last) -> dict[str, Any]:
-    positions = {n: loaders[n].batch_sampler.position(step) for n in sources}
-    return {"data_position": positions, "skipped": dict(skipped), "losses": last}
+def _extra(loaders, drawn: dict[str, int], skipped, last) -> dict[str, Any]:
+    """state.json's data positions (where each source's loader resumes: after its ``drawn`` batches), skip
+    counts and latest losses."""
+    positions = {n: loaders[n].batch_sampler.position(k) for n, k in drawn.items()}
+    return {"data_position": positions, "skipped": dict(skipped), "losses": dict(last)}
+
+
+def check_resume_strategy(ckpt: Path, strategy: str) -> None:
+    """A resumed run keeps its dataset strategy: under another one the sources' data positions (and the turn
+    order) would not continue the run."""
+    from contrastive_encoder.readers import read_json
+
+    saved = (read_json(ckpt / "state.json").get("config") or {}).get("strategy", "accumulation")
+    if saved != strategy:
+        raise ValueError(f"--resume {ckpt}: that run was trained with --strategy {saved}, not {strategy}; resume "
+                         f"it with --strategy {saved}, or start a new run")
 
 
 # ---------------------------------------------------------------- CLI
@@ -786,6 +822,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "(dir/{000..009}.tar) or hf:<save_to_disk folder>; repeatable")
     p.add_argument("--weights", default=None, help="dataset weights NAME=W,... (default m3w=1,ltip=0.2,align=0.2,"
                                                     "vtp=0.03; 0 drops a source)")
+    p.add_argument("--strategy", choices=STRATEGIES, default=d.strategy,
+                   help="dataset strategy (paper Table 3): accumulation = every step sums the weighted losses of "
+                        "one batch per source; round-robin = every step trains on one source's batch, the "
+                        "sources taking turns in proportion to their weights (as stage 1's --strategy)")
     p.add_argument("--eval-data", default=None, help="held-out image-text JSONL (default <data>/ltip/val.jsonl)")
     p.add_argument("--out", default=d.out, help="run folder: checkpoints/, metrics.jsonl, model/")
     p.add_argument("--preset", default=d.preset, help="Flamingo preset name or JSON config (e.g. smollm2, tiny)")
