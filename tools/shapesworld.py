@@ -51,7 +51,7 @@ __all__ = [
     "sample_video_scene",
 ]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: M3W pages with in-context structure (m3w_pages)
 MANIFEST = ".written.json"  # the files the generator wrote: --overwrite replaces or removes only those
 
 # Well-separated RGB anchors; each object jitters its colour by a few levels so images are not flat palettes.
@@ -651,26 +651,27 @@ class _Writer:
             records.append({"video": f"videos/{name}", "text": video_caption(rng, scene), "scene": scene})
         self.jsonl(self.root / "vtp" / f"{split}.jsonl", records)
 
-    def m3w(self, split: str, n: int) -> None:
+    def m3w(self, split: str, n: int, structured: float) -> None:
+        from m3w_pages import m3w_page  # beside this file; imported here, as it uses this module's scenes
+
         records = []
         self.bar.set_description_str(f"m3w/{split}")
         for i in range(n):
             self.bar.update(1)
             rng = self.rng("m3w", split, i)
-            items: list[tuple[str | None, str | None, dict | None]] = []  # (text, image, scene)
-            if rng.random() < 0.7:
-                items.append((_pick(rng, _TITLES) + ".", None, None))
-            for k in range(int(rng.integers(1, 6))):
-                scene = sample_scene(rng)
-                name = f"images/{split}_{i:06d}_{k}.png"
-                self.image(scene, self.root / "m3w" / name)
-                items.append((None, name, scene))
-                # the paper pairs each image with the text that follows it: describe it right after
-                items.append((_m3w_description(rng, scene, k), None, None))
-                if rng.random() < 0.3:
-                    items.append((_pick(rng, _FILLER), None, None))
-            texts, images, scenes = (list(column) for column in zip(*items))
-            records.append({"texts": texts, "images": images, "scenes": scenes})
+            items, page = m3w_page(rng, structured, sample_scene, _m3w_description, _TITLES, _FILLER,
+                                   list(COLOURS), SHAPES)
+            texts, images, scenes, k = [], [], [], 0
+            for text, scene in items:
+                name = None
+                if scene is not None:
+                    name = f"images/{split}_{i:06d}_{k}.png"
+                    self.image(scene, self.root / "m3w" / name)
+                    k += 1
+                texts.append(text)
+                images.append(name)
+                scenes.append(scene)
+            records.append({"texts": texts, "images": images, "scenes": scenes, "page": page})
         self.jsonl(self.root / "m3w" / f"{split}.jsonl", records)
 
     def coco(self, counts: dict[str, int]) -> None:
@@ -794,6 +795,7 @@ def resolve_options(
     counts: str = "small",
     video_frames: int = 8,
     video_format: str = "auto",
+    m3w_structured: float = 0.5,
 ) -> dict[str, Any]:
     """Validate the options and return them in the form stored in world.json."""
     if counts not in PRESETS:
@@ -811,6 +813,9 @@ def resolve_options(
         raise ShapesWorldError(f"image_size={image_size!r} must be an integer in [16, 1024]")
     if isinstance(video_frames, bool) or not isinstance(video_frames, (int, np.integer)) or not 2 <= video_frames <= 256:
         raise ShapesWorldError(f"video_frames={video_frames!r} must be an integer in [2, 256]")
+    if isinstance(m3w_structured, bool) or not isinstance(m3w_structured, (int, float)) \
+            or not 0.0 <= m3w_structured <= 1.0:
+        raise ShapesWorldError(f"m3w_structured={m3w_structured!r} must be a fraction in [0, 1]")
     if video_format not in ("auto", "mp4", "frames"):
         raise ShapesWorldError(f"video_format={video_format!r}; expected auto, mp4 or frames")
     if video_format == "auto":
@@ -822,7 +827,7 @@ def resolve_options(
         raise ShapesWorldError(f"image_size={image_size} must be even for mp4 with this PyAV (no libx264); "
                                "or use video_format='frames'")
     return {"seed": int(seed), "image_size": int(image_size), "video_frames": int(video_frames),
-            "video_format": video_format, "counts": resolved}
+            "video_format": video_format, "m3w_structured": float(m3w_structured), "counts": resolved}
 
 
 def _written(root: Path) -> set[str] | None:
@@ -904,7 +909,7 @@ def _write_world(root: Path, options: dict[str, Any], progress: bool) -> dict[st
     w.pairs("align", "train", n["align_train"], align_caption)
     for split in ("train", "val"):
         w.vtp(split, n[f"vtp_{split}"])
-    w.m3w("train", n["m3w_train"])
+    w.m3w("train", n["m3w_train"], options["m3w_structured"])
     w.coco(n)
     for split in ("train", "val"):
         w.vqa(split, n[f"vqa_{split}"])
@@ -934,6 +939,7 @@ def generate(
     video_format: str = "auto",
     progress: bool = False,
     overwrite: bool = False,
+    m3w_structured: float = 0.5,
 ) -> Path:
     """Write a ShapesWorld to ``out_dir`` (layout in docs/formats.md) and return the folder.
 
@@ -950,6 +956,8 @@ def generate(
             about 15 s of one core).
         video_frames: frames per clip (1 fps).
         video_format: ``"mp4"`` (PyAV), ``"frames"`` (folders of PNGs) or ``"auto"`` (mp4 when PyAV can).
+        m3w_structured: share of M3W pages with in-context structure (``m3w_pages``); the rest describe their
+            images one by one.
         progress: show a tqdm progress bar on stderr.
         overwrite: replace a world made with other options, or write into a non-empty folder that is not a
             world; only the generator's files (listed in ``.written.json``) are replaced or removed, others kept.
@@ -957,7 +965,7 @@ def generate(
     Raises:
         ShapesWorldError: bad options, or an output folder that cannot be used.
     """
-    options = resolve_options(seed, image_size, sizes, counts, video_frames, video_format)
+    options = resolve_options(seed, image_size, sizes, counts, video_frames, video_format, m3w_structured)
     out = Path(out_dir).expanduser().absolute()
     if _check_existing(out, options, overwrite):
         return out
@@ -1000,6 +1008,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--video-frames", type=int, default=8, help="frames per video clip (1 fps)")
     p.add_argument("--video-format", default="auto", choices=["auto", "mp4", "frames"],
                    help="mp4 (needs PyAV), frame folders of PNGs, or auto (mp4 when PyAV is installed)")
+    p.add_argument("--m3w-structured", type=float, default=0.5, metavar="P",
+                   help="share of M3W pages with in-context structure: page-local names, formats, quizzes "
+                        "(tools/m3w_pages.py); the rest describe their images one by one")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a world made with other options, or write into a non-empty folder that is not a "
                         "world (only the generator's own files are replaced or removed)")
@@ -1020,7 +1031,7 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         out = generate(args.out, seed=args.seed, image_size=args.image_size, sizes=sizes, counts=args.counts,
                        video_frames=args.video_frames, video_format=args.video_format, progress=not args.quiet,
-                       overwrite=args.overwrite)
+                       overwrite=args.overwrite, m3w_structured=args.m3w_structured)
     except ShapesWorldError as e:
         print(f"shapesworld: error: {e}", file=sys.stderr)
         return 2

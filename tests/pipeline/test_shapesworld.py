@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import m3w_pages
 import shapesworld as sw
 
 SIZE = 40
 # small, but enough rows that every caption template and question type shows up
-COUNTS = {"ltip_train": 40, "align_train": 60, "vtp_train": 8, "m3w_train": 10, "vqa_train": 40}
+COUNTS = {"ltip_train": 40, "align_train": 60, "vtp_train": 8, "m3w_train": 40, "vqa_train": 40}
 DIRECTION_WORDS = {"left": {"left", "leftwards"}, "right": {"right", "rightwards"},
                    "up": {"up", "upwards", "top"}, "down": {"down", "downwards", "bottom"}}
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "shapesworld.py"
@@ -269,7 +270,7 @@ def test_vtp_captions_and_motion_match_the_frames(world):
 
 def test_m3w_documents_follow_the_obelics_layout(world):
     rows = _jsonl(world / "m3w" / "train.jsonl")
-    n_images = Counter()
+    n_images, kinds = Counter(), Counter()
     for doc in rows:
         texts, images, scenes = doc["texts"], doc["images"], doc["scenes"]
         assert len(texts) == len(images) == len(scenes)
@@ -277,14 +278,94 @@ def test_m3w_documents_follow_the_obelics_layout(world):
         assert all((i is None) == (s is None) for i, s in zip(images, scenes))
         n = sum(i is not None for i in images)
         n_images[n] += 1
-        assert 1 <= n <= 5
+        kinds[doc["page"]["kind"]] += 1
+        assert 1 <= n <= 5  # the paper's (and the loader's) five images per sequence
         for k, image in enumerate(images):
             if image is not None:
-                main = scenes[k]["objects"][0]
-                after = texts[k + 1].lower()  # the text right after an image describes it
-                assert main["colour"] in after and main["shape"] in after
+                assert texts[k + 1] is not None  # every image is followed by its text
                 _check_scene_pixels(_pixels(world / "m3w" / image), scenes[k])
+                if doc["page"]["kind"] == "descriptions":  # the text right after an image describes it
+                    main = scenes[k]["objects"][0]
+                    assert main["colour"] in texts[k + 1].lower() and main["shape"] in texts[k + 1].lower()
     assert len(n_images) >= 3
+    assert set(kinds) == set(m3w_pages.PAGE_KINDS), kinds  # half structured by default: every kind shows up
+
+
+def _after_images(doc: dict) -> list[tuple[dict, str]]:
+    """(scene, the text right after it) for every image of a page."""
+    return [(doc["scenes"][k], doc["texts"][k + 1]) for k, im in enumerate(doc["images"]) if im is not None]
+
+
+def test_a_page_local_name_is_reused_whenever_its_kind_appears_again(world):
+    pages = [d for d in _jsonl(world / "m3w" / "train.jsonl") if d["page"]["kind"] == "names"]
+    assert len(pages) >= 3
+    repeats = 0
+    for doc in pages:
+        page, pairs = doc["page"], _after_images(doc)
+        naming, by = page["names"], page["by"]
+        assert len(set(naming.values())) == len(naming) >= 2  # one name per kind, distinct within the page
+        seen = []
+        for scene, text in pairs:
+            kind = scene["objects"][0][by]
+            name = naming[kind]
+            assert text == page["format"].format(name=name, Name=name.capitalize())
+            others = [n for k, n in naming.items() if k != kind]
+            assert not any(re.search(rf"\b{o}\b", text, re.IGNORECASE) for o in others)
+            repeats += kind in seen
+            seen.append(kind)
+        assert seen[: len(naming)] == list(naming)  # every kind is introduced before it repeats
+        assert len(seen) > len(naming)  # and at least one repeats: its name is predictable only from the page
+        assert all(n in m3w_pages.TRAIN_NAMES for n in naming.values())
+    assert repeats >= len(pages)
+
+
+def test_format_and_quiz_pages_keep_one_format_that_follows_the_image(world):
+    pages = [d for d in _jsonl(world / "m3w" / "train.jsonl") if d["page"]["kind"] in ("format", "qa")]
+    assert {d["page"]["kind"] for d in pages} == {"format", "qa"}
+    for doc in pages:
+        page = doc["page"]
+        for i, (scene, text) in enumerate(_after_images(doc)):
+            main = scene["objects"][0]
+            if page["kind"] == "format":
+                fields = {"colour": main["colour"], "shape": main["shape"], "size": main["size"],
+                          "COLOUR": main["colour"].upper(), "SHAPE": main["shape"].upper(),
+                          "Colour": main["colour"].capitalize(), "Shape": main["shape"].capitalize()}
+                assert text == page["format"].format(i=i + 1, **fields)
+            else:
+                answer = {"colour": main["colour"], "shape": main["shape"]}.get(
+                    page["about"], sw.NUMBER_WORDS[len(scene["objects"])])
+                styled = page["style"].format(a=answer, A=answer.upper())
+                assert text == page["format"].format(q=page["question"], a=styled)
+
+
+def test_the_structured_share_is_an_option(tmp_path):
+    counts = {k: 0 for k in sw.PRESETS["small"]} | {"m3w_train": 30}
+    none = sw.generate(tmp_path / "none", sizes=counts, m3w_structured=0.0)
+    every = sw.generate(tmp_path / "all", sizes=counts, m3w_structured=1.0)
+    assert {d["page"]["kind"] for d in _jsonl(none / "m3w" / "train.jsonl")} == {"descriptions"}
+    assert {d["page"]["kind"] for d in _jsonl(every / "m3w" / "train.jsonl")} == set(m3w_pages.STRUCTURED_KINDS)
+    assert json.loads((none / "world.json").read_text())["options"]["m3w_structured"] == 0.0
+    with pytest.raises(sw.ShapesWorldError, match="m3w_structured"):
+        sw.generate(tmp_path / "bad", sizes=counts, m3w_structured=1.5)
+
+
+def test_no_evaluation_word_appears_in_any_training_file(world):
+    """Evaluation measures reading the prompt, not memory: its nonce words and its prompt formats' words are
+    never seen in training."""
+    from fewshot_eval.nonce import EVAL_NONCE_WORDS
+    from fewshot_eval.prompts import DEFAULT_TEMPLATES
+
+    format_words = {w.lower() for t in DEFAULT_TEMPLATES.values() for w in re.findall(r"([A-Za-z]+):", t)}
+    assert format_words >= {"output", "question", "answer"}
+    banned = {w.lower() for w in EVAL_NONCE_WORDS} | format_words
+    assert not banned & set(m3w_pages.TRAIN_NAMES)
+    words = Counter()
+    for path in [*world.glob("*/train.jsonl"), *world.glob("*/val.jsonl")]:  # ltip, align, vtp, m3w
+        for row in _jsonl(path):  # the text a model trains on (not the records' keys)
+            for text in [row.get("text"), *row.get("texts", [])]:
+                words.update(re.findall(r"[a-z]+", (text or "").lower()))
+    assert words["the"] > 0 and sum(words[n] for n in m3w_pages.TRAIN_NAMES) > 0
+    assert not banned & set(words), sorted(banned & set(words))
 
 
 # -------------------------------------------------------------------------------------- eval sets
