@@ -47,6 +47,7 @@ def loads(monkeypatch):
         return made[-1]
 
     monkeypatch.setattr(cli, "load_model", load)
+    monkeypatch.setattr(cli, "load_token_counter", lambda model_dir: None)  # the fake has no context to check
     return made
 
 
@@ -169,20 +170,30 @@ class _ShortContextModel(FakeModel):
         return [len(t) for t in texts]
 
 
-def test_prompt_over_the_context_is_refused_before_generating(coco_dir, tmp_path, monkeypatch, capsys):
+def test_prompt_over_the_context_is_refused_before_the_model_loads(coco_dir, tmp_path, monkeypatch, capsys):
     made = []
     monkeypatch.setattr(cli, "load_model", lambda *a, **k: made.append(_ShortContextModel()) or made[-1])
+    monkeypatch.setattr(cli, "load_token_counter", lambda model_dir: _ShortContextModel())  # tokenizer + context
     model = _model_dir(tmp_path / "model", b"w")
     assert _run(model, coco_dir, tmp_path / "out", "--max-new-tokens", "5") == 2
     err = _err_line(capsys)
     assert "caption 2-shot" in err and "context of 80 tokens" in err and "+ 5 to generate" in err
     assert "for query '" in err and "dataset_coco.json" in err
-    assert made[0].generate_calls == []  # not even the 0-shot prompts, which fit
+    assert made == [] and not (tmp_path / "out").exists()  # no model loaded, no run folder claimed
 
 
-def test_real_model_counts_tokens_as_its_processor_and_refuses_long_prompts(coco_dir, tmp_path, capsys):
+def test_prompt_over_the_context_is_still_refused_after_loading(coco_dir, tmp_path, monkeypatch, capsys):
+    """The backstop: a model folder whose tokenizer cannot be read before loading is checked once loaded."""
+    made = []
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: made.append(_ShortContextModel()) or made[-1])
+    monkeypatch.setattr(cli, "load_token_counter", lambda model_dir: None)
+    assert _run(_model_dir(tmp_path / "model", b"w"), coco_dir, tmp_path / "out", "--max-new-tokens", "5") == 2
+    assert "caption 2-shot" in _err_line(capsys) and made[0].generate_calls == []  # not even the 0-shot prompts
+
+
+def test_real_model_counts_tokens_as_its_processor_and_refuses_long_prompts(coco_dir, tmp_path, monkeypatch, capsys):
     fc = pytest.importorskip("flamingo_core")
-    from fewshot_eval.model import FlamingoEvalModel
+    from fewshot_eval.model import FlamingoEvalModel, TokenCounter
 
     torch.manual_seed(0)
     model_dir = fc.create_model("tiny").save_pretrained(tmp_path / "model")  # LM context: 512 positions
@@ -190,13 +201,24 @@ def test_real_model_counts_tokens_as_its_processor_and_refuses_long_prompts(coco
     text = "<image>Output: a red square.<EOC><image>Output:"
     assert adapter.context_length == 512
     assert adapter.count_tokens([text]) == [adapter.processor([text.replace("<image>", "")])["input_ids"].shape[1] + 2]
+    # the same counts and context from the folder alone, without building the model
+    counter = TokenCounter.from_pretrained(model_dir)
+    texts = [text, "<image>Question: What colour? Answer: red<EOC>", "plain"]
+    assert counter.context_length == 512 and counter.count_tokens(texts) == adapter.count_tokens(texts)
+    assert counter.count_tokens(texts, continuation=True) == adapter.count_tokens(texts, continuation=True)
+
+    loaded = []
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: loaded.append(a))
     long_template = "<image>" + "A picture that shows, in some detail, the following: " * 3 + "{answer}<EOC>"
-    argv = ["run", "--model", str(model_dir), "--task", "caption", "--data", str(coco_dir), "--shots", "4",
-            "--trials", "1", "--limit", "2", "--template", long_template, "--device", "cpu", "--no-progress",
-            "--out", str(tmp_path / "out")]  # fmt: skip
-    assert cli.main(argv) == 2
-    err = _err_line(capsys)
-    assert "caption 4-shot" in err and "context of 512 tokens" in err and "+ 30 to generate" in err
+    for selection, needle in (("random", "caption 4-shot (random, trial 0): "),
+                              ("rices", "caption 4-shot (rices, even its 4 demonstrations with the fewest tokens): ")):
+        argv = ["run", "--model", str(model_dir), "--task", "caption", "--data", str(coco_dir), "--shots", "4",
+                "--selection", selection, "--trials", "1", "--limit", "2", "--template", long_template, "--device",
+                "cpu", "--no-progress", "--out", str(tmp_path / "out")]  # fmt: skip
+        assert cli.main(argv) == 2
+        err = _err_line(capsys)
+        assert needle in err and "context of 512 tokens" in err and "+ 30 to generate" in err
+    assert loaded == [] and not (tmp_path / "out").exists()  # refused before the weights were loaded
 
 
 # ---------------------------------------------------------------- items 8 / 9 and tracebacks: bad records

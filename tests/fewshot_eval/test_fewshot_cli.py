@@ -17,6 +17,7 @@ def fake_loader(monkeypatch, make_fake):
         return made[-1]
 
     monkeypatch.setattr(cli, "load_model", load)
+    monkeypatch.setattr(cli, "load_token_counter", lambda model_dir: None)  # the fake has no context to check
     return made
 
 

@@ -7,21 +7,24 @@ Python API::
                        shots=[0, 4], selection=["random", "rices"], out_dir="runs/eval/vqa")
 """
 
+from fewshot_eval.bootstrap import bootstrap_ci
 from fewshot_eval.datasets import TASKS, DataError, EvalSet, Example, load_task_data
 from fewshot_eval.ensemble import ensemble_scores, permutations
 from fewshot_eval.evaluate import TaskData, evaluate, prepare_data, score_predictions
 from fewshot_eval.metrics import cider, ptb_tokenize, topk_accuracy, vqa_accuracy, vqa_score
-from fewshot_eval.model import EvalModel, FlamingoEvalModel, ModelLoadError, prompt_to_text
+from fewshot_eval.model import EvalModel, FlamingoEvalModel, ModelLoadError, TokenCounter, prompt_to_text
+from fewshot_eval.nonce import EVAL_NONCE_WORDS, nonce_names
 from fewshot_eval.postprocess import postprocess
 from fewshot_eval.prompts import DEFAULT_TEMPLATES, PromptTemplate, Shot, build_prompt
 from fewshot_eval.report import markdown_table, plot_scores, write_report
 from fewshot_eval.rices import RICES, cached_features
-from fewshot_eval.selection import RandomSelector, RicesSelector, mean_std
+from fewshot_eval.selection import BalancedSelector, RandomSelector, RicesSelector, mean_std
 
 __all__ = [
-    "DEFAULT_TEMPLATES", "RICES", "TASKS", "DataError", "EvalModel", "EvalSet", "Example", "FlamingoEvalModel",
-    "ModelLoadError", "PromptTemplate", "RandomSelector", "RicesSelector", "Shot", "TaskData", "build_prompt",
-    "cached_features", "cider", "ensemble_scores", "evaluate", "load_task_data", "markdown_table", "mean_std",
-    "permutations", "plot_scores", "postprocess", "prepare_data", "prompt_to_text", "ptb_tokenize",
-    "score_predictions", "topk_accuracy", "vqa_accuracy", "vqa_score", "write_report",
+    "DEFAULT_TEMPLATES", "EVAL_NONCE_WORDS", "RICES", "TASKS", "BalancedSelector", "DataError", "EvalModel",
+    "EvalSet", "Example", "FlamingoEvalModel", "ModelLoadError", "PromptTemplate", "RandomSelector",
+    "RicesSelector", "Shot", "TaskData", "TokenCounter", "bootstrap_ci", "build_prompt", "cached_features", "cider",
+    "ensemble_scores", "evaluate", "load_task_data", "markdown_table", "mean_std", "nonce_names", "permutations",
+    "plot_scores", "postprocess", "prepare_data", "prompt_to_text", "ptb_tokenize", "score_predictions",
+    "topk_accuracy", "vqa_accuracy", "vqa_score", "write_report",
 ]  # fmt: skip

@@ -6,7 +6,10 @@ Example:
 
 Every bad input is one line on stderr and exit code 2: a bad flag value (refused by the parser), data of the
 wrong format, a model folder that cannot be loaded, a device this machine lacks, an ``--out`` that is a file,
-unwritable, or holds a previous evaluation (``--resume`` continues it, ``--overwrite`` starts it again).
+unwritable, or holds a previous evaluation (``--resume`` continues it, ``--overwrite`` starts it again), a
+flag of classification used with another task, too few support examples of a class for ``--selection
+balanced``, unusable ``--nonce-words``, and prompts that do not fit in the language model's context - all before
+the model's weights are loaded (the prompts are counted with the model folder's tokenizer alone).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ from pathlib import Path
 
 from contrastive_encoder.argtypes import OneLineParser, non_negative_int, positive_int
 from contrastive_encoder.outputs import check_writable_dir
+from fewshot_eval.bootstrap import N_BOOTSTRAP
 from fewshot_eval.datasets import TASKS, DataError
 from fewshot_eval.ensemble import DEFAULT_ENSEMBLE
 from fewshot_eval.model import ModelLoadError
 from fewshot_eval.selection import SELECTIONS
 
-__all__ = ["COMMAND", "build_parser", "load_model", "main", "parse_args"]
+__all__ = ["COMMAND", "build_parser", "load_model", "load_token_counter", "main", "parse_args"]
 
 COMMAND = "fewshot-eval run"  # recorded in <out>/run.json: a rerun of it into --out must say --resume or --overwrite
 
@@ -36,8 +40,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", required=True, choices=TASKS, help="task, which fixes the data format, prompt and metric")
     run.add_argument("--data", required=True, help="dataset file or folder in the task's format (docs/formats.md)")
     run.add_argument("--shots", type=non_negative_int, nargs="+", default=[0, 4, 8], help="shot counts (0 = two text-only demos)")
-    run.add_argument("--selection", nargs="+", default=["random"], choices=SELECTIONS, help="demonstration selection")
-    run.add_argument("--trials", type=positive_int, default=3, help="seeded trials for random selection (mean and std)")
+    run.add_argument("--selection", nargs="+", default=["random"], choices=SELECTIONS,
+                     help="demonstration selection: random, rices (most similar images), balanced (classify: "
+                          "every class in equal numbers, min(k, classes) classes)")
+    run.add_argument("--trials", type=positive_int, default=3,
+                     help="seeded trials for random and balanced selection (mean and std over trials; the CI resamples them too)")
+    run.add_argument("--nonce-labels", action="store_true",
+                     help="classify with novel labels: every class renamed with a nonce word drawn per query "
+                          "(Frozen's fast concept binding); the true names never appear in the prompt")
+    run.add_argument("--nonce-words", default=None, metavar="PATH",
+                     help="text file, one nonce word per line, replacing the built-in list (with --nonce-labels)")
+    run.add_argument("--bootstrap", type=positive_int, default=N_BOOTSTRAP, metavar="B",
+                     help="bootstrap resamples of the 95%% confidence interval over queries and trials")
     run.add_argument("--ensemble", type=positive_int, nargs="?", const=DEFAULT_ENSEMBLE, default=1,
                      help=f"average over this many demonstration orderings (classify; bare flag = {DEFAULT_ENSEMBLE})")
     run.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N queries")
@@ -73,6 +87,14 @@ def load_model(model_dir: str, device: str | None = None):
     return FlamingoEvalModel(model_dir, device=device)
 
 
+def load_token_counter(model_dir: str):
+    """What counts the prompts' tokens before the weights load (a seam tests replace with their fake): the
+    model folder's tokenizer and LM context, ``fewshot_eval.model.TokenCounter``."""
+    from fewshot_eval.model import TokenCounter
+
+    return TokenCounter.from_pretrained(model_dir)
+
+
 def _note_skipped(data) -> None:
     """One line per set that lost records to the skip-and-count policy (no annotation, bad entries, ...)."""
     for s in {(str(s.source), s.split): s for s in (data.support, data.query)}.values():
@@ -85,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as e:  # the parser has printed its one line (or --help); return its code like the others
         return int(e.code or 0)
-    from fewshot_eval.evaluate import OUTPUT_NAMES, claim_output, evaluate, prepare_data
+    from fewshot_eval.evaluate import OUTPUT_NAMES, check_context, claim_output, evaluate, prepare_data
     from fewshot_eval.model import resolve_device
     from fewshot_eval.report import markdown_table
 
@@ -101,19 +123,25 @@ def main(argv: list[str] | None = None) -> int:
             raise ModelLoadError(f"--model {args.model}: no such folder (expected a saved Flamingo model)")
         if args.device is not None:
             resolve_device(args.device)  # a missing GPU is named before the data is read
+        labels = "nonce" if args.nonce_labels else "true"
+        plan = dict(selection=args.selection, labels=labels, nonce_words=args.nonce_words)
         data = prepare_data(args.task, args.data, args.shots, args.split, args.support_split, args.limit,
-                            args.image_template)  # fmt: skip
+                            args.image_template, **plan)  # fmt: skip
         if args.cache_dir is not None:  # a file or read-only folder fails now, not after the first predictions
             check_writable_dir(args.cache_dir, "--cache-dir")
+        problem = check_context(load_token_counter(args.model), data, args.shots, trials=args.trials,
+                                template=args.template, max_new_tokens=args.max_new_tokens, seed=args.seed, **plan)
+        if problem:  # before the weights load: 32 shots that cannot fit should not cost a model load first
+            raise ValueError(problem)
         # claimed once the inputs are known good, so that a typo in --data does not leave a run folder behind
         claim_output(args.out, COMMAND, OUTPUT_NAMES, resume=args.resume, overwrite=args.overwrite)
         _note_skipped(data)  # after the checks: a refused run prints its one error line only
         model = load_model(args.model, args.device)
         results = evaluate(
-            model, args.task, data, args.shots, args.selection, trials=args.trials, ensemble=args.ensemble,
+            model, args.task, data, args.shots, trials=args.trials, ensemble=args.ensemble,
             out_dir=args.out, resume=args.resume, batch_size=args.batch_size, num_beams=args.num_beams,
             max_new_tokens=args.max_new_tokens, template=args.template, cache_dir=args.cache_dir,
-            seed=args.seed, progress=not args.no_progress,
+            seed=args.seed, progress=not args.no_progress, n_bootstrap=args.bootstrap, **plan,
         )  # fmt: skip
     except (DataError, ModelLoadError, ValueError, FileNotFoundError) as e:
         print(f"fewshot-eval: error: {e}", file=sys.stderr)

@@ -2,10 +2,11 @@
 save its predictions as it goes, score them, and summarise trials into ``results.json``.
 
 Order of work (so that bad input fails before long work starts): load and check the data (``prepare_data``),
-then the model, then the saved predictions to resume from, then RICES features (support features cached on
-disk), then every prompt's demonstrations and length (a prompt over the LM's context is an error before
-anything is generated), then the generation. Predictions are appended to
-``predictions/<task>_<selection>_<k>shot_ens<E>_trial<t>.rank<r>.jsonl`` one batch at a time, each record
+the prompts' lengths from the model folder's tokenizer (``check_context``, before any weight is loaded), then
+the model, then the saved predictions to resume from, then RICES features (support features cached on disk),
+then every prompt's demonstrations and length (a prompt over the LM's context is an error before anything is
+generated), then the generation. Predictions are appended to
+``predictions/<task>[-nonce]_<selection>_<k>shot_ens<E>_trial<t>.rank<r>.jsonl`` one batch at a time, each record
 naming the model that made it; a rerun with ``resume=True`` skips every example already there, and refuses
 predictions of another model (``model.identifier`` hashes the weights' content). Under ``accelerate launch``
 the queries are split across processes and the predictions gathered on the main process, which computes
@@ -18,7 +19,7 @@ import json
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from tqdm import tqdm
 from contrastive_encoder.data.jsonl import read_jsonl
 from contrastive_encoder.outputs import OutputError, atomic_write_text, prepare_run_dir
 from contrastive_encoder.readers import CorruptFileError, read_json
+from fewshot_eval.bootstrap import N_BOOTSTRAP, bootstrap_ci
+from fewshot_eval.context import check_prompt_lengths, shortest_demos
 from fewshot_eval.datasets import (
     DEFAULT_IMAGE_TEMPLATE,
     TASKS,
@@ -35,25 +38,18 @@ from fewshot_eval.datasets import (
     Example,
     load_task_data,
 )
-from fewshot_eval.ensemble import ensemble_scores
 from fewshot_eval.media import check_media, load_media
-from fewshot_eval.metrics import cider, topk_accuracy, vqa_accuracy
-from fewshot_eval.model import EvalModel, prompt_to_text
-from fewshot_eval.postprocess import postprocess
-from fewshot_eval.prompts import ZERO_SHOT_DEMOS, PromptTemplate, Shot, build_prompt, get_template
+from fewshot_eval.metrics import cider, vqa_accuracy
+from fewshot_eval.model import EvalModel
+from fewshot_eval.nonce import BUILT_IN, EVAL_NONCE_WORDS, LABELS, check_nonce_words, read_nonce_words
+from fewshot_eval.prompts import ZERO_SHOT_DEMOS, PromptTemplate, get_template
 from fewshot_eval.rices import RICES, cached_features
-from fewshot_eval.selection import (
-    SELECTIONS,
-    RandomSelector,
-    RicesSelector,
-    ZeroShotSelector,
-    _stable_hash,
-    mean_std,
-)
+from fewshot_eval.runner import Job, Runner, job_selector, plan_jobs
+from fewshot_eval.selection import SELECTIONS, RicesSelector, check_balanced_support, mean_std
 
 __all__ = [
-    "MAX_NEW_TOKENS", "METRICS", "OUTPUT_NAMES", "TaskData", "check_prompt_lengths", "claim_output", "evaluate",
-    "prepare_data", "score_predictions",
+    "MAX_NEW_TOKENS", "METRICS", "OUTPUT_NAMES", "TaskData", "check_context", "check_plan", "check_prompt_lengths",
+    "claim_output", "evaluate", "prepare_data", "score_predictions", "task_metrics",
 ]  # fmt: skip
 
 MAX_NEW_TOKENS = {"caption": 30, "vqa": 5, "video-caption": 30, "video-qa": 5}  # paper: short VQA answers
@@ -62,13 +58,20 @@ METRICS = {
     "video-caption": ["CIDEr"],
     "vqa": ["VQA accuracy"],
     "video-qa": ["VQA accuracy"],
-    "classify": ["top-1 accuracy", "top-5 accuracy"],
+    "classify": ["top-1 accuracy", "top-5 accuracy"],  # top-5 only over more than 5 classes (task_metrics)
 }
+_TOP_K = {"top-1 accuracy": 1, "top-5 accuracy": 5}
 RESULTS_SCHEMA = "fewshot_eval/results/v1"
-# what an evaluation writes at the top of its output folder (the default RICES cache included)
 # what an evaluation writes in --out (glob patterns): all that --overwrite deletes there
 OUTPUT_NAMES = ("predictions/*.rank*.jsonl", "results.json", "results.md", "results.png", "cache/*.npy", "cache/*.json")
-_MEDIA = object()  # stands for an image or video where only the prompt's text (its length) is needed
+
+
+def task_metrics(task: str, query: EvalSet) -> list[str]:
+    """The metrics of ``task`` on ``query``: top-5 accuracy is omitted over 5 or fewer classes, where it would be
+    100% by construction."""
+    if task == "classify" and len(query.class_names or []) <= 5:
+        return METRICS[task][:1]
+    return METRICS[task]
 
 
 @dataclass
@@ -84,6 +87,47 @@ def _demos_needed(k: int) -> int:
     return k if k > 0 else ZERO_SHOT_DEMOS
 
 
+def _check_flags(task: str, selection: Sequence[str], labels: str, nonce_words: object = None) -> None:
+    """What only classification offers, refused for other tasks before their data is read."""
+    if labels != "nonce" and nonce_words is not None:
+        raise DataError("--nonce-words needs --nonce-labels (the words rename the classes of a nonce evaluation)")
+    if labels not in LABELS:
+        raise DataError(f"labels must be one of {', '.join(LABELS)}, got {labels!r}")
+    if task != "classify" and labels == "nonce":
+        raise DataError(f"--nonce-labels applies to --task classify only (it renames classes), not {task!r}")
+    if task != "classify" and "balanced" in selection:
+        raise DataError(f"--selection balanced applies to --task classify only (it balances classes), not {task!r}")
+
+
+def check_plan(td: TaskData, shots: Sequence[int], selection: Sequence[str] = ("random",), labels: str = "true",
+               nonce_words: str | Path | Sequence[str] | None = None) -> tuple[str, ...] | None:  # fmt: skip
+    """Check what the selection methods and labels need of the data, raising a one-line ``DataError``.
+
+    Returns:
+        The nonce words of a ``labels="nonce"`` evaluation (``nonce_words``: a file of one word per line, the
+        words themselves, or None for ``EVAL_NONCE_WORDS``), else None.
+    """
+    _check_flags(td.task, selection, labels, nonce_words)
+    support, query = td.support, td.query
+    if "balanced" in selection:
+        shared = {e.key for e in support.examples} & {e.key for e in query.examples}
+        problem = check_balanced_support([e.target for e in support.examples], support.class_names or [], shots,
+                                         [e.target for e in query.examples if e.key in shared], support.source,
+                                         support.split)  # fmt: skip
+        if problem:
+            raise DataError(problem)
+    if labels != "nonce":
+        return None
+    if nonce_words is None:
+        words, source = EVAL_NONCE_WORDS, BUILT_IN
+    elif isinstance(nonce_words, (str, Path)):
+        words, source = read_nonce_words(nonce_words), f"--nonce-words {nonce_words}"
+    else:
+        words, source = tuple(nonce_words), "the given nonce words"
+    check_nonce_words(words, query.class_names or [], query.source, source)
+    return tuple(words)
+
+
 def prepare_data(
     task: str,
     data: str | Path,
@@ -92,11 +136,15 @@ def prepare_data(
     support_split: str | None = None,
     limit: int | None = None,
     image_template: str = DEFAULT_IMAGE_TEMPLATE,
+    selection: Sequence[str] = ("random",),
+    labels: str = "true",
+    nonce_words: str | Path | Sequence[str] | None = None,
 ) -> TaskData:
     """Load the support and query sets of ``task`` and check them, raising a one-line ``DataError``.
 
-    Checks: the files are of the task's format, every media file exists (query images are also opened), and
-    the support set holds enough demonstrations for the largest shot count.
+    Checks: the files are of the task's format, every media file exists (query images are also opened), the
+    support set holds enough demonstrations for the largest shot count, and what ``check_plan`` checks (balanced
+    selection's per-class counts, the nonce words).
     """
     if task not in TASKS:
         raise DataError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
@@ -104,6 +152,7 @@ def prepare_data(
         raise DataError(f"--limit must be a positive number of examples, got {limit}")
     if any(k < 0 for k in shots):
         raise DataError(f"shot counts must be >= 0, got {list(shots)}")
+    _check_flags(task, selection, labels, nonce_words)
     support, query = load_task_data(task, data, split, support_split, image_template)
     if limit is not None:
         query.examples = query.examples[:limit]
@@ -119,7 +168,9 @@ def prepare_data(
             )
     if task == "classify" and query.class_names != support.class_names:
         raise DataError(f"{query.source} and {support.source} have different class lists")
-    return TaskData(task, support, query)
+    td = TaskData(task, support, query)
+    check_plan(td, shots, selection, labels, nonce_words)
+    return td
 
 
 class _Dist:
@@ -185,116 +236,47 @@ def _embed(model: EvalModel, examples: Sequence[Example], batch_size: int, max_f
     return np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
 
 
-def score_predictions(task: str, records: dict[str, dict], query: EvalSet) -> dict[str, float]:
-    """Metric name -> score (papers' scale: CIDEr x100, accuracies in %) of the saved predictions."""
+def score_predictions(task: str, records: dict[str, dict], query: EvalSet, per_query: bool = False):
+    """Metric name -> score (papers' scale: CIDEr x100, accuracies in %) of the saved predictions.
+
+    With ``per_query``, also metric name -> {query id: score} on the same scale (CIDEr per image with the IDF
+    of the whole set, VQA accuracy per question, top-k 0 or 100), whose mean is the score: what the bootstrap
+    resamples.
+    """
     by_id = {ex.id: ex for ex in query.examples}
     ids = [i for i in by_id if i in records]
-    if task in ("caption", "video-caption"):
-        score, _ = cider({i: records[i]["prediction"] for i in ids}, {i: by_id[i].references for i in ids})
-        return {"CIDEr": 100 * score}
-    if task in ("vqa", "video-qa"):
-        score, _ = vqa_accuracy({i: records[i]["prediction"] for i in ids}, {i: by_id[i].references for i in ids})
-        return {"VQA accuracy": 100 * score}
-    ranked = [records[i]["ranking"] for i in ids]
-    labels = [by_id[i].target for i in ids]
-    return {"top-1 accuracy": 100 * topk_accuracy(ranked, labels, 1),
-            "top-5 accuracy": 100 * topk_accuracy(ranked, labels, 5)}
-
-
-class _Runner:
-    """Prompts one batch of queries for one (selection, shots, trial) and returns prediction records."""
-
-    def __init__(self, model, task, support, template, class_names, num_beams, max_new_tokens, ensemble, seed,
-                 max_frames):  # fmt: skip
-        self.model, self.task, self.support, self.template = model, task, support, template
-        self.class_names, self.num_beams, self.max_new_tokens = class_names, num_beams, max_new_tokens
-        self.ensemble, self.seed, self.max_frames = ensemble, seed, max_frames
-
-    def _shot(self, ex: Example, with_media: bool, answer: bool, load: bool = True) -> Shot:
-        media = (load_media(ex, self.max_frames) if load else _MEDIA) if with_media else None
-        return Shot(media, ex.target if answer else None, ex.question)
-
-    def _shots(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int, load: bool = True):
-        text_only = k == 0
-        demos = [[self._shot(self.support.examples[i], not text_only, True, load) for i in idx] for idx in demo_idx]
-        return demos, [self._shot(ex, True, False, load) for ex in batch]
-
-    def prompt_texts(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int) -> list[str]:
-        """The text of each query's prompt (``<image>`` for each media; no media decoded)."""
-        demos, queries = self._shots(batch, demo_idx, k, load=False)
-        return [prompt_to_text(build_prompt(d, q, self.template, k == 0)) for d, q in zip(demos, queries)]
-
-    def run(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int) -> list[dict]:
-        demos, queries = self._shots(batch, demo_idx, k)
-        common = [{"id": ex.id, "demos": [self.support.examples[i].id for i in idx], "model": self.model.identifier}
-                  for ex, idx in zip(batch, demo_idx)]  # fmt: skip
-        if self.task == "classify":
-            return [self._classify(c, d, q) for c, d, q in zip(common, demos, queries)]
-        prompts = [build_prompt(d, q, self.template, k == 0) for d, q in zip(demos, queries)]
-        raw = self.model.generate(prompts, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
-        return [dict(c, prediction=postprocess(r, self.task), raw=r, prompt=prompt_to_text(p))
-                for c, r, p in zip(common, raw, prompts)]  # fmt: skip
-
-    def _classify(self, common: dict, demos: list[Shot], query: Shot) -> dict:
-        conts = [self.template.continuation(c) for c in self.class_names]
-        text_only = all(d.media is None for d in demos)
-
-        def build_prefix(order):
-            return build_prompt([demos[o] for o in order], query, self.template, text_only)
-
-        seed = (self.seed + _stable_hash(common["id"])) % 2**32
-        scores = ensemble_scores(self.model, build_prefix, len(demos), conts, k=self.ensemble, seed=seed)
-        order = np.argsort(-scores, kind="stable")
-        ranking = [self.class_names[i] for i in order]
-        return dict(common, prediction=ranking[0], ranking=ranking[:5], prompt=prompt_to_text(build_prefix(range(len(demos)))))
-
-
-@dataclass
-class _Job:
-    """One (selection, shots, trial) of an evaluation: saved predictions, and the queries still to predict with
-    their demonstrations (support indices)."""
-
-    sel: str
-    k: int
-    trial: int
-    stem: str  # predictions/<stem>.rank<r>.jsonl
-    done: dict[str, dict] = field(default_factory=dict)
-    todo: list[Example] = field(default_factory=list)
-    demo_idx: list[list[int]] = field(default_factory=list)
-
-
-def check_prompt_lengths(model: EvalModel, runner: _Runner, jobs: Sequence[_Job], source) -> str | None:
-    """A one-line message when a prompt and what follows it (the tokens to generate, or the longest class name
-    to score) do not fit in the model's context, else None.
-
-    A longer prompt would be cut or run past the LM's positions and give garbage without a word, so the whole
-    evaluation is refused before anything is generated (not skipped query by query: the scores of the shot
-    counts would then be over different queries). Checked only for models with ``context_length`` and
-    ``count_tokens``.
-    """
-    limit, count = getattr(model, "context_length", None), getattr(model, "count_tokens", None)
-    if not limit or count is None:
-        return None
-    if runner.task == "classify":
-        conts = [runner.template.continuation(c) for c in runner.class_names or []]
-        extra, what = max(count(conts, continuation=True), default=0), "to score the longest class name"
+    if task in ("caption", "video-caption", "vqa", "video-qa"):
+        metric, fn = ("CIDEr", cider) if "caption" in task else ("VQA accuracy", vqa_accuracy)
+        score, each = fn({i: records[i]["prediction"] for i in ids}, {i: by_id[i].references for i in ids})
+        means, each_q = {metric: 100 * score}, {metric: {i: 100 * v for i, v in each.items()}}
     else:
-        extra, what = runner.max_new_tokens, "to generate"
+        each_q = {m: {i: 100.0 * (by_id[i].target in records[i]["ranking"][: _TOP_K[m]]) for i in ids}
+                  for m in task_metrics(task, query)}  # fmt: skip
+        means = {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in each_q.items()}
+    return (means, each_q) if per_query else means
+
+
+def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequence[str] = ("random",), *,
+                  trials: int = 3, labels: str = "true", nonce_words=None, template: str | None = None,
+                  max_new_tokens: int | None = None, seed: int = 0) -> str | None:  # fmt: skip
+    """``check_prompt_lengths`` before the model is loaded: ``counter`` is a ``model.TokenCounter`` (tokenizer
+    and context only). Random, balanced and zero-shot prompts are the very prompts of the evaluation; a RICES
+    prompt is stood for by the one of the ``k`` demonstrations with the fewest tokens (``context.shortest_demos``),
+    so a refusal here is certain and what RICES retrieves is checked again once the model is loaded."""
+    if counter is None:
+        return None
+    words = check_plan(td, shots, selection, labels, nonce_words)
+    runner = Runner(None, td.task, td.support, get_template(td.task, template), td.support.class_names, 1,
+                    max_new_tokens or MAX_NEW_TOKENS.get(td.task, 0), 1, seed, 0, words)  # fmt: skip
+    jobs = plan_jobs(td.task, list(dict.fromkeys(shots)), list(dict.fromkeys(selection)), trials, 1, labels)
     for job in jobs:
-        if not job.todo:
-            continue
-        lengths = count(runner.prompt_texts(job.todo, job.demo_idx, job.k))
-        over = [i for i, n in enumerate(lengths) if n + extra > limit]
-        if over:
-            worst = max(over, key=lengths.__getitem__)
-            trial = f", trial {job.trial}" if job.sel == "random" else ""
-            return (
-                f"{runner.task} {job.k}-shot ({job.sel}{trial}): {len(over)} of {len(lengths)} prompts do not fit "
-                f"in the language model's context of {limit} tokens; the longest, for query {job.todo[worst].id!r} "
-                f"of {source}, is {lengths[worst]} tokens + {extra} {what}; use fewer --shots, a shorter --template"
-                + (" or a smaller --max-new-tokens" if runner.task != "classify" else " or shorter class names")
-            )
-    return None
+        job.todo = list(td.query.examples)
+        selector = job_selector(job, td.support, seed, None)
+        if selector is None:
+            job.demo_idx = shortest_demos(counter, runner, job.todo, job.k, job.trial)
+        else:
+            job.demo_idx = selector.select([ex.key for ex in job.todo], _demos_needed(job.k))
+    return check_prompt_lengths(counter, runner, jobs, td.query.source, rices_floor=True)
 
 
 def _pred_files(out_dir: Path, stem: str) -> list[Path]:
@@ -330,8 +312,8 @@ def _merge_results(path: Path, new: list[dict]) -> list[dict]:
     """Results already in ``path`` with the records of ``new`` replacing those with the same key."""
     def key(r):
         # not the data fingerprint: a rerun with another --limit replaces the old numbers
-        return (r["task"], r.get("dataset"), r["split"], r["shots"], r["selection"], r["ensembling"], r["metric"],
-                r["model"])  # fmt: skip
+        return (r["task"], r.get("labels", "true"), r.get("dataset"), r["split"], r["shots"], r["selection"],
+                r["ensembling"], r["metric"], r["model"])  # fmt: skip
 
     old = []
     if path.is_file():
@@ -368,6 +350,9 @@ def evaluate(
     seed: int = 0,
     max_frames: int = 8,
     progress: bool = True,
+    labels: str = "true",
+    nonce_words: str | Path | Sequence[str] | None = None,
+    n_bootstrap: int = N_BOOTSTRAP,
 ) -> list[dict]:
     """Few-shot evaluation of ``model`` on ``task``.
 
@@ -376,8 +361,9 @@ def evaluate(
         task: ``caption``, ``vqa``, ``classify``, ``video-caption`` or ``video-qa``.
         data: the dataset path (see ``datasets``) or a ``TaskData`` from ``prepare_data``.
         shots: shot counts; 0 means two text-only demonstrations.
-        selection: ``random`` (``trials`` seeded trials) and/or ``rices`` (one deterministic trial).
-        trials: trials for random selection.
+        selection: ``random`` / ``balanced`` (``trials`` seeded trials; balanced: classify only, classes in
+            equal numbers, ``selection.BalancedSelector``) and/or ``rices`` (one deterministic trial).
+        trials: trials for random and balanced selection.
         ensemble: orderings of the demonstrations averaged for close-ended tasks (1 = none; paper: 6).
         limit: evaluate only the first ``limit`` queries.
         out_dir: where predictions, ``results.json``, ``results.md`` and ``results.png`` go (None: nowhere).
@@ -392,10 +378,14 @@ def evaluate(
         seed: base seed of random selection and ensembling.
         max_frames: frames sampled from each video.
         progress: show progress bars.
+        labels: ``true`` (class names) or ``nonce`` (classify: every class renamed per query, ``fewshot_eval.nonce``).
+        nonce_words: the words of a nonce evaluation: a file of one word per line, the words, or None for
+            ``nonce.EVAL_NONCE_WORDS``.
+        n_bootstrap: resamples of the 95% confidence interval (``bootstrap.bootstrap_ci``, seeded by ``seed``).
 
     Returns:
-        One result record per (selection, shots, metric): task, split, shots, selection, ensembling, metric, n,
-        trials, scores, mean, std, model, data.
+        One result record per (selection, shots, metric): task, labels, split, shots, selection, ensembling,
+        metric, n, trials, scores, mean, std, ci95, n_bootstrap, model, data (classify: also classes, chance).
     """
     unknown = [s for s in selection if s not in SELECTIONS]
     if unknown:
@@ -408,10 +398,13 @@ def evaluate(
         raise ValueError(f"max_new_tokens must be >= 1 (None = the task's default), got {max_new_tokens}")
     if ensemble > 1 and task != "classify":
         raise ValueError(f"prompt ensembling applies to close-ended tasks (classify), not {task!r}")
+    if n_bootstrap < 1:
+        raise ValueError(f"n_bootstrap must be at least 1 resample, got {n_bootstrap}")
     td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
-                                                              image_template)  # fmt: skip
+                                                              image_template, selection, labels, nonce_words)  # fmt: skip
     if isinstance(data, TaskData) and limit is not None:
         td.query.examples = td.query.examples[:limit]
+    words = check_plan(td, shots, selection, labels, nonce_words)
     support, query = td.support, td.query
     shots, selection = list(dict.fromkeys(shots)), list(dict.fromkeys(selection))
     tmpl: PromptTemplate = get_template(task, template)
@@ -419,11 +412,10 @@ def evaluate(
     out = Path(out_dir) if out_dir is not None else None
     if out is not None:
         (out / "predictions").mkdir(parents=True, exist_ok=True)
-    runner = _Runner(model, task, support, tmpl, support.class_names, num_beams,
-                     max_new_tokens or MAX_NEW_TOKENS.get(task, 0), ensemble, seed, max_frames)  # fmt: skip
+    runner = Runner(model, task, support, tmpl, support.class_names, num_beams,
+                    max_new_tokens or MAX_NEW_TOKENS.get(task, 0), ensemble, seed, max_frames, words)  # fmt: skip
     mine = query.examples[dist.rank :: dist.world]
-    jobs = [_Job(sel, k, t, f"{task}_{sel}_{k}shot_ens{ensemble}_trial{t}")
-            for sel in selection for k in shots for t in range(trials if sel == "random" else 1)]  # fmt: skip
+    jobs = plan_jobs(task, shots, selection, trials, ensemble, labels)
     if out is not None and resume:  # before any work: another model's predictions are refused
         for job in jobs:
             job.done = _load_predictions(_pred_files(out, job.stem), model.identifier)
@@ -433,11 +425,7 @@ def evaluate(
         cache = cache_dir if cache_dir is not None else (out / "cache" if out is not None else None)
         rices_selector = _rices_selector(model, support, mine, cache, batch_size, max_frames, dist, progress)
     for job in jobs:  # every prompt's demonstrations, so that every prompt can be checked before generating
-        keys = [e.key for e in support.examples]
-        if job.k == 0:  # fixed text-only demonstrations: retrieving them by the query image would leak it
-            selector = ZeroShotSelector(keys, seed, job.trial)
-        else:
-            selector = rices_selector if job.sel == "rices" else RandomSelector(keys, seed, job.trial)
+        selector = job_selector(job, support, seed, rices_selector)
         job.todo = [ex for ex in mine if ex.id not in job.done]
         job.demo_idx = selector.select([ex.key for ex in job.todo], _demos_needed(job.k)) if job.todo else []
     problem = check_prompt_lengths(model, runner, jobs, query.source)
@@ -448,10 +436,8 @@ def evaluate(
     results: list[dict] = []
     skipped = sum(query.skipped.values())
     for sel in selection:
-        n_trials = trials if sel == "random" else 1
         for k in shots:
-            per_trial: dict[str, list[float]] = {m: [] for m in METRICS[task]}
-            n_scored = 0
+            per_trial: dict[str, list[dict[str, float]]] = {m: [] for m in task_metrics(task, query)}
             for job in (j for j in jobs if (j.sel, j.k) == (sel, k)):
                 if out is not None and not resume:
                     if dist.is_main:
@@ -465,23 +451,40 @@ def evaluate(
                 if not dist.is_main:
                     continue
                 records = {**job.done, **{r["id"]: r for r in gathered}}
-                for m, v in score_predictions(task, records, query).items():
-                    per_trial[m].append(v)
-                n_scored = sum(1 for ex in query.examples if ex.id in records)
+                for m, each in score_predictions(task, records, query, per_query=True)[1].items():
+                    per_trial[m].append(each)
             if not dist.is_main:
                 continue
-            for metric, scores in per_trial.items():
-                mean, std = mean_std(scores)
+            for metric, each in per_trial.items():
                 results.append({
-                    "task": task, "split": query.split, "support_split": support.split, "shots": k,
-                    "selection": sel, "ensembling": ensemble, "metric": metric, "n": n_scored,
-                    "trials": n_trials, "scores": scores, "mean": mean, "std": std,
+                    "task": task, "labels": labels, "split": query.split, "support_split": support.split,
+                    "shots": k, "selection": sel, "ensembling": ensemble, "metric": metric,
+                    **_summary(each, [ex.id for ex in query.examples], n_bootstrap, seed), **_chance(task, metric, query),
                     "dataset": query.name, "model": model.identifier, "data": query.identifier,
                     "support": support.identifier, "skipped": skipped,
                 })  # fmt: skip
             if out is not None:  # results so far, so that an interrupted run still leaves a summary
                 _write_outputs(out, results)
     return results
+
+
+def _summary(per_trial: list[dict[str, float]], ids: list[str], n_bootstrap: int, seed: int) -> dict:
+    """Mean and std over trials of each trial's mean, and the bootstrap CI over the queries every trial scored
+    (in query order, so that the resampling is paired across trials)."""
+    scores = [sum(t.values()) / len(t) if t else 0.0 for t in per_trial]
+    mean, std = mean_std(scores)
+    common = [i for i in ids if all(i in t for t in per_trial)]
+    ci = list(bootstrap_ci([[t[i] for i in common] for t in per_trial], n_bootstrap, seed)) if common else None
+    return {"n": len(common), "trials": len(per_trial), "scores": scores, "mean": mean, "std": std, "ci95": ci,
+            "n_bootstrap": n_bootstrap}  # fmt: skip
+
+
+def _chance(task: str, metric: str, query: EvalSet) -> dict:
+    """Classification's chance level for ``metric`` (a guess among the classes), and the number of classes."""
+    if task != "classify":
+        return {}
+    n = len(query.class_names or [])
+    return {"classes": n, "chance": 100.0 * min(_TOP_K[metric], n) / n}
 
 
 def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_size, max_frames, dist: _Dist,
@@ -506,13 +509,13 @@ def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_s
     return RicesSelector(RICES(feats, keys), {ex.key: f for ex, f in zip(mine, qfeats)})
 
 
-def _predict(runner: _Runner, job: _Job, batch_size: int, path: Path | None, desc: str | None) -> list[dict]:
+def _predict(runner: Runner, job: Job, batch_size: int, path: Path | None, desc: str | None) -> list[dict]:
     """Prediction records for ``job.todo``, appended to ``path`` (flushed to disk) batch by batch."""
     new: list[dict] = []
     fh = _open_append(path) if path is not None else None
     try:
         for i in tqdm(range(0, len(job.todo), batch_size), desc=desc, disable=desc is None, leave=False):
-            recs = runner.run(job.todo[i : i + batch_size], job.demo_idx[i : i + batch_size], job.k)
+            recs = runner.run(job.todo[i : i + batch_size], job.demo_idx[i : i + batch_size], job.k, job.trial)
             new.extend(recs)
             if fh is not None:
                 fh.write("".join(json.dumps(r) + "\n" for r in recs))

@@ -28,6 +28,7 @@ __all__ = [
     "ModelLoadError",
     "Prompt",
     "PromptItem",
+    "TokenCounter",
     "context_length",
     "model_identifier",
     "prompt_to_text",
@@ -89,6 +90,17 @@ def truncate_generation(text: str, stop: Sequence[str] = (EOC,)) -> str:
 WEIGHTS_FILE, CONFIG_FILE = "model.safetensors", "config.json"  # what Flamingo.save_pretrained writes
 
 
+def _model_files(model_dir: Path) -> tuple[Path, Path]:
+    """The config and weights of a saved model folder, refusing a folder that lacks one."""
+    config, weights = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
+    if not config.is_file() or not weights.is_file():
+        raise ModelLoadError(
+            f"{model_dir}: not a Flamingo model folder (expected {CONFIG_FILE} and {WEIGHTS_FILE} written by "
+            "Flamingo.save_pretrained)"
+        )
+    return config, weights
+
+
 def model_identifier(model_dir: str | Path) -> str:
     """``flamingo:<folder name>:<hash>`` of a saved model, the hash over the CONTENT of its config and weights.
 
@@ -102,12 +114,7 @@ def model_identifier(model_dir: str | Path) -> str:
     from contrastive_encoder.readers import CorruptFileError, read_json
 
     model_dir = Path(model_dir)
-    config, weights = model_dir / CONFIG_FILE, model_dir / WEIGHTS_FILE
-    if not config.is_file() or not weights.is_file():
-        raise ModelLoadError(
-            f"{model_dir}: not a Flamingo model folder (expected {CONFIG_FILE} and {WEIGHTS_FILE} written by "
-            "Flamingo.save_pretrained)"
-        )
+    config, weights = _model_files(model_dir)
     try:
         read_json(config)
     except CorruptFileError as e:
@@ -149,6 +156,86 @@ def context_length(model) -> int | None:
     """The frozen LM's maximum positions (prompt + generated tokens), None when unknown."""
     n = getattr(model, "context_length", None)  # Flamingo.context_length; None for models that do not say
     return int(n) if n else None
+
+
+def _lm_positions(lm_config) -> int | None:
+    """``Flamingo.context_length`` read from the LM's config instead of the built LM (the same fields)."""
+    for name in ("max_position_embeddings", "n_positions"):
+        value = getattr(lm_config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+class TokenCounter:
+    """Prompt lengths in tokens as a Flamingo processor encodes them, and the LM's context: all that checking
+    prompts against the context needs, so that ``from_pretrained`` can do it before any weight is loaded.
+
+    Args:
+        tokenizer: the model's tokenizer, ``<image>`` / ``<EOC>`` added (``FlamingoProcessor`` adds them).
+        doc_start_id: the token the processor puts before every sequence, or None.
+        context_length: the LM's positions, or None when unknown (then nothing is checked).
+    """
+
+    def __init__(self, tokenizer, doc_start_id: int | None, context_length: int | None):
+        self.tokenizer, self.doc_start_id, self.context_length = tokenizer, doc_start_id, context_length
+
+    def count_tokens(self, texts: list[str], continuation: bool = False) -> list[int]:
+        """Tokens of each text as the model encodes it: a prompt's text (``prompt_to_text``, with the start
+        token the processor adds) or a continuation scored after a prompt."""
+        if not texts:
+            return []
+        ids = self.tokenizer(list(texts), add_special_tokens=not continuation)["input_ids"]
+        start = 0 if continuation or self.doc_start_id is None else 1
+        return [len(row) + start for row in ids]
+
+    @classmethod
+    def from_pretrained(cls, model_dir: str | Path) -> TokenCounter:
+        """The counter of a saved model from its ``config.json`` alone: the tokenizer it names (through
+        ``FlamingoProcessor``, which adds the Flamingo tokens and picks the start token as the model does) and the
+        LM's context from the LM's config (an inline ``lm_config``, or the named LM's ``config.json``), never the
+        weights.
+
+        Raises:
+            ModelLoadError: the folder is not a saved model, its config is unreadable, or the tokenizer or the
+            LM's config cannot be loaded (one line).
+        """
+        from contrastive_encoder.readers import first_line
+
+        model_dir = Path(model_dir)
+        _model_files(model_dir)
+        try:
+            from flamingo_core import FlamingoProcessor, load_config
+            from flamingo_core.tokenization import load_flamingo_tokenizer
+        except ImportError as e:  # pragma: no cover - depends on the installation
+            raise ModelLoadError(f"flamingo_core is not importable ({e}); install packages/flamingo_core") from e
+        try:
+            config = load_config(model_dir)
+        except (OSError, ValueError) as e:
+            raise ModelLoadError(first_line(e)) from None
+        # as flamingo_core.create_model picks the tokenizer
+        name = config.tokenizer or (config.lm if config.lm_config is None else None)
+        try:
+            if name is None:
+                raise ValueError("a config with lm_config needs a 'tokenizer' name (e.g. 'byte')")
+            processor = FlamingoProcessor(load_flamingo_tokenizer(name), None, config.media_token, config.eoc_token,
+                                          doc_start_token=config.doc_start_token)  # fmt: skip
+            lm_config = _lm_config(config)
+        except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: a packaged LM's conversion
+            raise ModelLoadError(f"{model_dir}: could not load the tokenizer or the LM's config ({first_line(e)})") from e
+        return cls(processor.tokenizer, processor.doc_start_id, _lm_positions(lm_config))
+
+
+def _lm_config(config):
+    """The transformers config of the frozen LM that ``flamingo_core`` builds for ``config`` (its ``_build_lm``)."""
+    from transformers import AutoConfig
+
+    if config.lm_config is not None:
+        cfg = dict(config.lm_config)
+        return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
+    from contrastive_encoder.pretrained import _from_pretrained
+
+    return _from_pretrained(AutoConfig, config.lm)  # the name resolution load_causal_lm uses, config file only
 
 
 def _media_key(item) -> tuple:
@@ -211,6 +298,7 @@ class FlamingoEvalModel:
         self._visual_cache: OrderedDict = OrderedDict()
         self._placeholder = torch.zeros(3, 1, 1)  # stands for media already encoded
         self.context_length = context_length(model)
+        self._counter = TokenCounter(self.tokenizer, getattr(self.processor, "doc_start_id", None), self.context_length)
 
     @property
     def max_length(self) -> int | None:
@@ -241,13 +329,8 @@ class FlamingoEvalModel:
         return tokens
 
     def count_tokens(self, texts: list[str], continuation: bool = False) -> list[int]:
-        """Tokens of each text as the model encodes it: a prompt's text (``prompt_to_text``, with the start
-        token the processor adds) or a continuation scored after a prompt."""
-        if not texts:
-            return []
-        ids = self.tokenizer(list(texts), add_special_tokens=not continuation)["input_ids"]
-        start = 0 if continuation or getattr(self.processor, "doc_start_id", None) is None else 1
-        return [len(row) + start for row in ids]
+        """See ``TokenCounter.count_tokens``."""
+        return self._counter.count_tokens(texts, continuation)
 
     def _check_length(self, input_ids, extra: int) -> None:
         # a backstop: evaluate() checks every prompt before generating anything (check_prompt_lengths)

@@ -1,5 +1,5 @@
-"""Choosing demonstrations from the support set: seeded random trials or RICES (Flamingo, arXiv 2204.14198,
-Sec. 3 and Appendix A.2).
+"""Choosing demonstrations from the support set: seeded random trials, class-balanced trials (classification)
+or RICES (Flamingo, arXiv 2204.14198, Sec. 3 and Appendix A.2).
 
 A selector maps a query to an ordered list of support indices. Random selection draws from a generator seeded by
 (seed, trial, query id), so a query's demonstrations do not depend on batching, process count or resumption.
@@ -10,6 +10,8 @@ fixed, not chosen by (or retrieved for) the query, so they cannot carry the quer
 from __future__ import annotations
 
 import hashlib
+import math
+from collections import Counter
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -17,9 +19,14 @@ import numpy as np
 
 from fewshot_eval.rices import RICES
 
-__all__ = ["SELECTIONS", "RandomSelector", "RicesSelector", "Selector", "ZeroShotSelector", "mean_std"]
+__all__ = [
+    "SELECTIONS", "TRIAL_SELECTIONS", "BalancedSelector", "RandomSelector", "RicesSelector", "Selector",
+    "ZeroShotSelector", "check_balanced_support", "mean_std",
+]  # fmt: skip
 
-SELECTIONS = ("random", "rices")
+SELECTIONS = ("random", "rices", "balanced")
+TRIAL_SELECTIONS = ("random", "balanced")  # seeded draws, repeated over --trials; RICES is deterministic
+_BALANCED_STREAM = 0x62616C61  # "bala": apart from random selection's stream for the same (seed, trial, id)
 
 
 def _stable_hash(text: str) -> int:
@@ -79,6 +86,79 @@ class ZeroShotSelector(RandomSelector):
                 raise ValueError(f"cannot draw {k} demonstrations from a support set of {len(pool)}")
             out.append(pool[:k])
         return out
+
+
+class BalancedSelector(RandomSelector):
+    """Class-balanced random demonstrations (classification): ``k`` shots over ``C`` classes cover ``min(k, C)``
+    classes, ``k // C`` examples of each and one more for ``k % C`` classes drawn at random; examples are drawn
+    without replacement within their class, never the query itself, and the prompt order is shuffled.
+
+    Which classes get the remainder (or, for ``k < C``, which classes appear) is drawn per (seed, trial, query
+    id) without looking at the query's label (the selector is never given it). A strategy blind to the image,
+    such as copying a label from the prompt, then scores chance; a gain over chance measures reading the
+    images. Choosing the classes by the query's label would put its answer in every prompt.
+
+    Args:
+        support_ids: ids of the support examples.
+        support_labels: their class names, in the same order.
+        seed: base seed.
+        trial: trial number; each trial draws different demonstrations.
+        classes: the set's classes (default: those of ``support_labels``, in order of appearance).
+    """
+
+    def __init__(self, support_ids: Sequence[str], support_labels: Sequence[str], seed: int = 0, trial: int = 0,
+                 classes: Sequence[str] | None = None):  # fmt: skip
+        super().__init__(support_ids, seed, trial)
+        if len(support_labels) != len(self.support_ids):
+            raise ValueError(f"{len(support_labels)} labels for {len(self.support_ids)} support examples")
+        self.classes = list(classes) if classes is not None else list(dict.fromkeys(support_labels))
+        index = {c: j for j, c in enumerate(self.classes)}
+        of_class = np.array([index[label] for label in support_labels], dtype=np.int64)
+        self.by_class = [np.flatnonzero(of_class == j) for j in range(len(self.classes))]  # support indices
+
+    def select(self, query_ids: Sequence[str], k: int) -> list[list[int]]:
+        out, n_classes = [], len(self.classes)
+        for qid in query_ids:
+            rng = np.random.default_rng([self.seed, self.trial, _stable_hash(str(qid)), _BALANCED_STREAM])
+            counts = np.full(n_classes, k // n_classes)
+            counts[rng.choice(n_classes, size=k % n_classes, replace=False)] += 1
+            excluded = self._pos.get(str(qid), [])
+            picked: list[int] = []
+            for c, n in enumerate(counts):
+                if n == 0:
+                    continue
+                pool = self.by_class[c][~np.isin(self.by_class[c], excluded)] if excluded else self.by_class[c]
+                if n > len(pool):
+                    raise ValueError(f"cannot draw {n} demonstrations of class {self.classes[c]!r} from {len(pool)}")
+                picked.extend(int(i) for i in rng.choice(pool, size=int(n), replace=False))
+            out.append([picked[i] for i in rng.permutation(len(picked))])
+        return out
+
+
+def check_balanced_support(support_labels: Sequence[str], classes: Sequence[str], shots: Sequence[int],
+                           shared_labels: Sequence[str], source: object, split: str) -> str | None:  # fmt: skip
+    """A one-line message when a class has too few support examples for class-balanced prompts of the largest
+    shot count, else None.
+
+    Args:
+        support_labels: the support examples' classes.
+        classes: the set's classes.
+        shots: the shot counts.
+        shared_labels: classes of the queries that are also support examples: a query is never its own
+            demonstration, so its class has one fewer for it.
+        source, split: the support set, named in the message.
+    """
+    k = max(shots, default=0)
+    if k == 0 or not classes:
+        return None
+    need = math.ceil(k / len(classes))  # the largest per-class count a k-shot prompt can ask for
+    have, shared = Counter(support_labels), set(shared_labels)
+    short = next((c for c in classes if have[c] - (c in shared) < need), None)
+    if short is None:
+        return None
+    besides = f" ({have[short] - 1} besides a query that is one of them)" if short in shared else ""
+    return (f"--shots {k} with --selection balanced needs {need} demonstration{'s' if need > 1 else ''} of each of "
+            f"{len(classes)} classes; class {short!r} has {have[short]}{besides} in {source} (split {split!r})")
 
 
 class RicesSelector:
