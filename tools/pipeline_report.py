@@ -25,6 +25,7 @@ SECTIONS = (
     "## Stage 1: contrastive pretraining",
     "## Stage 2: Flamingo training",
     "## Stage 3: few-shot evaluation",
+    "## An 8-shot prompt",
     "## Examples",
     "## Gates",
 )
@@ -133,6 +134,57 @@ def fewshot_section(run: Path, tasks: list[str], figures: Path) -> tuple[str, li
     return "\n".join(lines) + "\n", results
 
 
+def prompt_section(run: Path, eval_data: Callable[[str], Path], figures: Path, shots: int = 8) -> str:
+    """One novel-label prompt drawn in full: its demonstrations (image and nonce name), the query, the model's
+    answer and the truth, from the saved predictions of ``bind`` (the largest shot count up to ``shots``)."""
+    from PIL import Image, ImageDraw
+
+    from fewshot_eval.datasets import load_split
+
+    files = {}
+    for f in (run / "eval" / "bind" / "predictions").glob("*.jsonl"):
+        k = re.search(r"_(\d+)shot_", f.name)
+        if k and 0 < int(k.group(1)) <= shots and "_balanced_" in f.name:
+            files[int(k.group(1))] = f
+    if not files:
+        return f"{SECTIONS[3]}\n\nNo novel-label (bind) predictions with demonstrations were saved.\n"
+    k, path = max(files.items())
+    records = [r for r in read_jsonl(path, required=("id", "prediction", "demos")) if r.get("names")]
+    if not records:
+        return f"{SECTIONS[3]}\n\n{path.name} holds no novel-label records.\n"
+    data = eval_data("bind")
+    support = {ex.id: ex for ex in load_split("classify", data, "train").examples}
+    queries = {ex.id: ex for ex in load_split("classify", data, "val").examples}
+    # a prompt the model answered right, if any: the panel shows what binding looks like
+    rec = next((r for r in records if str(r["id"]) in queries and r["prediction"] == queries[str(r["id"])].target),
+               records[0])
+    query = queries.get(str(rec["id"]))
+    demos = [support[d] for d in rec["demos"] if d in support]
+    if query is None or len(demos) != len(rec["demos"]):
+        return f"{SECTIONS[3]}\n\nThe examples of {path.name} are not in {data} any more.\n"
+    names = rec["names"]
+    thumb, pad = 64, 6
+    cells = [(ex.media, names[ex.target], (60, 60, 60)) for ex in demos]
+    answer = names.get(rec["prediction"], rec["prediction"])
+    right = rec["prediction"] == query.target
+    cells.append((query.media, f"-> {answer}", (20, 120, 20) if right else (170, 20, 20)))
+    canvas = Image.new("RGB", (len(cells) * (thumb + pad) + pad, thumb + 2 * pad + 18), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (media, label, colour) in enumerate(cells):
+        x = pad + i * (thumb + pad)
+        canvas.paste(Image.open(media).convert("RGB").resize((thumb, thumb)), (x, pad))
+        draw.text((x, thumb + pad + 2), label[:10], fill=colour)
+    canvas.save(figures / "prompt.png")
+    prompt = rec.get("prompt", "").replace("\n", " ")
+    lines = [SECTIONS[3], "",
+             f"A {k}-shot novel-label prompt (balanced demonstrations; the colour classes renamed with nonce words "
+             "for this episode only), the query last:", "", "![an 8-shot prompt](figures/prompt.png)", "",
+             f"Prompt text: `{prompt}`", "",
+             f"Model's answer: **{answer}** ({rec['prediction']}); truth: **{names[query.target]}** ({query.target})."
+             f" From `{path.name}`, query `{rec['id']}`."]
+    return "\n".join(lines) + "\n"
+
+
 def examples_section(run: Path, eval_data: Callable[[str], Path], tasks: list[str], figures: Path,
                      per_task: int = 4) -> str:
     """Held-out images with the model's output beside the ground truth, from the saved predictions."""
@@ -164,7 +216,7 @@ def examples_section(run: Path, eval_data: Callable[[str], Path], tasks: list[st
                 truth = ex.references[0] if task == "caption" else f"{ex.question} {ex.target}"
                 rows.append((task, ex.media, p["prediction"], truth, ranked[-1].stem))
     if not rows:
-        return f"{SECTIONS[3]}\n\nNo captioning or VQA predictions were saved.\n"
+        return f"{SECTIONS[4]}\n\nNo captioning or VQA predictions were saved.\n"
     thumb, width = 96, 560
     canvas = Image.new("RGB", (width, len(rows) * (thumb + 8) + 8), "white")
     draw = ImageDraw.Draw(canvas)
@@ -175,7 +227,7 @@ def examples_section(run: Path, eval_data: Callable[[str], Path], tasks: list[st
         draw.text((thumb + 16, y + 28), f"model: {pred}"[:80], fill=(20, 20, 160))
         draw.text((thumb + 16, y + 52), f"truth: {truth}"[:80], fill=(20, 120, 20))
     canvas.save(figures / "examples.png")
-    lines = [SECTIONS[3], "", "![held-out examples](figures/examples.png)", "",
+    lines = [SECTIONS[4], "", "![held-out examples](figures/examples.png)", "",
              "| task | model | ground truth | image |", "|---|---|---|---|"]
     lines += [f"| {t} | {p} | {g} | `{Path(m).name}` |" for t, m, p, g, _ in rows]
     lines.append(f"\nFrom the prediction files {sorted({r[4] for r in rows})}.")
@@ -206,7 +258,7 @@ def gates_section(run: Path, figures: Path) -> tuple[str, list[tuple[int, float,
     fig.tight_layout()
     fig.savefig(figures / "gates.png", dpi=100)
     plt.close(fig)
-    lines = [SECTIONS[4], "", "How much each layer listens to vision (0 = the frozen LM unchanged).", "",
+    lines = [SECTIONS[5], "", "How much each layer listens to vision (0 = the frozen LM unchanged).", "",
              "![gates](figures/gates.png)", "", "| block | tanh(alpha_xattn) | tanh(alpha_dense) |", "|---|---|---|"]
     lines += [f"| {layer} | {a:+.4f} | {d:+.4f} |" for layer, a, d in table]
     return "\n".join(lines) + "\n", table
@@ -223,6 +275,7 @@ def write_report(run: Path, data: Path, preset: str, eval_data: Callable[[str], 
     s1, n1 = stage1_section(run, figures)
     s2, n2 = stage2_section(run, figures)
     s3, results = fewshot_section(run, tasks, figures)
+    s_prompt = prompt_section(run, eval_data, figures) if "bind" in tasks else f"{SECTIONS[3]}\n\nNo bind task.\n"
     s4 = examples_section(run, eval_data, tasks, figures)
     s5, gates = gates_section(run, figures)
     total = sum(timings.values())
@@ -237,5 +290,5 @@ def write_report(run: Path, data: Path, preset: str, eval_data: Callable[[str], 
         {"preset": preset, "timings": timings, "stage1": n1, "stage2": n2, "fewshot": results,
          "gates": [{"block": b, "xattn": a, "dense": d} for b, a, d in gates]}, indent=1))
     path = run / "report.md"
-    atomic_write_text(path, "\n".join(header) + "\n" + "\n".join([s1, s2, s3, s4, s5]))
+    atomic_write_text(path, "\n".join(header) + "\n" + "\n".join([s1, s2, s3, s_prompt, s4, s5]))
     return path

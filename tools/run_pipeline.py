@@ -43,6 +43,15 @@ from contrastive_encoder.outputs import RUN_MARKER, OutputError, prepare_run_dir
 ROOT = Path(__file__).resolve().parents[1]
 
 
+# the pipeline's few-shot tasks: fewshot-eval's tasks, and "bind", novel-label classification of the colour set
+# (Frozen's fast concept binding: nonce class names drawn fresh per episode, so 0-shot is chance by construction)
+TASK_FLAGS = {"bind": ["--task", "classify", "--nonce-labels"]}
+# demonstration selection per task: balanced (n-way, k per class) needs labels; RICES for binding would retrieve
+# same-colour images, which measures retrieval rather than reading the prompt
+SELECTIONS = {"caption": ["random", "rices"], "vqa": ["random", "rices"], "video-qa": ["random", "rices"],
+              "classify": ["random", "rices", "balanced"], "bind": ["balanced", "random"]}
+
+
 @dataclass
 class Preset:
     """What each stage does under one preset."""
@@ -55,11 +64,16 @@ class Preset:
     stage2_args: list[str]  # extra `flamingo train` flags
     eval_shots: list[int]  # few-shot counts
     eval_args: list[str]  # extra `fewshot-eval run` flags
-    eval_tasks: list[str] = field(default_factory=lambda: ["caption", "vqa", "classify", "video-qa"])
+    eval_tasks: list[str] = field(default_factory=lambda: ["bind", "caption", "vqa", "classify", "video-qa"])
     task_args: dict[str, list[str]] = field(default_factory=lambda: {"caption": ["--max-new-tokens", "12"]})
+    world_counts: dict[str, int] = field(default_factory=dict)  # ShapesWorld count overrides
+    m3w_structured: float = 0.5  # share of M3W pages with in-context structure (tools/m3w_pages.py)
     min_free_gb: float = 2.0  # refuse to start with less free disk than this
 
 
+# M3W pages and batch: binding is learnt from the page-local names of structured pages, one M3W page a step
+# (the previous default) gave too few of them in a budget of minutes (docs/benchmarks.md, "few-shot learning")
+_M3W = ["--batch-sizes", "m3w=4,ltip=2,align=2"]
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(
         world_size="small",
@@ -78,10 +92,11 @@ PRESETS: dict[str, Preset] = {
         stage1_preset="nano-minilm",
         stage1_args=["--max-minutes", "3"],
         stage2_preset="smollm2",
-        stage2_args=["--max-minutes", "4", "--eval-samples", "16"],
+        stage2_args=["--max-minutes", "4", "--eval-samples", "16", *_M3W],
         eval_shots=[0, 4, 8],
-        # greedy decoding and 4 queries keep the demo within 15 minutes on 2 cores; `full` decodes with 3 beams
-        eval_args=["--limit", "4", "--trials", "1", "--ensemble", "3", "--num-beams", "1"],
+        # greedy decoding and 32 queries keep the demo within 15 minutes on 2 cores; `full` decodes with 3 beams
+        eval_args=["--limit", "32", "--trials", "1", "--ensemble", "1", "--num-beams", "1"],
+        world_counts={"m3w_train": 2000},
     ),
     "full": Preset(
         world_size="default",
@@ -89,10 +104,11 @@ PRESETS: dict[str, Preset] = {
         stage1_preset="nano-minilm",
         stage1_args=[],
         stage2_preset="smollm2",
-        stage2_args=[],
-        eval_shots=[0, 4, 8],
-        # 40 queries x 2 random trials keep stage 3 under an hour on 2 cores (beam 3, prompt ensembles of 6)
-        eval_args=["--limit", "40", "--trials", "2", "--ensemble", "6", "--num-beams", "3"],
+        stage2_args=[*_M3W],
+        eval_shots=[0, 1, 2, 4, 8, 16, 32],
+        # 2 random trials, beam 3, prompt ensembles of 6 (paper: close-ended tasks)
+        eval_args=["--limit", "64", "--trials", "2", "--ensemble", "6", "--num-beams", "3"],
+        world_counts={"m3w_train": 2000},
     ),
 }
 
@@ -172,13 +188,19 @@ RUN_OUTPUTS = ("pipeline.json", "data", "stage1", "vision", "stage2", "eval", "r
 
 
 class Pipeline:
-    def __init__(self, preset_name: str, out: Path, data: Path, seed: int, overwrite: bool = False):
+    """The stages of one run. ``preset`` replaces the named preset's settings (an ablation's variant), and
+    ``vision_from`` skips stage 1: the frozen tower exported by another run is used (ablations share one)."""
+
+    def __init__(self, preset_name: str, out: Path, data: Path, seed: int, overwrite: bool = False,
+                 preset: Preset | None = None, vision_from: Path | None = None):
         self.preset_name = preset_name
-        self.preset = PRESETS[preset_name]
+        self.preset = preset or PRESETS[preset_name]
         self.out = out
         self.data = data
         self.seed = seed
         self.overwrite = overwrite
+        self.vision_from = vision_from
+        self.vision = vision_from or out / "vision"
         self.timings: dict[str, float] = {}
         self.stage = ""  # the stage running now, for the interruption message
 
@@ -247,7 +269,8 @@ class Pipeline:
     # -- stages --------------------------------------------------------------------------------------------
     def stage_data(self) -> None:
         shapesworld.generate(self.data, seed=self.seed, image_size=self.preset.image_size,
-                             counts=self.preset.world_size, progress=True)
+                             counts=self.preset.world_size, sizes=self.preset.world_counts,
+                             m3w_structured=self.preset.m3w_structured, progress=True)
 
     def _rerun_flags(self, run: Path, upstream: str) -> list[str]:
         """How a training stage reruns in its folder: nothing in an empty folder; start again (``--overwrite``)
@@ -275,12 +298,12 @@ class Pipeline:
 
     def stage_flamingo(self) -> None:
         run = self.out / "stage2"
-        self.sh([_cli("flamingo"), "train", "--data", str(self.data), "--vision-encoder", str(self.out / "vision"),
+        self.sh([_cli("flamingo"), "train", "--data", str(self.data), "--vision-encoder", str(self.vision),
                  "--preset", self.preset.stage2_preset, "--seed", str(self.seed), "--out", str(run),
                  *self._rerun_flags(run, "vision"), *self.preset.stage2_args], "stage2")
 
     def eval_data(self, task: str) -> Path:
-        return self.data / "eval" / {"caption": "coco", "vqa": "vqav2", "classify": "classify",
+        return self.data / "eval" / {"caption": "coco", "vqa": "vqav2", "classify": "classify", "bind": "colour",
                                      "video-qa": "videoqa", "video-caption": "videoqa"}[task]
 
     def stage_eval(self) -> None:
@@ -295,9 +318,10 @@ class Pipeline:
             stale = out.is_dir() and any(out.iterdir()) and (
                 self.older_than(out / RUN_MARKER, "stage2") or not (out / RUN_MARKER).exists())
             rerun = ["--overwrite"] if stale else ["--resume"]
-            self.sh([_cli("fewshot-eval"), "run", "--model", str(self.out / "stage2" / "model"), "--task", task,
-                     "--data", str(self.eval_data(task)), "--shots", *map(str, self.preset.eval_shots),
-                     "--selection", "random", "rices", "--seed", str(self.seed), "--out", str(out), *rerun,
+            self.sh([_cli("fewshot-eval"), "run", "--model", str(self.out / "stage2" / "model"),
+                     *TASK_FLAGS.get(task, ["--task", task]), "--data", str(self.eval_data(task)),
+                     "--shots", *map(str, self.preset.eval_shots), "--selection", *SELECTIONS[task],
+                     "--seed", str(self.seed), "--out", str(out), *rerun,
                      "--cache-dir", str(self.out / "eval" / "rices-cache"), *self.preset.eval_args,
                      *self.preset.task_args.get(task, [])], f"eval/{task}")
             (out / ".done").write_text("ok\n")
@@ -309,14 +333,18 @@ class Pipeline:
 
     def stages(self) -> list[tuple[str, str, object]]:
         p = self.preset
-        return [
-            ("data", f"ShapesWorld ({p.world_size}, {p.image_size} px) -> {self.data}", self.stage_data),
+        encoder = [] if self.vision_from is not None else [
             ("stage1", f"stage 1: contrastive pretraining of the vision encoder ({p.stage1_preset})", self.stage_encoder),
             ("vision", "stage 1: export the frozen vision tower", self.stage_export),
+        ]
+        return [
+            ("data", f"ShapesWorld ({p.world_size}, {p.image_size} px) -> {self.data}", self.stage_data),
+            *encoder,
             ("stage2", f"stage 2: Flamingo training on the M3W/LTIP/ALIGN/VTP mixture ({p.stage2_preset})",
              self.stage_flamingo),
             ("eval", f"stage 3: few-shot evaluation ({', '.join(p.eval_tasks)}; shots {p.eval_shots})", self.stage_eval),
-            ("report", "report", self.stage_report),
+            # a run on another run's tower has no stage-1 logs to report; its caller compares the runs
+            *([] if self.vision_from is not None else [("report", "report", self.stage_report)]),
         ]
 
     def run(self) -> int:
@@ -328,7 +356,8 @@ class Pipeline:
         print(f"\nPipeline '{self.preset_name}' finished in {(time.time() - start) / 60:.1f} min (this run).")
         for name, _, _ in stages:
             print(f"  {name:<7} {self.timings.get(name, 0.0):7.0f} s   {self.out / name}")
-        print(f"  report  {self.out / 'report.md'}")
+        if self.vision_from is None:
+            print(f"  report  {self.out / 'report.md'}")
         return 0
 
 

@@ -160,6 +160,28 @@ def test_zero_shot_demonstrations_do_not_depend_on_the_query(coco_dir, fake_mode
         assert all(len(r["demos"]) == 2 and r["id"] not in r["demos"] for r in recs)
 
 
+def test_zero_shot_with_one_text_only_demonstration(coco_dir, fake_model, tmp_path):
+    """The ablation of the paper's two text-only demonstrations: one, recorded in the results."""
+    out = tmp_path / "run"
+    results = evaluate(fake_model, "caption", coco_dir, shots=[0, 2], selection=["random"], trials=1, out_dir=out,
+                       progress=False, zero_shot_demos=1)  # fmt: skip
+    zero = [json.loads(x) for x in (out / "predictions" / "caption_random_0shot_ens1_trial0.rank0.jsonl")
+            .read_text().splitlines()]  # fmt: skip
+    two = [json.loads(x) for x in (out / "predictions" / "caption_random_2shot_ens1_trial0.rank0.jsonl")
+           .read_text().splitlines()]  # fmt: skip
+    assert all(len(r["demos"]) == 1 and r["prompt"].count("<image>") == 1 for r in zero)
+    assert all(len(r["demos"]) == 2 for r in two)
+    assert [r.get("zero_shot_demos") for r in results] == [1, None]
+
+
+def test_zero_shot_demos_below_one_is_refused(coco_dir):
+    from fewshot_eval.datasets import DataError
+    from fewshot_eval.evaluate import prepare_data
+
+    with pytest.raises(DataError, match="--zero-shot-demos must be at least 1"):
+        prepare_data("caption", coco_dir, [0], zero_shot_demos=0)
+
+
 def test_zero_shot_selector_passes_over_the_query_itself():
     from fewshot_eval.selection import ZeroShotSelector
 

@@ -37,8 +37,12 @@ def test_stage_outputs_exist_and_load(tiny_run):
     assert model.vision_encoder.identifier == encoder.identifier
     for task in run_pipeline.PRESETS["tiny"].eval_tasks:
         results = json.loads((run / "eval" / task / "results.json").read_text())["results"]
-        assert {r["selection"] for r in results} == {"random", "rices"}
+        assert {r["selection"] for r in results} == set(run_pipeline.SELECTIONS[task])
         assert {r["shots"] for r in results} == set(run_pipeline.PRESETS["tiny"].eval_shots)
+        assert all(r["ci95"] is not None for r in results)
+        if task == "bind":  # novel labels on the colour set: chance is one in eight by construction
+            assert {r["labels"] for r in results} == {"nonce"}
+            assert {r["chance"] for r in results if r["metric"] == "top-1 accuracy"} == {12.5}
 
 
 def test_report_has_every_section_and_figure(tiny_run):
@@ -48,7 +52,13 @@ def test_report_has_every_section_and_figure(tiny_run):
         assert section in report
     for fig in re.findall(r"\]\((figures/[^)]+)\)", report):
         assert (run / fig).stat().st_size > 0, fig
-    assert len(re.findall(r"\]\((figures/[^)]+)\)", report)) == 5
+    assert len(re.findall(r"\]\((figures/[^)]+)\)", report)) == 6
+    # the prompt panel is one saved novel-label prompt: its nonce names and the model's answer, as recorded
+    panel = report.split(pipeline_report.SECTIONS[3])[1].split("\n## ")[0]
+    stem = re.search(r"From `([^`]+)`, query `([^`]+)`", panel)
+    rec = next(r for r in map(json.loads, (run / "eval" / "bind" / "predictions" / stem.group(1)).open())
+               if str(r["id"]) == stem.group(2))
+    assert f"**{rec['names'][rec['prediction']]}** ({rec['prediction']})" in panel and "2-shot" in panel
 
 
 def test_report_numbers_are_the_logged_ones(tiny_run):

@@ -24,6 +24,7 @@ from fewshot_eval.bootstrap import N_BOOTSTRAP
 from fewshot_eval.datasets import TASKS, DataError
 from fewshot_eval.ensemble import DEFAULT_ENSEMBLE
 from fewshot_eval.model import ModelLoadError
+from fewshot_eval.prompts import ZERO_SHOT_DEMOS
 from fewshot_eval.selection import SELECTIONS
 
 __all__ = ["COMMAND", "build_parser", "load_model", "load_token_counter", "main", "parse_args"]
@@ -40,6 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--task", required=True, choices=TASKS, help="task, which fixes the data format, prompt and metric")
     run.add_argument("--data", required=True, help="dataset file or folder in the task's format (docs/formats.md)")
     run.add_argument("--shots", type=non_negative_int, nargs="+", default=[0, 4, 8], help="shot counts (0 = two text-only demos)")
+    run.add_argument("--zero-shot-demos", type=positive_int, default=ZERO_SHOT_DEMOS,
+                     help=f"text-only demonstrations of a 0-shot prompt (default {ZERO_SHOT_DEMOS}, the paper's; with "
+                          "one, the paper says, the model copies it)")
     run.add_argument("--selection", nargs="+", default=["random"], choices=SELECTIONS,
                      help="demonstration selection: random, rices (most similar images), balanced (classify: "
                           "every class in equal numbers, min(k, classes) classes)")
@@ -124,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.device is not None:
             resolve_device(args.device)  # a missing GPU is named before the data is read
         labels = "nonce" if args.nonce_labels else "true"
-        plan = dict(selection=args.selection, labels=labels, nonce_words=args.nonce_words)
+        plan = dict(selection=args.selection, labels=labels, nonce_words=args.nonce_words,
+                    zero_shot_demos=args.zero_shot_demos)
         data = prepare_data(args.task, args.data, args.shots, args.split, args.support_split, args.limit,
                             args.image_template, **plan)  # fmt: skip
         if args.cache_dir is not None:  # a file or read-only folder fails now, not after the first predictions

@@ -83,8 +83,8 @@ class TaskData:
     query: EvalSet
 
 
-def _demos_needed(k: int) -> int:
-    return k if k > 0 else ZERO_SHOT_DEMOS
+def _demos_needed(k: int, zero_shot_demos: int = ZERO_SHOT_DEMOS) -> int:
+    return k if k > 0 else zero_shot_demos
 
 
 def _check_flags(task: str, selection: Sequence[str], labels: str, nonce_words: object = None) -> None:
@@ -139,6 +139,7 @@ def prepare_data(
     selection: Sequence[str] = ("random",),
     labels: str = "true",
     nonce_words: str | Path | Sequence[str] | None = None,
+    zero_shot_demos: int = ZERO_SHOT_DEMOS,
 ) -> TaskData:
     """Load the support and query sets of ``task`` and check them, raising a one-line ``DataError``.
 
@@ -160,10 +161,12 @@ def prepare_data(
     check_media(support.examples, support.source)
     overlap = bool({e.key for e in query.examples} & {e.key for e in support.examples})
     available = len(support) - (1 if overlap else 0)
+    if zero_shot_demos < 1:
+        raise DataError(f"--zero-shot-demos must be at least 1 text-only demonstration, got {zero_shot_demos}")
     for k in shots:
-        if _demos_needed(k) > available:
+        if _demos_needed(k, zero_shot_demos) > available:
             raise DataError(
-                f"{k} shots need {_demos_needed(k)} demonstrations but the support set ({support.source}, split "
+                f"{k} shots need {_demos_needed(k, zero_shot_demos)} demonstrations but the support set ({support.source}, split "
                 f"{support.split!r}) holds {available}"
             )
     if task == "classify" and query.class_names != support.class_names:
@@ -258,7 +261,8 @@ def score_predictions(task: str, records: dict[str, dict], query: EvalSet, per_q
 
 def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequence[str] = ("random",), *,
                   trials: int = 3, labels: str = "true", nonce_words=None, template: str | None = None,
-                  max_new_tokens: int | None = None, seed: int = 0) -> str | None:  # fmt: skip
+                  max_new_tokens: int | None = None, seed: int = 0,
+                  zero_shot_demos: int = ZERO_SHOT_DEMOS) -> str | None:  # fmt: skip
     """``check_prompt_lengths`` before the model is loaded: ``counter`` is a ``model.TokenCounter`` (tokenizer
     and context only). Random, balanced and zero-shot prompts are the very prompts of the evaluation; a RICES
     prompt is stood for by the one of the ``k`` demonstrations with the fewest tokens (``context.shortest_demos``),
@@ -275,7 +279,7 @@ def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequen
         if selector is None:
             job.demo_idx = shortest_demos(counter, runner, job.todo, job.k, job.trial)
         else:
-            job.demo_idx = selector.select([ex.key for ex in job.todo], _demos_needed(job.k))
+            job.demo_idx = selector.select([ex.key for ex in job.todo], _demos_needed(job.k, zero_shot_demos))
     return check_prompt_lengths(counter, runner, jobs, td.query.source, rices_floor=True)
 
 
@@ -353,6 +357,7 @@ def evaluate(
     labels: str = "true",
     nonce_words: str | Path | Sequence[str] | None = None,
     n_bootstrap: int = N_BOOTSTRAP,
+    zero_shot_demos: int = ZERO_SHOT_DEMOS,
 ) -> list[dict]:
     """Few-shot evaluation of ``model`` on ``task``.
 
@@ -382,6 +387,8 @@ def evaluate(
         nonce_words: the words of a nonce evaluation: a file of one word per line, the words, or None for
             ``nonce.EVAL_NONCE_WORDS``.
         n_bootstrap: resamples of the 95% confidence interval (``bootstrap.bootstrap_ci``, seeded by ``seed``).
+        zero_shot_demos: text-only demonstrations of a 0-shot prompt (paper: two; with one, it says, the model
+            tends to copy it - the ablation tools/run_ablations.py measures that).
 
     Returns:
         One result record per (selection, shots, metric): task, labels, split, shots, selection, ensembling,
@@ -401,7 +408,8 @@ def evaluate(
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be at least 1 resample, got {n_bootstrap}")
     td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
-                                                              image_template, selection, labels, nonce_words)  # fmt: skip
+                                                              image_template, selection, labels, nonce_words,
+                                                              zero_shot_demos)  # fmt: skip
     if isinstance(data, TaskData) and limit is not None:
         td.query.examples = td.query.examples[:limit]
     words = check_plan(td, shots, selection, labels, nonce_words)
@@ -427,7 +435,8 @@ def evaluate(
     for job in jobs:  # every prompt's demonstrations, so that every prompt can be checked before generating
         selector = job_selector(job, support, seed, rices_selector)
         job.todo = [ex for ex in mine if ex.id not in job.done]
-        job.demo_idx = selector.select([ex.key for ex in job.todo], _demos_needed(job.k)) if job.todo else []
+        job.demo_idx = (selector.select([ex.key for ex in job.todo], _demos_needed(job.k, zero_shot_demos))
+                        if job.todo else [])
     problem = check_prompt_lengths(model, runner, jobs, query.source)
     problems = dist.gather([problem] if problem else [])
     if problems:  # every process raises, so that none waits for the others
@@ -459,6 +468,7 @@ def evaluate(
                 results.append({
                     "task": task, "labels": labels, "split": query.split, "support_split": support.split,
                     "shots": k, "selection": sel, "ensembling": ensemble, "metric": metric,
+                    **({"zero_shot_demos": zero_shot_demos} if k == 0 else {}),
                     **_summary(each, [ex.id for ex in query.examples], n_bootstrap, seed), **_chance(task, metric, query),
                     "dataset": query.name, "model": model.identifier, "data": query.identifier,
                     "support": support.identifier, "skipped": skipped,
