@@ -177,7 +177,7 @@ def prompt_section(run: Path, eval_data: Callable[[str], Path], figures: Path, s
     canvas.save(figures / "prompt.png")
     prompt = rec.get("prompt", "").replace("\n", " ")
     lines = [SECTIONS[3], "",
-             f"A {k}-shot novel-label prompt (balanced demonstrations; the colour classes renamed with nonce words "
+             f"A novel-label prompt with {k} demonstrations (balanced; the colour classes renamed with nonce words "
              "for this episode only), the query last:", "", "![an 8-shot prompt](figures/prompt.png)", "",
              f"Prompt text: `{prompt}`", "",
              f"Model's answer: **{answer}** ({rec['prediction']}); truth: **{names[query.target]}** ({query.target})."

@@ -67,6 +67,7 @@ class Preset:
     eval_tasks: list[str] = field(default_factory=lambda: ["bind", "caption", "vqa", "classify", "video-qa"])
     task_args: dict[str, list[str]] = field(default_factory=lambda: {"caption": ["--max-new-tokens", "12"]})
     world_counts: dict[str, int] = field(default_factory=dict)  # ShapesWorld count overrides
+    selections: dict[str, list[str]] = field(default_factory=lambda: dict(SELECTIONS))  # per task
     m3w_structured: float = 0.5  # share of M3W pages with in-context structure (tools/m3w_pages.py)
     min_free_gb: float = 2.0  # refuse to start with less free disk than this
 
@@ -90,13 +91,14 @@ PRESETS: dict[str, Preset] = {
         world_size="default",
         image_size=64,
         stage1_preset="nano-minilm",
-        stage1_args=["--max-minutes", "3"],
+        stage1_args=["--max-minutes", "2.5"],
         stage2_preset="smollm2",
         stage2_args=["--max-minutes", "4", "--eval-samples", "16", *_M3W],
         eval_shots=[0, 4, 8],
         # greedy decoding and 32 queries keep the demo within 15 minutes on 2 cores; `full` decodes with 3 beams
         eval_args=["--limit", "32", "--trials", "1", "--ensemble", "1", "--num-beams", "1"],
         world_counts={"m3w_train": 2000},
+        selections={**SELECTIONS, "classify": ["random", "rices"]},  # balanced is the bind task's
     ),
     "full": Preset(
         world_size="default",
@@ -320,7 +322,7 @@ class Pipeline:
             rerun = ["--overwrite"] if stale else ["--resume"]
             self.sh([_cli("fewshot-eval"), "run", "--model", str(self.out / "stage2" / "model"),
                      *TASK_FLAGS.get(task, ["--task", task]), "--data", str(self.eval_data(task)),
-                     "--shots", *map(str, self.preset.eval_shots), "--selection", *SELECTIONS[task],
+                     "--shots", *map(str, self.preset.eval_shots), "--selection", *self.preset.selections[task],
                      "--seed", str(self.seed), "--out", str(out), *rerun,
                      "--cache-dir", str(self.out / "eval" / "rices-cache"), *self.preset.eval_args,
                      *self.preset.task_args.get(task, [])], f"eval/{task}")

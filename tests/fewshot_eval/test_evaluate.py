@@ -191,3 +191,15 @@ def test_zero_shot_selector_passes_over_the_query_itself():
     again = sel.select([own], 2)[0]
     assert own not in [sel.support_ids[i] for i in again] and again[0] == first[1]
     assert sel.select(["x", "y"], 2) == [first, first]
+
+
+def test_limit_spreads_the_queries_over_a_class_sorted_set(classify_dir):
+    """Class folders are read class by class: the first N would leave classes out; the limit covers them all."""
+    from fewshot_eval.evaluate import prepare_data, spread
+
+    full = prepare_data("classify", classify_dir, [0]).query
+    n_classes = len(full.class_names)
+    limited = prepare_data("classify", classify_dir, [0], limit=n_classes).query
+    assert {ex.target for ex in limited.examples} == set(full.class_names)
+    assert [ex.id for ex in limited.examples] == [ex.id for ex in spread(full.examples, n_classes)]
+    assert spread(list(range(10)), 4) == [0, 2, 5, 7] and spread(list(range(3)), 5) == [0, 1, 2]

@@ -37,7 +37,7 @@ def test_stage_outputs_exist_and_load(tiny_run):
     assert model.vision_encoder.identifier == encoder.identifier
     for task in run_pipeline.PRESETS["tiny"].eval_tasks:
         results = json.loads((run / "eval" / task / "results.json").read_text())["results"]
-        assert {r["selection"] for r in results} == set(run_pipeline.SELECTIONS[task])
+        assert {r["selection"] for r in results} == set(run_pipeline.PRESETS["tiny"].selections[task])
         assert {r["shots"] for r in results} == set(run_pipeline.PRESETS["tiny"].eval_shots)
         assert all(r["ci95"] is not None for r in results)
         if task == "bind":  # novel labels on the colour set: chance is one in eight by construction
@@ -58,7 +58,7 @@ def test_report_has_every_section_and_figure(tiny_run):
     stem = re.search(r"From `([^`]+)`, query `([^`]+)`", panel)
     rec = next(r for r in map(json.loads, (run / "eval" / "bind" / "predictions" / stem.group(1)).open())
                if str(r["id"]) == stem.group(2))
-    assert f"**{rec['names'][rec['prediction']]}** ({rec['prediction']})" in panel and "2-shot" in panel
+    assert f"**{rec['names'][rec['prediction']]}** ({rec['prediction']})" in panel and "with 2 demonstrations" in panel
 
 
 def test_report_numbers_are_the_logged_ones(tiny_run):

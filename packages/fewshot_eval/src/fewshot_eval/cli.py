@@ -58,7 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="bootstrap resamples of the 95%% confidence interval over queries and trials")
     run.add_argument("--ensemble", type=positive_int, nargs="?", const=DEFAULT_ENSEMBLE, default=1,
                      help=f"average over this many demonstration orderings (classify; bare flag = {DEFAULT_ENSEMBLE})")
-    run.add_argument("--limit", type=positive_int, default=None, help="evaluate only the first N queries")
+    run.add_argument("--limit", type=positive_int, default=None, help="evaluate N queries spread evenly over the query set (every class of a class-sorted set)")
     run.add_argument("--out", default="runs/fewshot", help="output folder: predictions/, results.json/.md/.png")
     run.add_argument("--resume", nargs="?", const="latest", choices=["latest"], default=None,
                      help="continue the evaluation in --out (or add another task to it), same model only; "

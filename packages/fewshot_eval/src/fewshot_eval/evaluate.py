@@ -83,6 +83,18 @@ class TaskData:
     query: EvalSet
 
 
+def spread(examples: list[Example], limit: int | None) -> list[Example]:
+    """``limit`` examples spread evenly over the set, in its order (all of them without a limit).
+
+    Not the first ``limit``: class folders are read class by class, so the first 32 of a colour set would be
+    three or four of its eight colours; every ``n / limit``-th example covers them all, and is the same subset
+    on every run.
+    """
+    if limit is None or limit >= len(examples):
+        return list(examples)
+    return [examples[(i * len(examples)) // limit] for i in range(limit)]
+
+
 def _demos_needed(k: int, zero_shot_demos: int = ZERO_SHOT_DEMOS) -> int:
     return k if k > 0 else zero_shot_demos
 
@@ -156,7 +168,7 @@ def prepare_data(
     _check_flags(task, selection, labels, nonce_words)
     support, query = load_task_data(task, data, split, support_split, image_template)
     if limit is not None:
-        query.examples = query.examples[:limit]
+        query.examples = spread(query.examples, limit)
     check_media(query.examples, query.source, open_images=True)
     check_media(support.examples, support.source)
     overlap = bool({e.key for e in query.examples} & {e.key for e in support.examples})
@@ -370,7 +382,7 @@ def evaluate(
             equal numbers, ``selection.BalancedSelector``) and/or ``rices`` (one deterministic trial).
         trials: trials for random and balanced selection.
         ensemble: orderings of the demonstrations averaged for close-ended tasks (1 = none; paper: 6).
-        limit: evaluate only the first ``limit`` queries.
+        limit: evaluate ``limit`` queries spread evenly over the query set (``spread``).
         out_dir: where predictions, ``results.json``, ``results.md`` and ``results.png`` go (None: nowhere).
         resume: continue from the predictions already in ``out_dir``; without it they are overwritten.
         batch_size: queries per ``generate`` call (and images per embedding call).
@@ -411,7 +423,7 @@ def evaluate(
                                                               image_template, selection, labels, nonce_words,
                                                               zero_shot_demos)  # fmt: skip
     if isinstance(data, TaskData) and limit is not None:
-        td.query.examples = td.query.examples[:limit]
+        td.query.examples = spread(td.query.examples, limit)
     words = check_plan(td, shots, selection, labels, nonce_words)
     support, query = td.support, td.query
     shots, selection = list(dict.fromkeys(shots)), list(dict.fromkeys(selection))
