@@ -99,3 +99,15 @@ def video_dir(tmp_path_factory) -> Path:
 @pytest.fixture
 def make_fake():
     return FakeModel
+
+
+@pytest.fixture
+def loads(monkeypatch, make_fake):
+    """The fake models the CLI loads (none when it stops before loading): ``cli.load_model`` replaced, and the
+    pre-load token counter switched off."""
+    from fewshot_eval import cli
+
+    made = []
+    monkeypatch.setattr(cli, "load_model", lambda *a, **k: made.append(make_fake()) or made[-1])
+    monkeypatch.setattr(cli, "load_token_counter", lambda model_dir: None)
+    return made

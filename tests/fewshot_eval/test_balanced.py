@@ -68,14 +68,6 @@ def test_balanced_selection_end_to_end(classify_dir, fake_model, tmp_path):
                 assert max(counts.values()) - min(counts.values()) <= 1
 
 
-@pytest.fixture
-def loads(monkeypatch, make_fake):
-    made = []
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: made.append(make_fake()) or made[-1])
-    monkeypatch.setattr(cli, "load_token_counter", lambda model_dir: None)
-    return made
-
-
 def test_too_few_examples_of_a_class_is_one_line_before_the_model_loads(classify_dir, tmp_path, loads, capsys):
     data = tmp_path / "data"
     shutil.copytree(classify_dir, data)

@@ -95,14 +95,6 @@ def test_a_given_word_list_replaces_the_built_in_one(classify_dir, fake_model, t
 # ---------------------------------------------------------------- bad input: one line, before the model loads
 
 
-@pytest.fixture
-def loads(monkeypatch, make_fake):
-    made = []
-    monkeypatch.setattr(cli, "load_model", lambda *a, **k: made.append(make_fake()) or made[-1])
-    monkeypatch.setattr(cli, "load_token_counter", lambda model_dir: None)
-    return made
-
-
 @pytest.mark.parametrize(
     "words,extra,needle",
     [("dax\nwug\nfep\n", [], "--nonce-words {words}: 3 words for 4 classes; need at least 4"),

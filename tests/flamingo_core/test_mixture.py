@@ -54,6 +54,17 @@ def batches(world):
     return out
 
 
+def _mean_nll_grads(model, b):
+    """One batch's mean next-token NLL, computed by hand, and its gradient on its own."""
+    model.zero_grad(set_to_none=True)
+    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], media=b["media"],
+                media_mask=b["media_mask"], media_frame_mask=b["media_frame_mask"])
+    loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), b["labels"][:, 1:].flatten(),
+                           ignore_index=IGNORE_INDEX)
+    loss.backward()
+    return float(loss.detach()), _grads(model)
+
+
 def _grads(model):
     return {n: (p.grad.clone() if p.grad is not None else torch.zeros_like(p))
             for n, p in model.named_parameters() if p.requires_grad}
@@ -198,14 +209,8 @@ def test_accumulation_equals_weighted_sum_of_per_dataset_gradients(batches):
     # by hand: each dataset's mean-NLL gradient on its own, then the weighted sum
     expected = {n: torch.zeros_like(g) for n, g in accumulated.items()}
     for name, w in weights.items():
-        model.zero_grad(set_to_none=True)
-        b = batches[name]
-        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], media=b["media"],
-                    media_mask=b["media_mask"], media_frame_mask=b["media_frame_mask"])
-        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), b["labels"][:, 1:].flatten(),
-                               ignore_index=IGNORE_INDEX)
-        loss.backward()
-        for n, g in _grads(model).items():
+        _, grads = _mean_nll_grads(model, batches[name])
+        for n, g in grads.items():
             expected[n] += w * g
     nonzero = 0
     for n in accumulated:
@@ -307,17 +312,7 @@ def test_round_robin_step_gradient_is_the_one_sources_loss_gradient_alone(batche
     set_gates(model, 0.5)  # open gates: every trained part gets a gradient
     model.train()
 
-    def alone(name):
-        model.zero_grad(set_to_none=True)
-        b = batches[name]
-        out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], media=b["media"],
-                    media_mask=b["media_mask"], media_frame_mask=b["media_frame_mask"])
-        loss = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), b["labels"][:, 1:].flatten(),
-                               ignore_index=IGNORE_INDEX)
-        loss.backward()
-        return float(loss.detach()), _grads(model)
-
-    expected = {n: alone(n) for n in ("m3w", "ltip")}
+    expected = {n: _mean_nll_grads(model, batches[n]) for n in ("m3w", "ltip")}
     model.zero_grad(set_to_none=True)
 
     class Recorder:  # an optimizer that keeps each step's gradients and leaves the parameters alone
