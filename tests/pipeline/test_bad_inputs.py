@@ -194,14 +194,14 @@ def test_fewshot_reruns_resume_their_predictions_unless_the_model_was_trained_ag
         _touch_later(tmp_path / "run" / "eval" / task / "run.json", than=p.done_marker("stage2"))
     _touch_later(tmp_path / "run" / "eval" / tasks[-1] / ".done", than=p.done_marker("stage2"))
     p.stage_eval()
-    ran = {args[args.index("--task") + 1]: args for args in calls}
+    ran = {Path(args[args.index("--out") + 1]).name: args for args in calls}  # bind and classify share --task
     assert set(ran) == set(tasks[:-1])  # a finished task is skipped
     assert "--resume" in ran[tasks[0]] and "--overwrite" not in ran[tasks[0]]  # a first run
     assert "--resume" in ran[tasks[1]] and "--overwrite" not in ran[tasks[1]]  # interrupted: continue
     calls.clear()
     _touch_later(p.done_marker("stage2"), than=tmp_path / "run" / "eval" / tasks[-1] / ".done")  # retrained
     p.stage_eval()
-    ran = {args[args.index("--task") + 1]: args for args in calls}
+    ran = {Path(args[args.index("--out") + 1]).name: args for args in calls}  # bind and classify share --task
     assert set(ran) == set(tasks)
     assert all("--overwrite" in a and "--resume" not in a for a in ran.values())
 
