@@ -26,7 +26,7 @@ import numpy as np
 from tqdm import tqdm
 
 from contrastive_encoder.data.jsonl import read_jsonl
-from contrastive_encoder.outputs import OutputError, atomic_write_text, prepare_run_dir
+from contrastive_encoder.outputs import OutputError, atomic_write_text
 from contrastive_encoder.readers import CorruptFileError, read_json
 from fewshot_eval.bootstrap import N_BOOTSTRAP, bootstrap_ci
 from fewshot_eval.context import check_prompt_lengths, shortest_demos
@@ -38,6 +38,7 @@ from fewshot_eval.datasets import (
     Example,
     load_task_data,
 )
+from fewshot_eval.distributed import _Dist, claim_output
 from fewshot_eval.media import check_media, load_media
 from fewshot_eval.metrics import cider, vqa_accuracy
 from fewshot_eval.model import EvalModel
@@ -186,58 +187,6 @@ def prepare_data(
     td = TaskData(task, support, query)
     check_plan(td, shots, selection, labels, nonce_words)
     return td
-
-
-class _Dist:
-    """Process rank, world size and gathering; accelerate is used only under a multi-process launch."""
-
-    def __init__(self):
-        self.state = None
-        self.rank, self.world = 0, 1
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            import torch
-            from accelerate import PartialState
-
-            # accelerate only forms a CPU process group (gloo) when told it runs on CPU
-            self.state = PartialState(cpu=not torch.cuda.is_available())
-            self.rank, self.world = self.state.process_index, self.state.num_processes
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def gather(self, records: list) -> list:
-        if self.world == 1:
-            return records
-        from accelerate.utils import gather_object
-
-        return gather_object(records)
-
-    def barrier(self) -> None:
-        if self.state is not None:
-            self.state.wait_for_everyone()
-
-
-def claim_output(out: str | Path, command: str, owned: Sequence[str] = OUTPUT_NAMES, resume: bool = False,
-                 overwrite: bool = False) -> Path:
-    """Apply the suite's run-folder policy to ``out`` (``contrastive_encoder.outputs.prepare_run_dir``) on the
-    main process, every process stopping with the same ``OutputError`` when it refuses.
-
-    A folder holding an evaluation from before ``run.json`` existed (``results.json`` or ``predictions/``) is
-    taken as a previous run of ``command``.
-    """
-    dist = _Dist()
-    problem = None
-    if dist.is_main:
-        try:
-            prepare_run_dir(out, command, owned, resume=resume, overwrite=overwrite, flag="--out",
-                            legacy=("results.json", "predictions/*.rank*.jsonl"))  # fmt: skip
-        except OutputError as e:
-            problem = str(e)
-    problems = dist.gather([problem] if problem else [])  # also makes the others wait for the main process
-    if problems:
-        raise OutputError(problems[0])
-    return Path(out)
 
 
 def _embed(model: EvalModel, examples: Sequence[Example], batch_size: int, max_frames: int) -> np.ndarray:
