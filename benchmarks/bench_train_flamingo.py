@@ -60,7 +60,7 @@ def main(argv=None) -> int:
         enable_gradient_checkpointing(model)
     proc = model.processor
     cfg = TrainConfig(data=args.data, batch_size=args.batch_size)
-    from contrastive_encoder.data.jsonl import SkipCounter
+    from contrastive_encoder.shared.records import SkipCounter
 
     sources = build_sources(cfg, dict(DEFAULT_WEIGHTS), SkipCounter(), video_frames=min(8, model.config.max_frames))
     sizes = source_batch_sizes(cfg, list(sources))

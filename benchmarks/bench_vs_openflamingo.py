@@ -150,7 +150,7 @@ def _openflamingo(lm_name: str, every: int):
     from open_flamingo.src.flamingo_lm import FlamingoLMMixin
     from open_flamingo.src.utils import extend_instance
 
-    from contrastive_encoder.pretrained import load_causal_lm, load_tokenizer
+    from contrastive_encoder.shared.pretrained import load_causal_lm, load_tokenizer
 
     # transformers 5's generate() drops an all-ones attention mask: OpenFlamingo's forward must accept None.
     original_forward = FlamingoLMMixin.forward
@@ -252,7 +252,7 @@ def of_generate_calls(args) -> dict:
 # the plain LM (the floor)
 # ---------------------------------------------------------------------------------------------------------
 def lm_train(args) -> dict:
-    from contrastive_encoder.pretrained import load_causal_lm
+    from contrastive_encoder.shared.pretrained import load_causal_lm
 
     lm = load_causal_lm(args.lm).to(DEVICE).train()
     g = torch.Generator().manual_seed(0)
@@ -270,7 +270,7 @@ def lm_train(args) -> dict:
 
 
 def lm_generate_calls(args) -> dict:
-    from contrastive_encoder.pretrained import load_causal_lm, load_tokenizer
+    from contrastive_encoder.shared.pretrained import load_causal_lm, load_tokenizer
 
     lm, tok = load_causal_lm(args.lm).to(DEVICE), load_tokenizer(args.lm)
     ids = tok("An image of a red circle. Output: a red circle. An image. Output:", return_tensors="pt")["input_ids"]
@@ -291,7 +291,7 @@ def lm_generate_calls(args) -> dict:
 # this suite
 # ---------------------------------------------------------------------------------------------------------
 def _ours(lm_name: str, every: int):
-    from contrastive_encoder.pretrained import load_causal_lm, load_tokenizer
+    from contrastive_encoder.shared.pretrained import load_causal_lm, load_tokenizer
     from flamingo_core import create_model
 
     vision = _vision()

@@ -17,9 +17,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from contrastive_encoder.data.jsonl import read_jsonl
-from contrastive_encoder.logging_utils import read_metrics
-from contrastive_encoder.outputs import atomic_write_text
+from contrastive_encoder.shared.outputs import atomic_write_text
+from contrastive_encoder.shared.records import read_jsonl
+from contrastive_encoder.shared.runlog import read_metrics
 
 SECTIONS = (
     "## Stage 1: contrastive pretraining",

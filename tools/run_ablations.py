@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import pipeline_report  # noqa: E402
 import run_pipeline as rp  # noqa: E402
 import shapesworld  # noqa: E402
-from contrastive_encoder.outputs import OutputError, atomic_write_text, prepare_run_dir  # noqa: E402
+from contrastive_encoder.shared.outputs import OutputError, atomic_write_text, prepare_run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TASKS = ["bind", "classify", "vqa"]  # the tasks the ablations compare; captioning is cut to fit the budget

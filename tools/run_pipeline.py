@@ -37,8 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import pipeline_report  # noqa: E402
 import shapesworld  # noqa: E402
-from contrastive_encoder.checkpoint import latest_checkpoint  # noqa: E402
-from contrastive_encoder.outputs import RUN_MARKER, OutputError, prepare_run_dir  # noqa: E402
+from contrastive_encoder.shared.checkpoint import latest_checkpoint  # noqa: E402
+from contrastive_encoder.shared.outputs import RUN_MARKER, OutputError, prepare_run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,7 +6,7 @@ with no registry access): same architectures and shapes, so timings and memory m
                                                                           # tiny text tower (no packaged MiniLM)
 
 DIR for ``lm`` is any Hugging Face folder with ``config.json`` and tokenizer files, e.g. the suite's converted
-SmolLM2 cache (``python -m contrastive_encoder.pretrained smollm2-135m`` prints it) without its weights.
+SmolLM2 cache (``python -m contrastive_encoder.shared.pretrained smollm2-135m`` prints it) without its weights.
 """
 
 from __future__ import annotations

@@ -14,9 +14,9 @@ from ce_helpers import write_class_folders, write_pairs
 
 from contrastive_encoder import create_model
 from contrastive_encoder.cli import main
-from contrastive_encoder.data.jsonl import BadSampleError, SkipCounter, read_jsonl
 from contrastive_encoder.data.pairs import PairDataset, UnreadableSourceError
 from contrastive_encoder.data.sources import JsonlPairs
+from contrastive_encoder.shared.records import BadSampleError, SkipCounter, read_jsonl
 from contrastive_encoder.transforms import EvalTransform
 from contrastive_encoder.zero_shot import load_retrieval_set
 

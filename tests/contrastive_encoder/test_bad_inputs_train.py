@@ -10,10 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from contrastive_encoder.checkpoint import latest_checkpoint
 from contrastive_encoder.cli import main
-from contrastive_encoder.logging_utils import read_metrics
 from contrastive_encoder.model import DualEncoder
+from contrastive_encoder.shared.checkpoint import latest_checkpoint
+from contrastive_encoder.shared.runlog import read_metrics
 
 BASE = ["--model", "tiny", "--workers", "0", "--no-progress", "--warmup-steps", "1", "--batch-size", "6", "--log-every", "1",
         "--max-minutes", "0"]

@@ -115,7 +115,7 @@ def test_jsonl_bad_rows_counted_and_caption_lists_expanded(tmp_path, pairs_file)
     rows[0]["text"] = ["first caption", "second caption"]
     lines = [json.dumps(r) for r in rows] + ["[1, 2]", json.dumps({"image": "x.png"})]
     pairs_file.write_text("\n".join(lines) + "\n")
-    from contrastive_encoder.data.jsonl import SkipCounter
+    from contrastive_encoder.shared.records import SkipCounter
 
     skipped = SkipCounter()
     source = JsonlPairs(pairs_file, skipped=skipped)

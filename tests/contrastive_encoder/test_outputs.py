@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from contrastive_encoder.outputs import (
+from contrastive_encoder.shared.outputs import (
     MANIFEST,
     RUN_MARKER,
     OutputError,
@@ -111,7 +111,7 @@ def test_a_folder_left_aside_by_a_kill_is_put_back(tmp_path):
 SLOW_SAVE = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from contrastive_encoder.outputs import atomic_save_dir
+    from contrastive_encoder.shared.outputs import atomic_save_dir
     with atomic_save_dir(Path(sys.argv[1])) as tmp:
         (tmp / "weights.txt").write_text("new, half written")
         print("writing", flush=True)

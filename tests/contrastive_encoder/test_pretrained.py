@@ -8,8 +8,13 @@ import sys
 import pytest
 import torch
 
-from contrastive_encoder import pretrained
-from contrastive_encoder.pretrained import PretrainedError, load_causal_lm, load_text_encoder, load_tokenizer
+from contrastive_encoder.shared import pretrained
+from contrastive_encoder.shared.pretrained import (
+    PretrainedError,
+    load_causal_lm,
+    load_text_encoder,
+    load_tokenizer,
+)
 
 
 @pytest.mark.pretrained
@@ -82,7 +87,7 @@ def test_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_cli_error_is_one_line_without_traceback():
     proc = subprocess.run(
-        [sys.executable, "-m", "contrastive_encoder.pretrained", "smollm2-135m"],
+        [sys.executable, "-m", "contrastive_encoder.shared.pretrained", "smollm2-135m"],
         capture_output=True,
         text=True,
         env={**os.environ, pretrained.CACHE_ENV: "/proc/forbidden/cache"},

@@ -14,12 +14,12 @@ from ce_helpers import write_pairs
 from safetensors.torch import load_file
 
 from contrastive_encoder import create_model
-from contrastive_encoder.checkpoint import latest_checkpoint
 from contrastive_encoder.cli import main
 from contrastive_encoder.data.mixing import StepPlanner
 from contrastive_encoder.data.pairs import PairDataset, collate_pairs
 from contrastive_encoder.data.sources import JsonlPairs
 from contrastive_encoder.loss import ClipLoss
+from contrastive_encoder.shared.checkpoint import latest_checkpoint
 from contrastive_encoder.transforms import EvalTransform
 
 BASE = ["--model", "tiny", "--workers", "0", "--no-progress", "--log-every", "1", "--warmup-steps", "1"]

@@ -11,7 +11,7 @@ from PIL import Image
 
 from contrastive_encoder import FrozenVisionEncoder, create_model, load_vision_encoder
 from contrastive_encoder.cli import main
-from contrastive_encoder.logging_utils import read_metrics
+from contrastive_encoder.shared.runlog import read_metrics
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from PIL import Image
 from test_bad_inputs_generate import png_claiming
 
 import flamingo_core as fc
-from contrastive_encoder.data.jsonl import BadSampleError, SkipCounter
+from contrastive_encoder.shared.records import BadSampleError, SkipCounter
 from flamingo_core.data import EOC, FlamingoCollator, SkippedSample, build_source, make_loader
 
 GOOD = "a red square"

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from test_data_world import make_world
 
-from contrastive_encoder.checkpoint import latest_checkpoint
-from contrastive_encoder.logging_utils import read_metrics
+from contrastive_encoder.shared.checkpoint import latest_checkpoint
+from contrastive_encoder.shared.runlog import read_metrics
 from flamingo_core.mixture import DatasetMixture, EmptySourceError
 from flamingo_core.train import main
 
@@ -110,7 +110,7 @@ def test_a_foreign_non_empty_out_is_refused_and_overwrite_keeps_its_files(world,
 
 
 def test_another_stages_run_is_refused_even_with_overwrite(world, tmp_path, capsys):
-    from contrastive_encoder.outputs import prepare_run_dir
+    from contrastive_encoder.shared.outputs import prepare_run_dir
 
     stage1 = prepare_run_dir(tmp_path / "stage1", "contrastive-encoder train", ["checkpoints/step_*"])
     (stage1 / "checkpoints" / "step_00000003").mkdir(parents=True)

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 from test_data_world import make_world
 
-from contrastive_encoder.data.jsonl import BadSampleError, SkipCounter
+from contrastive_encoder.shared.records import BadSampleError, SkipCounter
 from flamingo_core.data import (
     EOC,
     IGNORE_INDEX,

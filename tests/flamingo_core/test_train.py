@@ -126,7 +126,7 @@ RR_ORDER = ["ltip", "align", "ltip", "ltip", "align"]
 def test_round_robin_run_records_its_turns_and_resumes_mid_cycle_after_the_time_budget(world, tmp_path,
                                                                                         monkeypatch):
     import flamingo_core.train as train_mod
-    from contrastive_encoder.logging_utils import read_metrics
+    from contrastive_encoder.shared.runlog import read_metrics
 
     rr = dict(strategy="round-robin", weights=RR, max_steps=5, save_every=0, log_every=1)
     straight = train(_cfg(world, tmp_path / "a", **rr))

@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from contrastive_encoder.checkpoint import latest_checkpoint
+from contrastive_encoder.shared.checkpoint import latest_checkpoint
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "contrastive_encoder"))

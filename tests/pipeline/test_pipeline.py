@@ -64,7 +64,7 @@ def test_report_has_every_section_and_figure(tiny_run):
 def test_report_numbers_are_the_logged_ones(tiny_run):
     from safetensors.torch import load_file
 
-    from contrastive_encoder.logging_utils import read_metrics
+    from contrastive_encoder.shared.runlog import read_metrics
 
     run, _ = tiny_run
     report = (run / "report.md").read_text()

@@ -11,11 +11,11 @@ import json
 import sys
 from pathlib import Path
 
-from .argtypes import OneLineParser, non_negative_float, non_negative_int, positive_float, positive_int
-from .data.jsonl import BadSampleError
 from .data.mixing import STRATEGIES
-from .nonfinite import EXIT_NONFINITE, NonFiniteLossError
-from .pretrained import PretrainedError
+from .shared.argtypes import OneLineParser, non_negative_float, non_negative_int, positive_float, positive_int
+from .shared.nonfinite import EXIT_NONFINITE, NonFiniteLossError
+from .shared.pretrained import PretrainedError
+from .shared.records import BadSampleError
 
 __all__ = ["main", "parse_args"]
 
@@ -115,7 +115,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _model_folder(path: str) -> str:
     """A training checkpoint holds its model in ``model/``; a run folder means its latest checkpoint."""
-    from .checkpoint import latest_checkpoint
+    from .shared.checkpoint import latest_checkpoint
 
     p = Path(path)
     if (p / "trainer_state.json").is_file():
@@ -153,7 +153,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _eval(args: argparse.Namespace) -> int:
     from .factory import create_model
-    from .outputs import OutputError, atomic_write_text
+    from .shared.outputs import OutputError, atomic_write_text
     from .zero_shot import DEFAULT_TEMPLATES, retrieval_recall, zero_shot_classify
 
     if not args.zero_shot and not args.retrieval:
@@ -190,7 +190,7 @@ def _skipped_note(result: dict) -> str:
 
 def _export(args: argparse.Namespace) -> int:
     from .model import DualEncoder
-    from .outputs import check_save_target
+    from .shared.outputs import check_save_target
 
     check_save_target(args.out, args.overwrite)  # before loading: a refused --out costs nothing
     model = DualEncoder.from_pretrained(_model_folder(args.checkpoint))

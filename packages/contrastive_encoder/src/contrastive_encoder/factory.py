@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import CONFIG_NAME, DualEncoder, DualEncoderConfig
-from .readers import read_json
+from .shared.readers import read_json
 
 __all__ = ["create_model", "get_preset_config", "list_models"]
 

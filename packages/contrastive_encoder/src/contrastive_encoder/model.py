@@ -88,7 +88,7 @@ def build_tokenizer(name: str):
     """``"char"`` gives the built-in tokenizer; anything else goes through ``pretrained.load_tokenizer``."""
     if name == "char":
         return build_char_tokenizer()
-    from .pretrained import load_tokenizer
+    from .shared.pretrained import load_tokenizer
 
     return load_tokenizer(name)
 
@@ -109,7 +109,7 @@ def _build_text_encoder(cfg: DualEncoderConfig) -> nn.Module:
 
     drop = {"hidden_dropout_prob": cfg.text_dropout, "attention_probs_dropout_prob": cfg.text_dropout}
     if cfg.text_model is not None and cfg.text_pretrained:
-        from .pretrained import load_text_encoder
+        from .shared.pretrained import load_text_encoder
 
         encoder = load_text_encoder(cfg.text_model)
         for key, value in drop.items():
@@ -122,7 +122,7 @@ def _build_text_encoder(cfg: DualEncoderConfig) -> nn.Module:
             encoder.pooler = None  # trainable parameter to receive a gradient
         return encoder
     if cfg.text_model is not None:
-        from .pretrained import resolve_pretrained
+        from .shared.pretrained import resolve_pretrained
 
         config = AutoConfig.from_pretrained(resolve_pretrained(cfg.text_model))
     else:
@@ -275,7 +275,7 @@ class DualEncoder(nn.Module):
         """
         from safetensors.torch import save_file
 
-        from .outputs import atomic_save_dir
+        from .shared.outputs import atomic_save_dir
 
         directory = Path(directory)
         with atomic_save_dir(directory, overwrite=overwrite, by="DualEncoder.save_pretrained") as tmp:
@@ -296,7 +296,7 @@ class DualEncoder(nn.Module):
             CorruptFileError: a config that is not JSON or not a DualEncoder config, weights that are truncated,
                 not safetensors, or of another architecture (each message names the file).
         """
-        from .readers import CorruptFileError, first_line, load_weights, read_json
+        from .shared.readers import CorruptFileError, first_line, load_weights, read_json
 
         directory = Path(directory)
         cfg_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME

@@ -21,18 +21,18 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from .checkpoint import checkpoint_dir, latest_checkpoint, prune_checkpoints
-from .data.jsonl import SkipCounter
 from .data.mixing import StepPlanner
 from .data.pairs import PairDataset, collate_pairs
 from .data.sources import open_source
 from .factory import create_model
-from .logging_utils import MetricsLogger
 from .loss import ClipLoss
 from .model import DualEncoder
-from .nonfinite import NonFiniteLossError, check_finite, check_finite_weights
-from .outputs import atomic_save_dir, atomic_write_text, check_save_target, claim_run_dir
-from .readers import load_weights, read_json
+from .shared.checkpoint import checkpoint_dir, latest_checkpoint, prune_checkpoints
+from .shared.nonfinite import NonFiniteLossError, check_finite, check_finite_weights
+from .shared.outputs import atomic_save_dir, atomic_write_text, check_save_target, claim_run_dir
+from .shared.readers import load_weights, read_json
+from .shared.records import SkipCounter
+from .shared.runlog import MetricsLogger
 from .transforms import EvalTransform, TrainTransform
 from .zero_shot import DEFAULT_TEMPLATES, load_classification_set, zero_shot_classify
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import torch
 
-from .data.jsonl import SkipCounter, read_jsonl, resolve_media_path
 from .data.sources import IMAGE_ERRORS, open_image
 from .model import DualEncoder
-from .readers import read_json
+from .shared.readers import read_json
+from .shared.records import SkipCounter, read_jsonl, resolve_media_path
 from .transforms import EvalTransform
 
 __all__ = [

@@ -18,8 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrastive_encoder.argtypes import OneLineParser, non_negative_int, positive_int
-from contrastive_encoder.outputs import check_writable_dir
+from contrastive_encoder.shared.argtypes import OneLineParser, non_negative_int, positive_int
+from contrastive_encoder.shared.outputs import check_writable_dir
 from fewshot_eval.bootstrap import N_BOOTSTRAP
 from fewshot_eval.datasets import TASKS, DataError
 from fewshot_eval.ensemble import DEFAULT_ENSEMBLE

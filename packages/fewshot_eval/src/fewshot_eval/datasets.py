@@ -17,8 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contrastive_encoder.data.jsonl import SkipCounter, read_jsonl, resolve_media_path
-from contrastive_encoder.readers import CorruptFileError, read_json
+from contrastive_encoder.shared.readers import CorruptFileError, read_json
+from contrastive_encoder.shared.records import SkipCounter, read_jsonl, resolve_media_path
 from fewshot_eval.model import EOC, IMAGE_TOKEN
 
 __all__ = [

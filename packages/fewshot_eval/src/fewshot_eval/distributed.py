@@ -7,7 +7,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from contrastive_encoder.outputs import OutputError, prepare_run_dir
+from contrastive_encoder.shared.outputs import OutputError, prepare_run_dir
 
 __all__ = ["claim_output"]
 
@@ -44,7 +44,7 @@ class _Dist:
 
 def claim_output(out: str | Path, command: str, owned: Sequence[str], resume: bool = False,
                  overwrite: bool = False) -> Path:
-    """Apply the suite's run-folder policy to ``out`` (``contrastive_encoder.outputs.prepare_run_dir``) on the
+    """Apply the suite's run-folder policy to ``out`` (``contrastive_encoder.shared.outputs.prepare_run_dir``) on the
     main process, every process stopping with the same ``OutputError`` when it refuses.
 
     A folder holding an evaluation from before ``run.json`` existed (``results.json`` or ``predictions/``) is

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from contrastive_encoder.data.jsonl import read_jsonl
-from contrastive_encoder.outputs import OutputError, atomic_write_text
-from contrastive_encoder.readers import CorruptFileError, read_json
+from contrastive_encoder.shared.outputs import OutputError, atomic_write_text
+from contrastive_encoder.shared.readers import CorruptFileError, read_json
+from contrastive_encoder.shared.records import read_jsonl
 from fewshot_eval.bootstrap import N_BOOTSTRAP, bootstrap_ci
 from fewshot_eval.context import check_prompt_lengths, shortest_demos
 from fewshot_eval.datasets import (

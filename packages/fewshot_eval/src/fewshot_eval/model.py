@@ -111,7 +111,7 @@ def model_identifier(model_dir: str | Path) -> str:
     Raises:
         ModelLoadError: the folder lacks a file, or its ``config.json`` is not a JSON object (file named).
     """
-    from contrastive_encoder.readers import CorruptFileError, read_json
+    from contrastive_encoder.shared.readers import CorruptFileError, read_json
 
     model_dir = Path(model_dir)
     config, weights = _model_files(model_dir)
@@ -200,7 +200,7 @@ class TokenCounter:
             ModelLoadError: the folder is not a saved model, its config is unreadable, or the tokenizer or the
             LM's config cannot be loaded (one line).
         """
-        from contrastive_encoder.readers import first_line
+        from contrastive_encoder.shared.readers import first_line
 
         model_dir = Path(model_dir)
         _model_files(model_dir)
@@ -233,7 +233,7 @@ def _lm_config(config):
     if config.lm_config is not None:
         cfg = dict(config.lm_config)
         return AutoConfig.for_model(cfg.pop("model_type"), **cfg)
-    from contrastive_encoder.pretrained import _from_pretrained
+    from contrastive_encoder.shared.pretrained import _from_pretrained
 
     return _from_pretrained(AutoConfig, config.lm)  # the name resolution load_causal_lm uses, config file only
 
@@ -279,7 +279,7 @@ class FlamingoEvalModel:
                 from flamingo_core import Flamingo
             except ImportError as e:  # pragma: no cover - depends on the installation
                 raise ModelLoadError(f"flamingo_core is not importable ({e}); install packages/flamingo_core") from e
-            from contrastive_encoder.readers import first_line
+            from contrastive_encoder.shared.readers import first_line
 
             try:
                 model = Flamingo.from_pretrained(model_dir)  # unreadable weights: readers' CorruptFileError (ValueError)

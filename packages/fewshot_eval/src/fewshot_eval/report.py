@@ -8,7 +8,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from contrastive_encoder.outputs import atomic_write_text
+from contrastive_encoder.shared.outputs import atomic_write_text
 
 __all__ = ["markdown_table", "plot_scores", "write_report"]
 

@@ -7,14 +7,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from contrastive_encoder.argtypes import (
+from contrastive_encoder.shared.argtypes import (
     OneLineParser,
     non_negative_int,
     positive_float,
     positive_fraction,
     positive_int,
 )
-from contrastive_encoder.readers import first_line
+from contrastive_encoder.shared.readers import first_line
 
 __all__ = ["main"]
 

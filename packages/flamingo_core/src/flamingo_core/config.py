@@ -88,7 +88,7 @@ def load_config(name_or_path: str | Path | FlamingoConfig, **overrides) -> Flami
     ``overrides`` replace fields; an ``lm`` override replaces the LM with everything that belonged to the old
     one (``_apply_lm_override``). A file that is not JSON or holds a bad config raises ``ValueError`` naming it.
     """
-    from contrastive_encoder.readers import CorruptFileError, read_json
+    from contrastive_encoder.shared.readers import CorruptFileError, read_json
 
     path = None
     if isinstance(name_or_path, FlamingoConfig):

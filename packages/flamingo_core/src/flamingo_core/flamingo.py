@@ -403,11 +403,11 @@ class Flamingo(nn.Module):
         """Write ``config.json`` (names the LM, vision encoder, tokens) and the trained weights only.
 
         ``directory`` may be missing, empty or a previous save (replaced atomically); a folder with other files
-        is refused unless ``overwrite`` (``contrastive_encoder.outputs.atomic_save_dir``).
+        is refused unless ``overwrite`` (``contrastive_encoder.shared.outputs.atomic_save_dir``).
         """
         from safetensors.torch import save_file
 
-        from contrastive_encoder.outputs import atomic_save_dir
+        from contrastive_encoder.shared.outputs import atomic_save_dir
 
         directory = Path(directory)
         meta = {
@@ -430,9 +430,9 @@ class Flamingo(nn.Module):
         """Rebuild a saved model: the frozen parts from the names in its config (or the ones given).
 
         A config that is not JSON, or weights that are truncated or do not fit the config, raise ``ValueError``
-        naming the file (``contrastive_encoder.readers``); both are read before the frozen parts are built.
+        naming the file (``contrastive_encoder.shared.readers``); both are read before the frozen parts are built.
         """
-        from contrastive_encoder.readers import load_weights, read_json
+        from contrastive_encoder.shared.readers import load_weights, read_json
 
         directory = Path(directory)
         if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
@@ -468,7 +468,7 @@ def _build_lm(config: FlamingoConfig):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.lm_seed)
             return AutoModelForCausalLM.from_config(lm_cfg).eval()
-    from contrastive_encoder.pretrained import load_causal_lm
+    from contrastive_encoder.shared.pretrained import load_causal_lm
 
     return load_causal_lm(config.lm)
 

@@ -50,9 +50,9 @@ def add_flamingo_tokens(tokenizer, media_token: str = "<image>", eoc_token: str 
 
 
 def load_flamingo_tokenizer(name: str):
-    """``byte`` = the built-in byte tokenizer; anything else goes to ``contrastive_encoder.pretrained``."""
+    """``byte`` = the built-in byte tokenizer; anything else goes to ``contrastive_encoder.shared.pretrained``."""
     if name == "byte":
         return build_byte_tokenizer()
-    from contrastive_encoder.pretrained import load_tokenizer
+    from contrastive_encoder.shared.pretrained import load_tokenizer
 
     return load_tokenizer(name)

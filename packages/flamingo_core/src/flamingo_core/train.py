@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from contrastive_encoder.argtypes import (
+from contrastive_encoder.shared.argtypes import (
     OneLineParser,
     fraction,
     non_negative_float,
@@ -43,7 +43,7 @@ from contrastive_encoder.argtypes import (
     positive_float,
     positive_int,
 )
-from contrastive_encoder.nonfinite import (
+from contrastive_encoder.shared.nonfinite import (
     EXIT_NONFINITE,
     NonFiniteLossError,
     check_finite,
@@ -285,8 +285,8 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: Tr
     from accelerate.utils import DistributedType
     from safetensors.torch import save_file
 
-    from contrastive_encoder.checkpoint import checkpoint_dir, prune_checkpoints
-    from contrastive_encoder.outputs import atomic_save_dir
+    from contrastive_encoder.shared.checkpoint import checkpoint_dir, prune_checkpoints
+    from contrastive_encoder.shared.outputs import atomic_save_dir
 
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     # under FSDP the full state dict is gathered (collective); the optimizer state stays sharded, not saved
@@ -316,7 +316,7 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: Tr
 
 
 def resolve_resume(resume: str, out: str) -> Path:
-    from contrastive_encoder.checkpoint import latest_checkpoint
+    from contrastive_encoder.shared.checkpoint import latest_checkpoint
 
     if resume == "latest":
         path = latest_checkpoint(out)
@@ -331,7 +331,7 @@ def resolve_resume(resume: str, out: str) -> Path:
 
 def _load_pt(path: Path) -> Any:
     """A checkpoint's optimizer / RNG file, read with the restricted unpickler; a truncated one is named."""
-    from contrastive_encoder.readers import CorruptFileError, first_line
+    from contrastive_encoder.shared.readers import CorruptFileError, first_line
 
     try:
         return torch.load(path, weights_only=True)
@@ -344,7 +344,7 @@ def _load_pt(path: Path) -> Any:
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load the trained parameters of a checkpoint into ``model`` (unwrapped); return its state.json."""
-    from contrastive_encoder.readers import load_weights, read_json
+    from contrastive_encoder.shared.readers import load_weights, read_json
 
     path = Path(path)
     state = read_json(path / "state.json")  # first: a checkpoint folder that is not one fails before any work
@@ -575,9 +575,9 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     from accelerate import Accelerator
     from accelerate.utils import DistributedDataParallelKwargs, DistributedType
 
-    from contrastive_encoder.data.jsonl import SkipCounter
-    from contrastive_encoder.logging_utils import MetricsLogger
-    from contrastive_encoder.outputs import claim_run_dir
+    from contrastive_encoder.shared.outputs import claim_run_dir
+    from contrastive_encoder.shared.records import SkipCounter
+    from contrastive_encoder.shared.runlog import MetricsLogger
 
     t_start = time.monotonic()
     if accelerator is None:
@@ -801,7 +801,7 @@ def _extra(loaders, drawn: dict[str, int], skipped, last) -> dict[str, Any]:
 def check_resume_strategy(ckpt: Path, strategy: str) -> None:
     """A resumed run keeps its dataset strategy: under another one the sources' data positions (and the turn
     order) would not continue the run."""
-    from contrastive_encoder.readers import read_json
+    from contrastive_encoder.shared.readers import read_json
 
     saved = (read_json(ckpt / "state.json").get("config") or {}).get("strategy", "accumulation")
     if saved != strategy:
@@ -885,7 +885,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     """``flamingo train``: returns 0 on success, 2 on bad input, 3 when a non-finite loss stopped the run."""
-    from contrastive_encoder.data.jsonl import BadSampleError
+    from contrastive_encoder.shared.records import BadSampleError
 
     try:
         cfg = parse_args(argv)

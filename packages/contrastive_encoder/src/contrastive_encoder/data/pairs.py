@@ -14,8 +14,8 @@ from typing import Any
 
 import torch
 
+from ..shared.records import BadSampleError
 from ..transforms import EvalTransform, TrainTransform
-from .jsonl import BadSampleError
 from .sources import IMAGE_ERRORS, PairSource
 
 __all__ = ["PairDataset", "UnreadableSourceError", "collate_pairs"]

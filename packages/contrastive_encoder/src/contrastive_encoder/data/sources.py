@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from .jsonl import SkipCounter, read_jsonl, resolve_media_path
+from ..shared.records import SkipCounter, read_jsonl, resolve_media_path
 
 __all__ = ["IMAGE_ERRORS", "HFPairs", "JsonlPairs", "PairSource", "TarPairs", "open_image", "open_source"]
 

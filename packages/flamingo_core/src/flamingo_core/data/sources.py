@@ -24,7 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from contrastive_encoder.data.jsonl import BadSampleError, SkipCounter
+from contrastive_encoder.shared.records import BadSampleError, SkipCounter
 from flamingo_core.data.media import MediaError, load_image, load_video
 from flamingo_core.data.stores import RecordStore, open_store, short_repr
 

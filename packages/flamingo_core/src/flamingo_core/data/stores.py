@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contrastive_encoder.data.jsonl import SkipCounter, read_jsonl, resolve_media_path
+from contrastive_encoder.shared.records import SkipCounter, read_jsonl, resolve_media_path
 
 __all__ = ["HFStore", "JsonlStore", "MediaRef", "RecordStore", "TarStore", "expand_shards", "open_store"]
 

@@ -196,7 +196,7 @@ def load_tokenizer(name: str, trust_remote_code: bool = False):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m contrastive_encoder.pretrained NAME...``: resolve (and convert/cache) packaged models."""
+    """``python -m contrastive_encoder.shared.pretrained NAME...``: resolve (and convert/cache) packaged models."""
     import argparse
     import sys
 
