@@ -39,17 +39,12 @@ def main(argv=None) -> int:
     from flamingo_core.config import load_config
     from flamingo_core.data import FlamingoCollator, make_loader
     from flamingo_core.flamingo import create_model
+    from flamingo_core.lm_adapter import enable_gradient_checkpointing
     from flamingo_core.mixture import DEFAULT_WEIGHTS
-    from flamingo_core.train import (
-        TrainConfig,
-        _precision,
-        build_sources,
-        enable_gradient_checkpointing,
-        param_groups,
-        source_batch_sizes,
-        train_step,
-    )
-    from flamingo_core.zero import build_adamw
+    from flamingo_core.train import TrainConfig, param_groups, source_batch_sizes, train_step
+    from flamingo_core.train.loop import _precision
+    from flamingo_core.train.source_specs import build_sources
+    from flamingo_core.train.zero import build_adamw
 
     args = parse_args(argv)
     cpu = not torch.cuda.is_available()

@@ -307,7 +307,7 @@ def ours_train(args) -> dict:
     from accelerate import Accelerator
 
     from flamingo_core.train import param_groups, train_step
-    from flamingo_core.zero import build_adamw
+    from flamingo_core.train.zero import build_adamw
 
     model, tok, vision = _ours(args.lm, args.every)
     optimizer = build_adamw(param_groups(model, 0.1), 1e-4, zero=False)

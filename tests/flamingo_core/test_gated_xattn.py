@@ -83,7 +83,7 @@ def test_gates_saved_as_0_dim_scalars_still_load():
 
 
 def test_adam_moments_of_0_dim_gates_load_and_step():
-    from flamingo_core.zero import load_optimizer_state
+    from flamingo_core.train.zero import load_optimizer_state
 
     block = make(gate=0.5)
     opt = torch.optim.AdamW(block.parameters(), lr=1e-2)

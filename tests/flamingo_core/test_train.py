@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 from test_data_world import make_world
 
 import flamingo_core as fc
+from contrastive_encoder.shared.nonfinite import NonFiniteLossError
 from flamingo_core.train import (
-    NonFiniteLossError,
     TrainConfig,
     build_parser,
     main,
@@ -125,7 +125,7 @@ RR_ORDER = ["ltip", "align", "ltip", "ltip", "align"]
 
 def test_round_robin_run_records_its_turns_and_resumes_mid_cycle_after_the_time_budget(world, tmp_path,
                                                                                         monkeypatch):
-    import flamingo_core.train as train_mod
+    import flamingo_core.train.loop as train_mod
     from contrastive_encoder.shared.runlog import read_metrics
 
     rr = dict(strategy="round-robin", weights=RR, max_steps=5, save_every=0, log_every=1)
@@ -265,8 +265,7 @@ def test_bad_strategy_is_one_line_exit_2(capsys):
 
 
 def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tmp_path):
-    from flamingo_core.lm_adapter import find_decoder_layers
-    from flamingo_core.train import enable_gradient_checkpointing
+    from flamingo_core.lm_adapter import enable_gradient_checkpointing, find_decoder_layers
 
     def grads_and_calls(checkpointed: bool):
         model = fc.create_model("tiny", seed=2)
@@ -302,7 +301,7 @@ def test_bf16_autocast_keeps_fp32_parameters(world, tmp_path):
 
 def test_summary_of_a_resumed_run_has_no_nan_first_loss():
     """A resumed run has no evaluation before it (seen on an H100: 'held-out loss nan -> 9.1840')."""
-    from flamingo_core.train import _held_out_summary
+    from flamingo_core.train.loop import _held_out_summary
 
     assert _held_out_summary({}, {"eval_loss": 1.5}) == "; held-out loss 1.5000"
     assert _held_out_summary({"eval_loss": 2.0}, {"eval_loss": 1.5}) == "; held-out loss 2.0000 -> 1.5000"

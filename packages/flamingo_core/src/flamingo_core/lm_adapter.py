@@ -171,3 +171,44 @@ class NewTokenRows(nn.Module):
             lm_logits = torch.cat([lm_logits, lm_logits.new_full((*lm_logits.shape[:-1], extra), float("-inf"))], -1)
         index = self.token_ids.expand(*new_logits.shape[:-1], -1)
         return lm_logits.scatter(-1, index, new_logits.to(lm_logits.dtype))
+
+
+def enable_gradient_checkpointing(model) -> int:
+    """Recompute each decoder layer (and its GATED XATTN-DENSE block) in backward instead of storing its
+    activations. Returns the number of layers wrapped.
+
+    The frozen LM stays in eval mode, so Hugging Face's own checkpointing (active only in training mode) does not
+    apply; the layers are wrapped with non-reentrant ``torch.utils.checkpoint`` here. The media context the
+    cross-attention reads is captured at forward time and restored for the recomputation.
+    """
+    import functools
+
+    from torch.utils.checkpoint import checkpoint
+
+    if hasattr(model, "gradient_checkpointing_enable"):
+        model.gradient_checkpointing_enable()
+        return -1
+    _, _, layers = find_decoder_layers(model.lm)
+
+    def forward(layer, original, *args, **kwargs):
+        if not torch.is_grad_enabled():
+            return original(*args, **kwargs)
+        ctx = getattr(layer, "media_context", None)
+
+        def run(*a, **kw):
+            before = getattr(layer, "media_context", None)
+            if ctx is not None:
+                object.__setattr__(layer, "media_context", ctx)
+            try:
+                return original(*a, **kw)
+            finally:
+                if ctx is not None:
+                    object.__setattr__(layer, "media_context", before)
+
+        return checkpoint(run, *args, use_reentrant=False, **kwargs)
+
+    for layer in layers:
+        if not getattr(layer, "_flamingo_checkpointed", False):
+            layer.forward = functools.partial(forward, layer, layer.forward)
+            object.__setattr__(layer, "_flamingo_checkpointed", True)
+    return len(layers)

@@ -1,0 +1,58 @@
+"""Training Flamingo (arXiv 2204.14198, Section 3 and Appendix B.1.2) on the weighted dataset mixture with
+accelerate: one process, DDP (+ ZeRO stage 1 optimizer sharding) on CPU or GPUs, or FSDP through an accelerate
+config (``configs/accelerate/``).
+
+Recipe (paper -> here): AdamW, weight decay on the GATED XATTN-DENSE matrices only (not the resampler, norms,
+gates, biases or token rows); linear warm-up then constant learning rate; gradient clipping (global norm 1)
+per optimizer step; bf16 autocast with fp32 parameters where the hardware has bf16; the accumulation
+strategy over datasets (``flamingo_core.mixture``), or, for the paper's Table 3 ablation, ``--strategy
+round-robin``: each step trains on one dataset, turns in proportion to the weights (``SourceSchedule``).
+
+Checkpoints (``<out>/checkpoints/step_N/``, written atomically): ``trained.safetensors`` (the trained
+parameters only), ``optimizer.pt`` (full AdamW state, read with ``weights_only=True``), ``rng.pt`` (torch RNG
+of every process) and ``state.json`` (step, scheduler, data positions, skip counts, config). Resuming
+restores all of it, so a resumed run equals an uninterrupted one. A NaN/inf loss or gradient norm stops the
+run before the optimizer step, leaving the last good checkpoint as the newest. Under FSDP the trained
+parameters are gathered for the checkpoint but the sharded optimizer state is not saved (a resumed FSDP run
+restarts the AdamW moments), and ``<out>/model`` is not written (load the last checkpoint instead).
+
+Usage: ``flamingo train --data data/world --vision-encoder runs/stage1/export --max-minutes 16``;
+multi-process: ``accelerate launch --config_file configs/accelerate/ddp_cpu_2proc.yaml -m flamingo_core.train``
+or ``torchrun --nproc_per_node 2 -m flamingo_core.train --cpu``.
+"""
+
+from flamingo_core.train.checkpoint import (
+    check_resume_strategy,
+    load_checkpoint,
+    resolve_resume,
+    save_checkpoint,
+)
+from flamingo_core.train.cli import build_parser, main, parse_args
+from flamingo_core.train.config import TrainConfig, TrainResult
+from flamingo_core.train.held_out import caption_eval, visual_token_spread
+from flamingo_core.train.loop import train
+from flamingo_core.train.optim import param_groups, warmup_constant
+from flamingo_core.train.source_specs import default_sources, parse_source_specs, source_batch_sizes
+from flamingo_core.train.step import StepResult, train_step
+
+__all__ = [
+    "StepResult",
+    "TrainConfig",
+    "TrainResult",
+    "build_parser",
+    "caption_eval",
+    "check_resume_strategy",
+    "default_sources",
+    "load_checkpoint",
+    "main",
+    "param_groups",
+    "parse_args",
+    "parse_source_specs",
+    "resolve_resume",
+    "save_checkpoint",
+    "source_batch_sizes",
+    "train",
+    "train_step",
+    "visual_token_spread",
+    "warmup_constant",
+]
