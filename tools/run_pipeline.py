@@ -56,7 +56,7 @@ SELECTIONS = {"caption": ["random", "rices"], "vqa": ["random", "rices"], "video
 class Preset:
     """What each stage does under one preset."""
 
-    world_size: str  # ShapesWorld size name (tools/shapesworld.py)
+    world_size: str  # ShapesWorld size name (tools/shapesworld)
     image_size: int  # pixels, every stage
     stage1_preset: str  # contrastive_encoder model preset
     stage1_args: list[str]  # extra `contrastive-encoder train` flags
@@ -68,7 +68,7 @@ class Preset:
     task_args: dict[str, list[str]] = field(default_factory=lambda: {"caption": ["--max-new-tokens", "12"]})
     world_counts: dict[str, int] = field(default_factory=dict)  # ShapesWorld count overrides
     selections: dict[str, list[str]] = field(default_factory=lambda: dict(SELECTIONS))  # per task
-    m3w_structured: float = 0.5  # share of M3W pages with in-context structure (tools/m3w_pages.py)
+    m3w_structured: float = 0.5  # share of M3W pages with in-context structure (tools/shapesworld/m3w_pages.py)
     min_free_gb: float = 2.0  # refuse to start with less free disk than this
 
 

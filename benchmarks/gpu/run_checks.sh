@@ -36,7 +36,7 @@ check() {  # name, time limit in s, command...
 }
 check env 60 bash -c "nvidia-smi -L; $PY -c 'import sys, torch, transformers, accelerate, timm; print(sys.version.split()[0], torch.__version__, torch.version.cuda, transformers.__version__, accelerate.__version__, timm.__version__, torch.cuda.is_available() and torch.cuda.get_device_name())'"
 check stand-ins 120 bash -c "$PY benchmarks/gpu/stand_ins.py lm --config-from $CFG --out $W/lm && $PY benchmarks/gpu/stand_ins.py vision --out $W/vis"
-check world 120 $PY tools/shapesworld.py --out "$W/world" --counts small --count ltip_train=512 --count m3w_train=128 --quiet --video-format frames
+check world 120 $PY tools/shapesworld --out "$W/world" --counts small --count ltip_train=512 --count m3w_train=128 --quiet --video-format frames
 check bench-vs-openflamingo 240 $PY benchmarks/bench_vs_openflamingo.py --device "$DEV" --lm "$W/lm" --vision "$W/vis" \
     $BENCH ${BENCH_ARGS:-} --json "$OUT/bench.json" --log "$OUT/bench-workers.log"
 if [ "$DEV" = cuda ]; then  # a batch that fills the GPU, in fp32 and in bf16 autocast (training only)

@@ -1,4 +1,4 @@
-"""A small ShapesWorld (written by tools/shapesworld.py) shared by the training-side tests, plus checks that the
+"""A small ShapesWorld (written by tools/shapesworld) shared by the training-side tests, plus checks that the
 default training layout is found in it."""
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ def make_world(base: Path, video_format: str = "mp4") -> Path:
     if video_format in _CACHE:
         return _CACHE[video_format]
     out = base / f"world-{video_format}"
-    cmd = [sys.executable, str(ROOT / "tools" / "shapesworld.py"), "--out", str(out), "--image-size", "32",
+    cmd = [sys.executable, str(ROOT / "tools" / "shapesworld"), "--out", str(out), "--image-size", "32",
            "--video-format", video_format, "--quiet", "--seed", "3"]
     for k, v in COUNTS.items():
         cmd += ["--count", f"{k}={v}"]

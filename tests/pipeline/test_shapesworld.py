@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import m3w_pages
 import shapesworld as sw
+from shapesworld import m3w_pages
 
 SIZE = 40
 # small, but enough rows that every caption template and question type shows up
 COUNTS = {"ltip_train": 40, "align_train": 60, "vtp_train": 8, "m3w_train": 40, "vqa_train": 40}
 DIRECTION_WORDS = {"left": {"left", "leftwards"}, "right": {"right", "rightwards"},
                    "up": {"up", "upwards", "top"}, "down": {"down", "downwards", "bottom"}}
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "shapesworld.py"
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "shapesworld"
 
 
 @pytest.fixture(scope="module")
@@ -245,7 +245,7 @@ def _check_video(path: Path, scene: dict, tol: int) -> None:
 def test_vtp_captions_and_motion_match_the_frames(world):
     tol = 0  # PNG frames are exact; mp4 is lossless H.264 4:4:4 up to RGB<->YUV rounding, mpeg4 is lossy
     if json.loads((world / "world.json").read_text())["options"]["video_format"] == "mp4":
-        tol = 3 if sw._video_codec()[0] == "libx264" else 60
+        tol = 3 if sw.render._video_codec()[0] == "libx264" else 60
     rows = _jsonl(world / "vtp" / "train.jsonl") + _jsonl(world / "vtp" / "val.jsonl")
     for row in rows:
         scene, text = row["scene"], row["text"].lower()
@@ -508,6 +508,13 @@ def test_cli_writes_then_skips(tmp_path, capsys):
     assert "ShapesWorld written to" in capsys.readouterr().out
     assert sw.main(argv) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+def test_the_package_runs_as_a_folder_and_as_a_module():
+    for cmd, cwd in [([sys.executable, str(TOOL), "--help"], None),
+                     ([sys.executable, "-m", "shapesworld", "--help"], TOOL.parent)]:
+        run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and "--m3w-structured" in run.stdout, run.stderr
 
 
 def test_an_interrupted_run_is_cleared_and_redone(tmp_path):

@@ -138,7 +138,7 @@ def _train(args: argparse.Namespace) -> int:
         data = data or [str(WORLD / "ltip" / "train.jsonl")]
     missing = [d for d in data if not d.startswith("hf:") and not any(c in d for c in "*?[") and not Path(d).exists()]
     if missing:
-        hint = " (generate ShapesWorld with `python tools/shapesworld.py --out data/world`)" if args.data is None else ""
+        hint = " (generate ShapesWorld with `python tools/shapesworld --out data/world`)" if args.data is None else ""
         raise FileNotFoundError(f"training data not found: {', '.join(missing)}{hint}")
     zero_shot = args.zero_shot
     if zero_shot is None:
