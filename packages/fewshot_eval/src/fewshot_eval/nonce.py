@@ -8,7 +8,7 @@ for every (seed, trial, query id): a model cannot learn it across episodes, and 
 the class it names (the true names never appear in the prompt). A zero-shot nonce prompt is at chance by
 construction: its two text-only demonstrations show words but no image to bind them to.
 
-The built-in words are disjoint from the page-local names of the training generator (``tools/m3w_pages.py``),
+The built-in words are disjoint from the page-local names of the training generator (``tools/shapesworld/``),
 which a test checks on the generated training files: a gain here measures reading the prompt, not memory.
 """
 

@@ -20,14 +20,13 @@ import torch.nn.functional as F
 __all__ = ["ChunkedHeadNLL", "LINEAR_HEAD_CHUNK", "LOGITS_CHUNK", "LinearHeadNLL", "VOCAB_TILE", "default_chunks",
            "vocab_tile"]
 
-# On the CPU (measured on 2 cores: docs in the package README):
+# On the CPU the tiles are sized for the cache (docs/design/stage2-speed.md):
 VOCAB_TILE = 1024  # rows of the head per matrix product: 1024 x 576 fp32 is 2.4 MB, an L2/L3-sized tile
 LINEAR_HEAD_CHUNK = 1024  # positions per pass of LinearHeadNLL over the head (a 4 MB (1024, VOCAB_TILE) buffer)
 LOGITS_CHUNK = 128  # positions per (chunk, vocabulary) logits block elsewhere (SmolLM2: 25 MB)
-# On an accelerator the CPU's tiles are too small: a (1024, 1024) product is 64 output blocks of 128 x 128 for
-# an H100's 132 SMs, and each tile costs ~8 kernel launches. With them our training step ran at 0.85x
-# OpenFlamingo's on an H100 (fp32, batch 32 x 256; the head's ~770 products of 1.2 GFLOP each); there the
-# tiles hold 8192 rows and a pass 4096 positions (a 128 MB buffer).
+# On an accelerator the CPU's tiles are too small: a (1024, 1024) product is 64 output blocks of 128 x 128, fewer
+# than an H100's 132 SMs, and each tile costs ~8 kernel launches, so there the tiles hold 8192 rows and a pass
+# 4096 positions (a 128 MB buffer).
 ACCEL_VOCAB_TILE, ACCEL_LINEAR_HEAD_CHUNK, ACCEL_LOGITS_CHUNK = 8192, 4096, 1024
 
 

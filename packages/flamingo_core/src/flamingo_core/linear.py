@@ -1,12 +1,12 @@
 """A linear layer that keeps every core busy when decoding.
 
 At batch 1 a decoding step multiplies each weight by a single row, which MKL runs as a matrix-vector product on
-one thread: on a 2-core machine a cold 5 MB weight streams at ~9 GB/s while the other core idles. Viewing the
-weight's output rows as ``s`` equal blocks (no copy) and multiplying them with ``bmm`` runs the blocks in
-parallel: the seven cross-attention blocks of SmolLM2 with ``cross_attn_every=4`` went from 16.6 to 10.9 ms per
-token (benchmarks/bench_vs_openflamingo.py measures the whole decode). ``Flamingo.compute_logits(decoding=True)``
-applies it to the frozen 49k-row head as well (113 MB per token). Larger inputs, GPUs and single-threaded runs
-take plain ``F.linear``.
+one thread: the step is bound by reading the weights from memory, and one thread leaves the other cores' share of
+the memory bandwidth unused. Viewing the weight's output rows as ``s`` equal blocks (no copy) and multiplying them
+with ``bmm`` runs the blocks in parallel. ``Flamingo.compute_logits(decoding=True)`` applies it to the frozen head
+as well, the largest single weight read per token. Larger inputs, GPUs and single-threaded runs take plain
+``F.linear``. Figures: docs/design/stage2-speed.md (``benchmarks/bench_vs_openflamingo.py`` measures the whole
+decode).
 """
 
 from __future__ import annotations
