@@ -28,7 +28,7 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup
-	$(BIN)/python tools/run_pipeline.py --preset quick
+	$(BIN)/python tools/run_pipeline.py --budget quick
 
 lint: setup
 	$(BIN)/ruff check packages tools tests benchmarks

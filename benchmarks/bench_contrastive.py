@@ -11,7 +11,7 @@ warm-up step, median of ``--repeats`` steps. Three regimes:
 Peak memory is the process's resident-set high-water mark (``ru_maxrss``, CPU) or
 ``torch.cuda.max_memory_allocated`` (GPU), measured in a fresh subprocess per (preset, regime).
 
-Usage: .venv/bin/python benchmarks/bench_contrastive.py [--presets nano-minilm nfnet-f0-minilm] [--batch 64]
+Usage: .venv/bin/python benchmarks/bench_contrastive.py [--models nano-minilm nfnet-f0-minilm] [--batch 64]
        [--repeats 3] [--threads N] [--json out.json]
 """
 
@@ -79,7 +79,7 @@ def measure(preset: str, regime: str, batch: int, repeats: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--presets", nargs="+", default=["nano-minilm", "nfnet-f0-minilm"], help="presets to time")
+    parser.add_argument("--models", nargs="+", default=["nano-minilm", "nfnet-f0-minilm"], help="model presets to time")
     parser.add_argument("--regimes", nargs="+", default=["full", "lock-text", "lock-text+cache"],
                         help="training regimes to time")
     parser.add_argument("--batch", type=int, default=64, help="global batch size")
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure(args.one[0], args.one[1], args.batch, args.repeats)))
         return 0
     rows = []
-    for preset in args.presets:
+    for preset in args.models:
         for regime in args.regimes:
             cmd = [sys.executable, __file__, "--one", preset, regime, "--batch", str(args.batch),
                    "--repeats", str(args.repeats)] + (["--threads", str(args.threads)] if args.threads else [])

@@ -8,9 +8,9 @@ Measures
     (``FlamingoEvalModel.loglikelihood``: the prefix's LM cache and visual tokens computed once, class names
     scored in batches on top of it) vs without (one full forward pass over prefix + class name per class, media
     encoded from pixels each time). The model is a real Flamingo from flamingo_core: the random ``tiny``
-    preset by default, ``--preset smollm2`` for one on SmolLM2-135M (pretrained, offline).
+    preset by default, ``--model smollm2`` for one on SmolLM2-135M (pretrained, offline).
 
-Usage: .venv/bin/python benchmarks/bench_fewshot.py [--preset tiny|smollm2] [--n-support 100000] [--json out.json]
+Usage: .venv/bin/python benchmarks/bench_fewshot.py [--model tiny|smollm2] [--n-support 100000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--n-support", type=int, default=100_000, help="support features for the RICES benchmark")
     p.add_argument("--dim", type=int, default=512, help="feature dimension for the RICES benchmark")
     p.add_argument("--k", type=int, default=32, help="neighbours per query")
-    p.add_argument("--preset", default="tiny", help="flamingo_core preset for the classification benchmark")
+    p.add_argument("--model", default="tiny", help="flamingo_core model preset for the classification benchmark")
     p.add_argument("--shots", type=int, default=8, help="demonstrations in the classification prompt")
     p.add_argument("--classes", type=int, nargs="+", default=[10, 100], help="class counts to score")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="torch device")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         results["rices"] = bench_rices(args.n_support, args.dim, args.k, args.repeats)
         print(json.dumps(results["rices"], indent=1), flush=True)
     if not args.skip_classification:
-        results["classification"] = bench_classification(args.preset, args.device, args.shots, args.repeats,
+        results["classification"] = bench_classification(args.model, args.device, args.shots, args.repeats,
                                                          args.classes)
         print(json.dumps(results["classification"], indent=1), flush=True)
     if args.json:

@@ -30,7 +30,7 @@ import torch
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--preset", default="smollm2", help="flamingo_core preset (smollm2 = SmolLM2-135M)")
+    p.add_argument("--model", default="smollm2", help="flamingo_core model preset or JSON config (smollm2 = SmolLM2-135M)")
     p.add_argument("--vision-encoder", default="nano-minilm",
                    help="vision encoder name (contrastive_encoder preset/folder, or conv-tiny)")
     p.add_argument("--cross-attn-every", type=int, default=4, help="a GATED XATTN-DENSE every N LM layers")
@@ -210,14 +210,14 @@ def main(argv=None) -> int:
     device = torch.device(args.device)
     autocast = (args.precision or ("bf16" if device.type == "cuda" else "fp32")) == "bf16"
     torch.manual_seed(0)
-    model = fc.create_model(args.preset, vision_encoder=args.vision_encoder,
+    model = fc.create_model(args.model, vision_encoder=args.vision_encoder,
                             cross_attn_every=args.cross_attn_every).to(device).eval()
     info = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "cpu_threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "precision": "bf16-autocast" if autocast else "fp32",
-        "preset": args.preset, "vision_encoder": args.vision_encoder, "cross_attn_every": args.cross_attn_every,
+        "preset": args.model, "vision_encoder": args.vision_encoder, "cross_attn_every": args.cross_attn_every,
         "xattn_layers": len(model.xattn_layers), "lm_layers": model.lm.config.num_hidden_layers,
     }
     results = {"info": info}

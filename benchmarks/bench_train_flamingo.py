@@ -4,8 +4,8 @@ same data path a user gets (ShapesWorld files -> sources -> collator -> mixture 
 Reports, per source and for a full mixture step: label tokens per second, seconds per step and peak RSS / GPU
 memory. Not a test; numbers depend on the machine and its load (say which, and how loaded, when recording).
 
-    python benchmarks/bench_train_flamingo.py --data data/world --preset smollm2 --vision-encoder runs/stage1/export
-    python benchmarks/bench_train_flamingo.py --data /tmp/world --preset tiny --vision-encoder '' --steps 3
+    python benchmarks/bench_train_flamingo.py --data data/world --model smollm2 --vision-encoder runs/stage1/export
+    python benchmarks/bench_train_flamingo.py --data /tmp/world --model tiny --vision-encoder '' --steps 3
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="data/world", help="ShapesWorld root")
-    p.add_argument("--preset", default="smollm2", help="Flamingo preset")
+    p.add_argument("--model", default="smollm2", help="Flamingo model preset or JSON config")
     p.add_argument("--vision-encoder", default="runs/stage1/export", help="stage-1 export or preset ('' = preset's)")
     p.add_argument("--batch-size", type=int, default=4, help="pairs per step (M3W a quarter, VTP half)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per measurement (after 1 warm-up step)")
@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     cpu = not torch.cuda.is_available()
     accelerator = Accelerator(cpu=cpu, mixed_precision=_precision(args.precision, cpu))
     overrides = {"vision_encoder": args.vision_encoder} if args.vision_encoder else {}
-    model = create_model(load_config(args.preset, **overrides))
+    model = create_model(load_config(args.model, **overrides))
     if args.grad_checkpointing:
         enable_gradient_checkpointing(model)
     proc = model.processor
@@ -67,7 +67,7 @@ def main(argv=None) -> int:
         it = iter(make_loader(src, FlamingoCollator(proc, src.max_tokens, proc.media_token_id), sizes[name]))
         batches[name] = [{k: (v.to(accelerator.device) if torch.is_tensor(v) else v) for k, v in next(it).items()}
                          for _ in range(2)]
-    results = {"device": str(accelerator.device), "threads": torch.get_num_threads(), "preset": args.preset,
+    results = {"device": str(accelerator.device), "threads": torch.get_num_threads(), "preset": args.model,
                "batch_sizes": sizes, "precision": accelerator.mixed_precision}
     for what in args.sources.split(","):
         names = list(sources) if what == "mixture" else [what]

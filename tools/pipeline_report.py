@@ -264,7 +264,7 @@ def gates_section(run: Path, figures: Path) -> tuple[str, list[tuple[int, float,
     return "\n".join(lines) + "\n", table
 
 
-def write_report(run: Path, data: Path, preset: str, eval_data: Callable[[str], Path],
+def write_report(run: Path, data: Path, budget: str, eval_data: Callable[[str], Path],
                  timings: dict[str, float], tasks: list[str] | None = None) -> Path:
     """Build ``run/report.md`` (+ ``run/figures/*.png`` and ``run/report.json`` with the numbers used)."""
     if tasks is None:
@@ -280,14 +280,14 @@ def write_report(run: Path, data: Path, preset: str, eval_data: Callable[[str], 
     s5, gates = gates_section(run, figures)
     total = sum(timings.values())
     header = [
-        f"# Flamingo pipeline report: preset `{preset}`", "",
+        f"# Flamingo pipeline report: budget `{budget}`", "",
         f"Generated {time.strftime('%Y-%m-%d %H:%M')} on {platform.machine()} with {os.cpu_count()} CPU cores "
         f"({platform.processor() or platform.platform()}). Data: `{data}`.", "",
         "| stage | seconds |", "|---|---|",
         *[f"| {k} | {v:.0f} |" for k, v in timings.items()], f"| total | {total:.0f} |", "",
     ]
     atomic_write_text(run / "report.json", json.dumps(
-        {"preset": preset, "timings": timings, "stage1": n1, "stage2": n2, "fewshot": results,
+        {"budget": budget, "timings": timings, "stage1": n1, "stage2": n2, "fewshot": results,
          "gates": [{"block": b, "xattn": a, "dense": d} for b, a, d in gates]}, indent=1))
     path = run / "report.md"
     atomic_write_text(path, "\n".join(header) + "\n" + "\n".join([s1, s2, s3, s_prompt, s4, s5]))

@@ -8,7 +8,7 @@ each variant on it, with the same budget of minutes, and evaluated on the same q
 
 | variant | what changes | paper |
 | --- | --- | --- |
-| default | the `full` preset's data and mixture, a shorter stage 2 | - |
+| default | the `full` budget's data and mixture, a shorter stage 2 | - |
 | no-structured | M3W pages all independent descriptions (`--m3w-structured 0`) | - (our structured pages) |
 | no-m3w | no interleaved pages at all (`--weights m3w=0`) | Table 3 "w/o M3W" |
 | round-robin | one dataset per optimizer step, in turn (`--strategy round-robin`) | Table 3 "dataset strategy" |
@@ -17,7 +17,7 @@ and, on the default model: RICES vs random vs balanced demonstrations (classific
 one vs two text-only demonstrations (the paper uses two: with one the model copies it). Each variant is a
 pipeline run under ``<out>/<variant>/`` (rerun the command to continue an interrupted one); the comparison is
 ``<out>/ablations.md`` and ``ablations.json``. Cut to fit the budget (stated in the table): stage 1 and stage 2
-shorter than the ``full`` preset's (6 and 15 minutes), shots 0 / 4 / 8 / 16, 48 queries, one random trial,
+shorter than the ``full`` budget's (6 and 15 minutes), shots 0 / 4 / 8 / 16, 48 queries, one random trial,
 greedy decoding, no captioning.
 """
 
@@ -43,15 +43,15 @@ SHOTS = [0, 4, 8, 16]  # 16: two demonstrations of each colour, where binding fi
 STAGE2_MINUTES = 15.0
 
 BASE = dataclasses.replace(
-    rp.PRESETS["full"],
+    rp.BUDGETS["full"],
     stage1_args=["--max-minutes", "6"],
-    stage2_args=[*rp.PRESETS["full"].stage2_args, "--max-minutes", str(STAGE2_MINUTES), "--eval-samples", "16"],
+    stage2_args=[*rp.BUDGETS["full"].stage2_args, "--max-minutes", str(STAGE2_MINUTES), "--eval-samples", "16"],
     eval_shots=SHOTS,
     eval_args=["--limit", "48", "--trials", "1", "--ensemble", "1", "--num-beams", "1"],
     eval_tasks=TASKS,
 )
-VARIANTS: dict[str, tuple[str, rp.Preset]] = {
-    "default": ("the full preset's data and mixture", BASE),
+VARIANTS: dict[str, tuple[str, rp.Budget]] = {
+    "default": ("the full budget's data and mixture", BASE),
     "no-structured": ("M3W pages all independent descriptions", dataclasses.replace(BASE, m3w_structured=0.0)),
     "no-m3w": ("no M3W (interleaved pages) at all", dataclasses.replace(
         BASE, stage2_args=[*BASE.stage2_args, "--weights", "m3w=0,ltip=0.2,align=0.2,vtp=0.03"])),
@@ -117,7 +117,7 @@ def table(out: Path) -> tuple[str, dict]:
 
 def zero_shot_one_demo(out: Path, data: Path, seed: int) -> None:
     """0-shot prompts with one text-only demonstration instead of two, on the default model."""
-    pipe = rp.Pipeline("ablation-default", out / "default", data, seed, preset=BASE)
+    pipe = rp.Pipeline("ablation-default", out / "default", data, seed, budget=BASE)
     for task in TASKS:
         dest = out / "zero-shot-1demo" / task
         if (dest / ".done").exists():
@@ -144,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare_run_dir(out, "run_ablations", RUN_OUTPUTS, resume=True)
         for name in ["default", *[v for v in args.only if v != "default"]]:
-            _, preset = VARIANTS[name]
-            world = data if preset.m3w_structured == BASE.m3w_structured else Path(f"{data}-{name}")
+            _, budget = VARIANTS[name]
+            world = data if budget.m3w_structured == BASE.m3w_structured else Path(f"{data}-{name}")
             vision = None if name == "default" else out / "default" / "vision"
             print(f"\n=== ablation '{name}' ===", flush=True)
-            rp.Pipeline(f"ablation-{name}", out / name, world, args.seed, preset=preset, vision_from=vision).run()
+            rp.Pipeline(f"ablation-{name}", out / name, world, args.seed, budget=budget, vision_from=vision).run()
         zero_shot_one_demo(out, data, args.seed)
         text, numbers = table(out)
         minutes = (time.time() - start) / 60

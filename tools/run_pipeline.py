@@ -13,9 +13,9 @@ A stage's process dies with the pipeline, even when the pipeline is killed with 
 SIGHUP are passed on to it (a second one kills it).
 
 Usage:
-    python tools/run_pipeline.py --preset quick          # what `make demo` runs (minutes on 2 cores)
-    python tools/run_pipeline.py --preset full           # each stage's default training, better numbers
-    python tools/run_pipeline.py --preset tiny --out /tmp/run   # the test suite's chain (tiny models)
+    python tools/run_pipeline.py --budget quick          # what `make demo` runs (minutes on 2 cores)
+    python tools/run_pipeline.py --budget full           # each stage's default training, better numbers
+    python tools/run_pipeline.py --budget tiny --out /tmp/run   # the test suite's chain (tiny models)
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ SELECTIONS = {"caption": ["random", "rices"], "vqa": ["random", "rices"], "video
 
 
 @dataclass
-class Preset:
-    """What each stage does under one preset."""
+class Budget:
+    """What each stage does under one budget (how much data, training and evaluation a run gets)."""
 
     world_size: str  # ShapesWorld size name (tools/shapesworld)
     image_size: int  # pixels, every stage
-    stage1_preset: str  # contrastive_encoder model preset
+    stage1_model: str  # contrastive_encoder model preset
     stage1_args: list[str]  # extra `contrastive-encoder train` flags
-    stage2_preset: str  # flamingo_core model preset
+    stage2_model: str  # flamingo_core model preset
     stage2_args: list[str]  # extra `flamingo train` flags
     eval_shots: list[int]  # few-shot counts
     eval_args: list[str]  # extra `fewshot-eval run` flags
@@ -72,27 +72,27 @@ class Preset:
     min_free_gb: float = 2.0  # refuse to start with less free disk than this
 
 
-# M3W pages and batch: binding is learnt from the page-local names of structured pages, one M3W page a step
-# (the previous default) gave too few of them in a budget of minutes (docs/benchmarks.md, "few-shot learning")
+# M3W pages and batch: binding is learnt from the page-local names of structured pages; one M3W page a step gives
+# too few of them in a budget of minutes (docs/benchmarks.md, "Few-shot learning")
 _M3W = ["--batch-sizes", "m3w=4,ltip=2,align=2"]
-PRESETS: dict[str, Preset] = {
-    "tiny": Preset(
+BUDGETS: dict[str, Budget] = {
+    "tiny": Budget(
         world_size="small",
         image_size=32,
-        stage1_preset="tiny",
-        stage1_args=["--steps", "4", "--batch-size", "8", "--warmup-steps", "1"],
-        stage2_preset="tiny",
+        stage1_model="tiny",
+        stage1_args=["--max-steps", "4", "--batch-size", "8", "--warmup-steps", "1"],
+        stage2_model="tiny",
         stage2_args=["--max-steps", "4", "--batch-size", "2"],
         eval_shots=[0, 2],
         eval_args=["--limit", "2", "--trials", "1", "--ensemble", "2", "--num-beams", "1"],
         min_free_gb=0.2,
     ),
-    "quick": Preset(
+    "quick": Budget(
         world_size="default",
         image_size=64,
-        stage1_preset="nano-minilm",
+        stage1_model="nano-minilm",
         stage1_args=["--max-minutes", "2.5"],
-        stage2_preset="smollm2",
+        stage2_model="smollm2",
         stage2_args=["--max-minutes", "4", "--eval-samples", "16", *_M3W],
         eval_shots=[0, 4, 8],
         # greedy decoding and 32 queries keep the demo within 15 minutes on 2 cores; `full` decodes with 3 beams
@@ -100,12 +100,12 @@ PRESETS: dict[str, Preset] = {
         world_counts={"m3w_train": 2000},
         selections={**SELECTIONS, "classify": ["random", "rices"]},  # balanced is the bind task's
     ),
-    "full": Preset(
+    "full": Budget(
         world_size="default",
         image_size=64,
-        stage1_preset="nano-minilm",
+        stage1_model="nano-minilm",
         stage1_args=[],
-        stage2_preset="smollm2",
+        stage2_model="smollm2",
         stage2_args=[*_M3W],
         eval_shots=[0, 1, 2, 4, 8, 16, 32],
         # 48 queries, 2 trials, beam 3 (the paper's); no prompt ensembling (the paper's 6 orderings cost 6x on
@@ -191,13 +191,13 @@ RUN_OUTPUTS = ("pipeline.json", "data", "stage1", "vision", "stage2", "eval", "r
 
 
 class Pipeline:
-    """The stages of one run. ``preset`` replaces the named preset's settings (an ablation's variant), and
+    """The stages of one run. ``budget`` replaces the named budget's settings (an ablation's variant), and
     ``vision_from`` skips stage 1: the frozen tower exported by another run is used (ablations share one)."""
 
-    def __init__(self, preset_name: str, out: Path, data: Path, seed: int, overwrite: bool = False,
-                 preset: Preset | None = None, vision_from: Path | None = None):
-        self.preset_name = preset_name
-        self.preset = preset or PRESETS[preset_name]
+    def __init__(self, budget_name: str, out: Path, data: Path, seed: int, overwrite: bool = False,
+                 budget: Budget | None = None, vision_from: Path | None = None):
+        self.budget_name = budget_name
+        self.budget = budget or BUDGETS[budget_name]
         self.out = out
         self.data = data
         self.seed = seed
@@ -210,14 +210,16 @@ class Pipeline:
     # -- bookkeeping ---------------------------------------------------------------------------------------
     def check_folder(self) -> None:
         """Refuse a file, an unwritable folder, a foreign non-empty folder (unless --overwrite), an output
-        folder made by another preset, and a disk too full to finish."""
+        folder made with another budget, seed or data, and a disk too full to finish."""
         # a rerun continues the previous one (finished stages are skipped), so the run folder is always resumed
         prepare_run_dir(self.out, "run_pipeline", RUN_OUTPUTS, resume=True, overwrite=self.overwrite,
                         legacy=("pipeline.json",))
         manifest = self.out / "pipeline.json"
-        wanted = {"preset": self.preset_name, "seed": self.seed, "data": str(self.data)}
+        wanted = {"budget": self.budget_name, "seed": self.seed, "data": str(self.data)}
         if manifest.exists():
             have = json.loads(manifest.read_text())
+            if isinstance(have, dict) and "preset" in have and "budget" not in have:  # written before the rename
+                have["budget"] = have.pop("preset")
             if have != wanted:
                 raise PipelineError(
                     f"{self.out} holds a run with {have}, not {wanted}: delete {self.out} or pass another --out"
@@ -225,10 +227,10 @@ class Pipeline:
         else:
             manifest.write_text(json.dumps(wanted, indent=2) + "\n")
         free_gb = shutil.disk_usage(self.out).free / 2**30
-        if free_gb < self.preset.min_free_gb:
+        if free_gb < self.budget.min_free_gb:
             raise PipelineError(
-                f"only {free_gb:.1f} GiB free under {self.out}; the '{self.preset_name}' preset needs "
-                f"{self.preset.min_free_gb:.1f} GiB: free some space or pass --out on another disk"
+                f"only {free_gb:.1f} GiB free under {self.out}; the '{self.budget_name}' budget needs "
+                f"{self.budget.min_free_gb:.1f} GiB: free some space or pass --out on another disk"
             )
 
     def done_marker(self, stage: str) -> Path:
@@ -271,9 +273,9 @@ class Pipeline:
 
     # -- stages --------------------------------------------------------------------------------------------
     def stage_data(self) -> None:
-        shapesworld.generate(self.data, seed=self.seed, image_size=self.preset.image_size,
-                             counts=self.preset.world_size, sizes=self.preset.world_counts,
-                             m3w_structured=self.preset.m3w_structured, progress=True)
+        shapesworld.generate(self.data, seed=self.seed, image_size=self.budget.image_size,
+                             counts=self.budget.world_size, sizes=self.budget.world_counts,
+                             m3w_structured=self.budget.m3w_structured, progress=True)
 
     def _rerun_flags(self, run: Path, upstream: str) -> list[str]:
         """How a training stage reruns in its folder: nothing in an empty folder; start again (``--overwrite``)
@@ -287,12 +289,12 @@ class Pipeline:
 
     def stage_encoder(self) -> None:
         run, w = self.out / "stage1", self.data
-        self.sh([_cli("contrastive-encoder"), "train", "--model", self.preset.stage1_preset,
+        self.sh([_cli("contrastive-encoder"), "train", "--model", self.budget.stage1_model,
                  "--data", str(w / "ltip" / "train.jsonl"), "--data", str(w / "align" / "train.jsonl"),
-                 "--data-weights", "1.0", "0.2", "--image-size", str(self.preset.image_size),
+                 "--data-weights", "1.0", "0.2", "--image-size", str(self.budget.image_size),
                  "--zero-shot", str(w / "eval" / "colour" / "val"), "--zero-shot", str(w / "eval" / "classify" / "val"),
                  "--seed", str(self.seed), "--out", str(run), *self._rerun_flags(run, "data"),
-                 *self.preset.stage1_args], "stage1")
+                 *self.budget.stage1_args], "stage1")
 
     def stage_export(self) -> None:
         out = self.out / "vision"  # the pipeline's own folder: a rerun replaces what an earlier try left there
@@ -302,15 +304,15 @@ class Pipeline:
     def stage_flamingo(self) -> None:
         run = self.out / "stage2"
         self.sh([_cli("flamingo"), "train", "--data", str(self.data), "--vision-encoder", str(self.vision),
-                 "--preset", self.preset.stage2_preset, "--seed", str(self.seed), "--out", str(run),
-                 *self._rerun_flags(run, "vision"), *self.preset.stage2_args], "stage2")
+                 "--model", self.budget.stage2_model, "--seed", str(self.seed), "--out", str(run),
+                 *self._rerun_flags(run, "vision"), *self.budget.stage2_args], "stage2")
 
     def eval_data(self, task: str) -> Path:
         return self.data / "eval" / {"caption": "coco", "vqa": "vqav2", "classify": "classify", "bind": "colour",
                                      "video-qa": "videoqa", "video-caption": "videoqa"}[task]
 
     def stage_eval(self) -> None:
-        for task in self.preset.eval_tasks:
+        for task in self.budget.eval_tasks:
             out = self.out / "eval" / task
             if (out / ".done").exists() and not self.older_than(out / ".done", "stage2"):
                 continue
@@ -323,27 +325,27 @@ class Pipeline:
             rerun = ["--overwrite"] if stale else ["--resume"]
             self.sh([_cli("fewshot-eval"), "run", "--model", str(self.out / "stage2" / "model"),
                      *TASK_FLAGS.get(task, ["--task", task]), "--data", str(self.eval_data(task)),
-                     "--shots", *map(str, self.preset.eval_shots), "--selection", *self.preset.selections[task],
+                     "--shots", *map(str, self.budget.eval_shots), "--selection", *self.budget.selections[task],
                      "--seed", str(self.seed), "--out", str(out), *rerun,
-                     "--cache-dir", str(self.out / "eval" / "rices-cache"), *self.preset.eval_args,
-                     *self.preset.task_args.get(task, [])], f"eval/{task}")
+                     "--cache-dir", str(self.out / "eval" / "rices-cache"), *self.budget.eval_args,
+                     *self.budget.task_args.get(task, [])], f"eval/{task}")
             (out / ".done").write_text("ok\n")
 
     def stage_report(self) -> None:
         (self.out / "report.md").unlink(missing_ok=True)  # a failed rebuild must not leave an old report behind
-        path = pipeline_report.write_report(self.out, self.data, self.preset_name, self.eval_data, self.timings)
+        path = pipeline_report.write_report(self.out, self.data, self.budget_name, self.eval_data, self.timings)
         print(f"  report: {path}")
 
     def stages(self) -> list[tuple[str, str, object]]:
-        p = self.preset
+        p = self.budget
         encoder = [] if self.vision_from is not None else [
-            ("stage1", f"stage 1: contrastive pretraining of the vision encoder ({p.stage1_preset})", self.stage_encoder),
+            ("stage1", f"stage 1: contrastive pretraining of the vision encoder ({p.stage1_model})", self.stage_encoder),
             ("vision", "stage 1: export the frozen vision tower", self.stage_export),
         ]
         return [
             ("data", f"ShapesWorld ({p.world_size}, {p.image_size} px) -> {self.data}", self.stage_data),
             *encoder,
-            ("stage2", f"stage 2: Flamingo training on the M3W/LTIP/ALIGN/VTP mixture ({p.stage2_preset})",
+            ("stage2", f"stage 2: Flamingo training on the M3W/LTIP/ALIGN/VTP mixture ({p.stage2_model})",
              self.stage_flamingo),
             ("eval", f"stage 3: few-shot evaluation ({', '.join(p.eval_tasks)}; shots {p.eval_shots})", self.stage_eval),
             # a run on another run's tower has no stage-1 logs to report; its caller compares the runs
@@ -356,7 +358,7 @@ class Pipeline:
         start = time.time()
         for i, (name, title, fn) in enumerate(stages, 1):
             self.run_stage(i, len(stages), name, title, fn, upstream=stages[i - 2][0] if i > 1 else None)
-        print(f"\nPipeline '{self.preset_name}' finished in {(time.time() - start) / 60:.1f} min (this run).")
+        print(f"\nPipeline '{self.budget_name}' finished in {(time.time() - start) / 60:.1f} min (this run).")
         for name, _, _ in stages:
             print(f"  {name:<7} {self.timings.get(name, 0.0):7.0f} s   {self.out / name}")
         if self.vision_from is None:
@@ -366,9 +368,10 @@ class Pipeline:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    p.add_argument("--preset", choices=sorted(PRESETS), default="quick", help="how much each stage trains")
-    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<preset>)")
-    p.add_argument("--data", type=Path, default=None, help="ShapesWorld folder (default data/world-<preset>)")
+    p.add_argument("--budget", choices=sorted(BUDGETS), default="quick",
+                   help="how much data, training and evaluation each stage gets (default quick)")
+    p.add_argument("--out", type=Path, default=None, help="run folder (default runs/<budget>)")
+    p.add_argument("--data", type=Path, default=None, help="ShapesWorld folder (default data/world-<budget>)")
     p.add_argument("--seed", type=int, default=0, help="seed for the generated world and every stage")
     p.add_argument("--overwrite", action="store_true",
                    help="write into a non-empty --out that is not a pipeline run (its files are kept)")
@@ -377,9 +380,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    out = args.out or ROOT / "runs" / args.preset
-    data = args.data or ROOT / "data" / f"world-{args.preset}"
-    pipeline = Pipeline(args.preset, out.resolve(), data.resolve(), args.seed, args.overwrite)
+    out = args.out or ROOT / "runs" / args.budget
+    data = args.data or ROOT / "data" / f"world-{args.budget}"
+    pipeline = Pipeline(args.budget, out.resolve(), data.resolve(), args.seed, args.overwrite)
     try:
         return pipeline.run()
     except (PipelineError, OutputError, pipeline_report.ReportError, shapesworld.ShapesWorldError) as e:

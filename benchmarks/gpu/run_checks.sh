@@ -47,7 +47,7 @@ if [ "$DEV" = cuda ]; then  # a batch that fills the GPU, in fp32 and in bf16 au
     done
 fi
 check stage1 90 $PY -m contrastive_encoder.cli train --model "$W/vis/preset.json" --data "$W/world/ltip/train.jsonl" \
-    --steps $S1 --batch-size 64 --precision $PREC --out "$W/s1" --export "$W/s1vis" --eval-every 0 --no-progress $CPU \
+    --max-steps $S1 --batch-size 64 --precision $PREC --out "$W/s1" --export "$W/s1vis" --eval-every 0 --no-progress $CPU \
     || rm -rf "$W/s1vis"
 [ -d "$W/s1vis" ] || cp -r "$W/vis" "$W/s1vis"  # stage 2 without a trained tower when stage 1 failed or was skipped
 TRAIN=(-m flamingo_core.train --data "$W/world" --lm "$W/lm" --vision-encoder "$W/s1vis" --precision $PREC

@@ -2,7 +2,7 @@
 with no registry access): same architectures and shapes, so timings and memory match the real models'.
 
   python benchmarks/gpu/stand_ins.py lm --config-from DIR --out DIR      # random LM with DIR's config + tokenizer
-  python benchmarks/gpu/stand_ins.py vision --preset nano-minilm --out DIR  # that preset's vision tower, random
+  python benchmarks/gpu/stand_ins.py vision --model nano-minilm --out DIR  # that preset's vision tower, random
                                                                           # tiny text tower (no packaged MiniLM)
 
 DIR for ``lm`` is any Hugging Face folder with ``config.json`` and tokenizer files, e.g. the suite's converted
@@ -59,10 +59,10 @@ def main(argv=None) -> int:
     lm.add_argument("--config-from", type=Path, required=True)
     lm.add_argument("--out", type=Path, required=True)
     vis = sub.add_parser("vision", help="a contrastive_encoder preset's vision tower with a tiny text tower")
-    vis.add_argument("--preset", default="nano-minilm")
+    vis.add_argument("--model", default="nano-minilm", help="contrastive_encoder model preset")
     vis.add_argument("--out", type=Path, required=True)
     args = p.parse_args(argv)
-    out = random_lm(args.config_from, args.out) if args.what == "lm" else random_vision(args.preset, args.out)
+    out = random_lm(args.config_from, args.out) if args.what == "lm" else random_vision(args.model, args.out)
     print(out)
     return 0
 

@@ -124,7 +124,7 @@ def test_non_string_image_path_is_a_bad_row(tmp_path, capsys):
     with pytest.raises(BadSampleError, match=f"{pairs}:2: 'image' is an integer"):
         JsonlPairs(pairs, strict=True)
     # the training CLI names the row before any work
-    assert main(["train", "--model", "tiny", "--data", str(pairs), "--strict", "--steps", "1", "--workers", "0",
+    assert main(["train", "--model", "tiny", "--data", str(pairs), "--strict", "--max-steps", "1", "--num-workers", "0",
                  "--no-progress", "--out", str(tmp_path / "run")]) == 2
     assert f"{pairs}:2: 'image' is an integer" in one_line_error(capsys)
     # and the retrieval reader skips it too
@@ -173,8 +173,8 @@ def test_a_source_without_one_readable_sample_stops_with_the_true_count(tmp_path
 
 def test_training_on_an_all_bad_source_is_one_line_with_a_worker(tmp_path, capsys):
     data = all_bad_source(tmp_path / "d")
-    # --workers 1 (the default): the error is raised in a DataLoader worker and re-raised here
-    assert main(["train", "--model", "tiny", "--data", str(data), "--steps", "2", "--batch-size", "2", "--workers", "1",
+    # --num-workers 1 (the default): the error is raised in a DataLoader worker and re-raised here
+    assert main(["train", "--model", "tiny", "--data", str(data), "--max-steps", "2", "--batch-size", "2", "--num-workers", "1",
                  "--no-progress", "--max-minutes", "0", "--out", str(tmp_path / "run")]) == 2
     err = one_line_error(capsys)
     assert f"all 3 samples of {data} are unreadable" in err and "worker" not in err

@@ -22,7 +22,7 @@ from contrastive_encoder.loss import ClipLoss
 from contrastive_encoder.shared.checkpoint import latest_checkpoint
 from contrastive_encoder.transforms import EvalTransform
 
-BASE = ["--model", "tiny", "--workers", "0", "--no-progress", "--log-every", "1", "--warmup-steps", "1"]
+BASE = ["--model", "tiny", "--num-workers", "0", "--no-progress", "--log-every", "1", "--warmup-steps", "1"]
 
 
 def final_weights(run: Path) -> dict[str, torch.Tensor]:
@@ -30,7 +30,7 @@ def final_weights(run: Path) -> dict[str, torch.Tensor]:
 
 
 def test_resume_equals_uninterrupted_run(tmp_path, pairs_file):
-    args = [*BASE, "--data", str(pairs_file), "--batch-size", "6", "--steps", "4", "--save-every", "2"]
+    args = [*BASE, "--data", str(pairs_file), "--batch-size", "6", "--max-steps", "4", "--save-every", "2"]
     assert main(["train", *args, "--out", str(tmp_path / "full")]) == 0
     assert main(["train", *args, "--out", str(tmp_path / "cut"), "--stop-after", "2"]) == 0
     assert latest_checkpoint(tmp_path / "cut").name == "step_00000002"
@@ -52,7 +52,7 @@ def test_accumulation_gradient_is_weighted_sum_of_dataset_gradients(tmp_path):
     b = write_pairs(tmp_path / "b", n=10, name="other.jsonl")
     lr, weights, batch = 0.5, (1.0, 0.2), 4
     args = ["train", *BASE, "--data", str(a), "--data", str(b), "--data-weights", *map(str, weights),
-            "--batch-size", str(batch), "--steps", "1", "--optimizer", "sgd", "--lr", str(lr), "--warmup-steps", "0",
+            "--batch-size", str(batch), "--max-steps", "1", "--optimizer", "sgd", "--lr", str(lr), "--warmup-steps", "0",
             "--weight-decay", "0", "--grad-clip", "0", "--no-augment", "--out", str(tmp_path / "run")]
     assert main(args) == 0
     after = final_weights(tmp_path / "run")
@@ -88,7 +88,7 @@ def test_accumulation_gradient_is_weighted_sum_of_dataset_gradients(tmp_path):
     ],
 )
 def test_two_processes_train_like_one(tmp_path, pairs_file, optimizer, lr, atol):
-    args = [*BASE, "--data", str(pairs_file), "--batch-size", "8", "--steps", "3", "--save-every", "0",
+    args = [*BASE, "--data", str(pairs_file), "--batch-size", "8", "--max-steps", "3", "--save-every", "0",
             "--optimizer", optimizer, "--lr", lr]
     assert main(["train", *args, "--out", str(tmp_path / "one")]) == 0
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
@@ -125,7 +125,7 @@ def test_bad_images_skipped_and_counted(tmp_path, pairs_file):
     assert all(s["pixels"].shape == (3, 32, 32) for s in samples)
     # the CLI run finishes and reports the two bad images and the bad JSON row
     run = tmp_path / "run"
-    assert main(["train", *BASE, "--data", str(pairs_file), "--batch-size", "24", "--steps", "1",
+    assert main(["train", *BASE, "--data", str(pairs_file), "--batch-size", "24", "--max-steps", "1",
                  "--out", str(run)]) == 0
     skipped = json.loads((run / "summary.json").read_text())["skipped"]
     assert sum(skipped.values()) == 3, skipped
@@ -134,7 +134,7 @@ def test_bad_images_skipped_and_counted(tmp_path, pairs_file):
 def test_strict_mode_names_the_bad_file(tmp_path, pairs_file, capsys):
     corrupt, missing = break_images(pairs_file)
     pairs_file.write_text("\n".join(pairs_file.read_text().splitlines()[:-1]) + "\n")  # only image errors left
-    rc = main(["train", *BASE, "--data", str(pairs_file), "--batch-size", "24", "--steps", "1", "--strict",
+    rc = main(["train", *BASE, "--data", str(pairs_file), "--batch-size", "24", "--max-steps", "1", "--strict",
                "--out", str(tmp_path / "run")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1

@@ -21,8 +21,8 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     pairs = write_pairs(root / "pairs", n=12)
     classes = write_class_folders(root / "classes")
-    args = ["train", "--model", "tiny", "--data", str(pairs), "--batch-size", "12", "--steps", "20", "--lr", "3e-3",
-            "--warmup-steps", "2", "--no-augment", "--workers", "0", "--no-progress", "--log-every", "1",
+    args = ["train", "--model", "tiny", "--data", str(pairs), "--batch-size", "12", "--max-steps", "20", "--lr", "3e-3",
+            "--warmup-steps", "2", "--no-augment", "--num-workers", "0", "--no-progress", "--log-every", "1",
             "--out", str(root / "run"), "--zero-shot", str(classes), "--eval-every", "8"]
     assert main(args) == 0
     return root, pairs, classes

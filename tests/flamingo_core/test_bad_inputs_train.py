@@ -15,7 +15,7 @@ from contrastive_encoder.shared.runlog import read_metrics
 from flamingo_core.mixture import DatasetMixture, EmptySourceError
 from flamingo_core.train import main
 
-FAST = ["--preset", "tiny", "--vision-encoder", "", "--weights", "m3w=0,ltip=1,align=0,vtp=0", "--batch-size", "2",
+FAST = ["--model", "tiny", "--vision-encoder", "", "--weights", "m3w=0,ltip=1,align=0,vtp=0", "--batch-size", "2",
         "--no-eval", "--no-progress", "--cpu", "--log-every", "1", "--warmup-steps", "1"]
 
 
@@ -49,7 +49,7 @@ def test_a_source_without_one_readable_sample_stops_with_a_clear_error(world, tm
         r["images"] = [f"missing/{i}" if i else i for i in r["images"]]
     bad = tmp_path / "allbad.jsonl"
     bad.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    rc = main(["--data", str(world), "--preset", "tiny", "--vision-encoder", "", "--source",
+    rc = main(["--data", str(world), "--model", "tiny", "--vision-encoder", "", "--source",
                f"m3w=interleaved:{bad}", "--weights", "m3w=1,ltip=0,align=0,vtp=0", "--max-steps", "4", "--no-eval",
                "--no-progress", "--cpu", "--out", str(tmp_path / "run")])
     assert rc == 2
@@ -120,7 +120,8 @@ def test_another_stages_run_is_refused_even_with_overwrite(world, tmp_path, caps
     assert os.listdir(stage1 / "checkpoints") == ["step_00000003"]
 
 
-@pytest.mark.parametrize("damaged", ["trained.safetensors", "optimizer.pt", "rng.pt", "state.json"])
+@pytest.mark.parametrize("damaged", ["model/model.safetensors", "optimizer.safetensors", "optimizer.json",
+                                     "rng.safetensors", "state.json"])
 def test_resuming_from_a_damaged_checkpoint_names_the_file(world, tmp_path, capsys, damaged, no_hang):
     out = tmp_path / "run"
     args = ["--data", str(world), *FAST, "--save-every", "1", "--out", str(out)]

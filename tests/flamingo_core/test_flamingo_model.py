@@ -87,7 +87,7 @@ def train_steps(model, steps, max_images=5, seed=0):
         for i in range(n):
             sample += [random_image(seed + 10 * step + i), f"image {i} caption<EOC>"]
         enc = model.processor([sample])
-        labels = fc.default_labels(enc["input_ids"], enc["attention_mask"], model.media_token_id)
+        labels = fc.make_labels(enc["input_ids"], enc["attention_mask"], [model.media_token_id])
         loss = model(**enc, labels=labels).loss
         opt.zero_grad()
         loss.backward()
@@ -99,7 +99,7 @@ def test_backward_reaches_exactly_the_trainable_parts():
     model = make_model("gpt_neox")  # untied head: the new output rows train too
     set_gates(model, 0.5)
     enc = model.processor([two_image_sample()])
-    labels = fc.default_labels(enc["input_ids"], enc["attention_mask"], model.media_token_id)
+    labels = fc.make_labels(enc["input_ids"], enc["attention_mask"], [model.media_token_id])
     model(**enc, labels=labels).loss.backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad == trainable_names(model)
@@ -113,7 +113,7 @@ def test_backward_reaches_exactly_the_trainable_parts():
 def test_gate_zero_still_trains_the_gates():
     model = make_model()
     enc = model.processor([two_image_sample()])
-    labels = fc.default_labels(enc["input_ids"], enc["attention_mask"], model.media_token_id)
+    labels = fc.make_labels(enc["input_ids"], enc["attention_mask"], [model.media_token_id])
     model(**enc, labels=labels).loss.backward()
     assert all(b.alpha_xattn.grad.abs() > 0 for b in model.xattn_layers)
 

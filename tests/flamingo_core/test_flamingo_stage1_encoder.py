@@ -17,7 +17,7 @@ def test_tiny_stage1_encoder_end_to_end(tmp_path):
     sample = ["A photo:", random_image(1, size), "a shape.<EOC>", [random_image(2, size), random_image(3, size)], "x"]
     enc = model.processor([sample])
     assert enc["media"].shape[:3] == (1, 2, 2)  # an image and a 2-frame video
-    labels = fc.default_labels(enc["input_ids"], enc["attention_mask"], model.media_token_id)
+    labels = fc.make_labels(enc["input_ids"], enc["attention_mask"], [model.media_token_id])
     out = model(**enc, labels=labels)
     out.loss.backward()
     assert all(p.grad is None for p in model.vision_encoder.parameters())

@@ -84,9 +84,7 @@ def test_every_tested_lm_family_trains_through_linear_head_nll(arch):
     ref.backward()
     ref_grad = {n: p.grad.clone() for n, p in model.new_tokens.named_parameters()}
     model.zero_grad(set_to_none=True)
-    positions = torch.ones_like(ids, dtype=torch.bool)
-    positions[:, -1] = False
-    loss = model(input_ids=ids, logits_mask=positions, label_targets=ids[:, 1:].flatten()).loss
+    loss = model(input_ids=ids, labels=ids, loss_reduction="sum").loss  # every token a label
     loss.backward()
     assert torch.allclose(loss, ref, rtol=1e-5)
     for name, p in model.new_tokens.named_parameters():
@@ -116,8 +114,6 @@ def test_tiles_and_chunks_grow_off_the_cpu_only(monkeypatch):
     model = make_model("llama")
     ids = torch.randint(0, model.lm_vocab_size, (2, 12))
     ref = F.cross_entropy(model(input_ids=ids).logits[:, :-1].flatten(0, 1), ids[:, 1:].flatten(), reduction="sum")
-    positions = torch.ones_like(ids, dtype=torch.bool)
-    positions[:, -1] = False
-    loss = model(input_ids=ids, logits_mask=positions, label_targets=ids[:, 1:].flatten()).loss
+    loss = model(input_ids=ids, labels=ids, loss_reduction="sum").loss  # every token a label
     assert asked == [("chunks", cpu), ("tile", cpu)] and chunks == [5]  # 22 positions in passes of 5, tiles of 7
     assert torch.allclose(loss, ref, rtol=1e-5)

@@ -19,6 +19,7 @@ from flamingo_core.mixture import (
     DatasetMixture,
     SourceSchedule,
     accumulate_gradients,
+    flamingo_logits,
     next_token_nll,
     parse_weights,
     token_nll,
@@ -101,30 +102,64 @@ def test_token_nll_computes_logits_at_label_positions_only_and_matches_the_full_
     b = batches["m3w"]
     media = {k: b[k] for k in ("media", "media_mask", "media_frame_mask")}
     full = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], **media).logits
+    assert torch.equal(flamingo_logits(model, b), full)
     ref_sum, ref_count = next_token_nll(full, b["labels"])
-    got_sum, got_count = token_nll(model, b)
-    assert int(got_count) == int(ref_count) > 0
-    assert torch.allclose(got_sum, ref_sum, rtol=1e-5)
-
-    class LogitsOnly(torch.nn.Module):  # a model without label_targets (FSDP-wrapped models take this path too)
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask, media=None, media_mask=None, media_frame_mask=None,
-                    logits_mask=None):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask, media=media, media_mask=media_mask,
-                              media_frame_mask=media_frame_mask, logits_mask=logits_mask)
-
-    logits_sum, logits_count = token_nll(LogitsOnly(model), b)
-    assert int(logits_count) == int(ref_count) and torch.allclose(logits_sum, ref_sum, rtol=1e-5)
+    for fused in (True, False):  # the fused head loss, and the logits path (FSDP)
+        model.fused_head_loss = fused
+        got_sum, got_count = token_nll(model, b)
+        assert int(got_count) == int(ref_count) > 0
+        assert torch.allclose(got_sum, ref_sum, rtol=1e-5), fused
     positions = torch.zeros_like(b["attention_mask"], dtype=torch.bool)
     positions[:, :-1] = b["labels"][:, 1:] != IGNORE_INDEX
-    picked = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions, **media).logits
+    picked = flamingo_logits(model, b, positions)
     assert picked.shape == (int(positions.sum()), full.shape[-1])  # (P, V): padding and media rows skipped
     assert torch.allclose(picked, full[positions], atol=1e-5)
+    mean = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"], **media)
+    assert torch.equal(mean.logits, full) and torch.allclose(mean.loss * ref_count, ref_sum, rtol=1e-5)
     with pytest.raises(ValueError, match="not both"):
         model(input_ids=b["input_ids"], labels=b["labels"], logits_mask=positions, **media)
+    with pytest.raises(ValueError, match="needs labels"):
+        model(input_ids=b["input_ids"], loss_reduction="sum", **media)
+    with pytest.raises(ValueError, match="'mean' or 'sum'"):
+        model(input_ids=b["input_ids"], labels=b["labels"], loss_reduction="none", **media)
+
+
+def test_the_fsdp_setting_takes_the_logits_path_with_the_fused_loss_and_gradients(batches, monkeypatch):
+    """``fused_head_loss = False`` (the trainer's setting under FSDP, whose sharded parameters the in-forward
+    gradient of the fused head loss would bypass): the loss comes from one (P, V) block of logits by autograd, no
+    fused head loss runs, and the loss and every trained part's gradient equal the fused path's."""
+    from flamingo_core import head_loss
+
+    model = _model()
+    b = batches["m3w"]
+    fused_ran = []
+    real_apply = head_loss.LinearHeadNLL.apply
+    monkeypatch.setattr(head_loss.LinearHeadNLL, "apply", lambda *a: fused_ran.append(1) or real_apply(*a))
+    fused_loss, count = token_nll(model, b)
+    fused_loss.backward()
+    assert fused_ran == [1]
+    fused = _grads(model)
+    model.zero_grad(set_to_none=True)
+
+    def refuse(*args):
+        raise AssertionError("a fused head loss ran with fused_head_loss = False")
+
+    for fn in (head_loss.LinearHeadNLL, head_loss.ChunkedHeadNLL):
+        monkeypatch.setattr(fn, "apply", refuse)
+    heads = []
+    real_logits = type(model).compute_logits
+    monkeypatch.setattr(type(model), "compute_logits",
+                        lambda self, h, decoding=False: heads.append(tuple(h.shape)) or real_logits(self, h, decoding))
+    model.fused_head_loss = False
+    loss, logits_count = token_nll(model, b)
+    assert heads == [(int(count), model.lm.config.hidden_size)]  # the label positions only, in one block
+    assert int(logits_count) == int(count) > 0
+    loss.backward()
+    assert torch.allclose(loss, fused_loss, rtol=1e-5)
+    got = _grads(model)
+    for name, g in fused.items():
+        _assert_close(got[name], g, name, rtol=1e-4)
+    assert fused["new_tokens.input_rows"].abs().sum() > 0 and fused["perceiver.latents"].abs().sum() > 0
 
 
 def _assert_close(got, ref, name, rtol):
@@ -138,7 +173,7 @@ def _assert_close(got, ref, name, rtol):
 @pytest.mark.parametrize("tied", [True, False])
 @pytest.mark.parametrize("chunk", [3, 64])
 def test_head_loss_equals_the_logits_loss_in_value_and_gradients(batches, tied, chunk, head, monkeypatch):
-    """Flamingo.forward(label_targets=...) - LinearHeadNLL (hand-written gradients, vocabulary in tiles) or
+    """Flamingo.forward(labels=..., loss_reduction="sum") - LinearHeadNLL (hand-written gradients, vocabulary in tiles) or
     ChunkedHeadNLL (autograd chunk by chunk) - against cross-entropy on the (P, V) logits: same loss, same
     gradient for every trained part."""
     from flamingo_core import head_loss
@@ -174,8 +209,8 @@ def test_head_loss_equals_the_logits_loss_in_value_and_gradients(batches, tied, 
     ref.backward()
     ref_grads = _grads(model)
     model.zero_grad(set_to_none=True)
-    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions,
-                label_targets=targets, loss_chunk=chunk, **media)
+    out = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"],
+                loss_reduction="sum", loss_chunk=chunk, **media)
     assert out.logits is None and used == [spied]
     out.loss.backward()
     assert torch.allclose(out.loss, ref, rtol=1e-5)
@@ -184,11 +219,9 @@ def test_head_loss_equals_the_logits_loss_in_value_and_gradients(batches, tied, 
         _assert_close(got[name], g, name, rtol=1e-4)
     assert ref_grads["new_tokens.input_rows"].abs().sum() > 0
     with torch.no_grad():  # without autograd the same sum comes from the plain chunked path
-        again = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], logits_mask=positions,
-                      label_targets=targets, loss_chunk=chunk, **media).loss
+        again = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"], labels=b["labels"],
+                      loss_reduction="sum", loss_chunk=chunk, **media).loss
     assert torch.allclose(again, ref, rtol=1e-5)
-    with pytest.raises(ValueError, match="needs logits_mask"):
-        model(input_ids=b["input_ids"], label_targets=targets, **media)
 
 
 def test_all_masked_batch_gives_zero_loss_and_no_nan(batches):

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from test_data_world import make_world
 
 import flamingo_core as fc
+from contrastive_encoder.shared.checkpoint import read_training_state
 from contrastive_encoder.shared.nonfinite import NonFiniteLossError
 from flamingo_core.train import (
     TrainConfig,
@@ -38,7 +39,7 @@ def world(tmp_path_factory):
 
 
 def _cfg(world: Path, out: Path, **kw) -> TrainConfig:
-    base = dict(data=str(world), out=str(out), preset="tiny", vision_encoder=None, weights=FAST, batch_size=2,
+    base = dict(data=str(world), out=str(out), model="tiny", vision_encoder=None, weights=FAST, batch_size=2,
                 lr=1e-3, warmup_steps=2, max_steps=4, save_every=2, final_eval=False, progress=False, cpu=True)
     base.update(kw)
     return TrainConfig(**base)
@@ -101,15 +102,15 @@ def test_resumed_run_equals_uninterrupted(world, tmp_path):
     assert first.step == 2 and _ckpt(tmp_path / "b", 2).is_dir()
     resumed = train(_cfg(world, tmp_path / "b", resume="latest"))
     assert resumed.step == 4
-    a = load_file(str(_ckpt(tmp_path / "a", 4) / "trained.safetensors"))
-    b = load_file(str(_ckpt(tmp_path / "b", 4) / "trained.safetensors"))
-    a2 = load_file(str(_ckpt(tmp_path / "a", 2) / "trained.safetensors"))
+    a = load_file(str(_ckpt(tmp_path / "a", 4) / "model" / "model.safetensors"))
+    b = load_file(str(_ckpt(tmp_path / "b", 4) / "model" / "model.safetensors"))
+    a2 = load_file(str(_ckpt(tmp_path / "a", 2) / "model" / "model.safetensors"))
     assert set(a) == set(b)
     assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise
     assert any(not torch.equal(a[k], a2[k]) for k in a)  # and training did change them between steps 2 and 4
     assert resumed.losses == straight.losses
-    oa = torch.load(_ckpt(tmp_path / "a", 4) / "optimizer.pt", weights_only=True)
-    ob = torch.load(_ckpt(tmp_path / "b", 4) / "optimizer.pt", weights_only=True)
+    oa = read_training_state(_ckpt(tmp_path / "a", 4))[1]
+    ob = read_training_state(_ckpt(tmp_path / "b", 4))[1]
     assert all(torch.equal(oa["state"][i]["exp_avg_sq"], ob["state"][i]["exp_avg_sq"]) for i in oa["state"])
     state = json.loads((_ckpt(tmp_path / "b", 4) / "state.json").read_text())
     assert state["step"] == 4 and state["data_position"]["ltip"] == {"epoch": 0, "offset": 8}
@@ -125,7 +126,8 @@ RR_ORDER = ["ltip", "align", "ltip", "ltip", "align"]
 
 def test_round_robin_run_records_its_turns_and_resumes_mid_cycle_after_the_time_budget(world, tmp_path,
                                                                                         monkeypatch):
-    import flamingo_core.train.loop as train_mod
+    import contrastive_encoder.shared.training as training_mod
+    import flamingo_core.train.step as step_mod
     from contrastive_encoder.shared.runlog import read_metrics
 
     rr = dict(strategy="round-robin", weights=RR, max_steps=5, save_every=0, log_every=1)
@@ -137,7 +139,7 @@ def test_round_robin_run_records_its_turns_and_resumes_mid_cycle_after_the_time_
         assert r["loss"] == r[f"loss/{r['source']}"]
 
     # the same run stopped by --max-minutes after 2 steps (mid-cycle; the clock jumps), then resumed
-    real_step, clock, calls = train_mod.train_step, {"offset": 0.0}, []
+    real_step, clock, calls = step_mod.train_step, {"offset": 0.0}, []
 
     def step_then_run_out_of_time(*args, **kwargs):
         result = real_step(*args, **kwargs)
@@ -146,8 +148,8 @@ def test_round_robin_run_records_its_turns_and_resumes_mid_cycle_after_the_time_
             clock["offset"] = 3600.0
         return result
 
-    monkeypatch.setattr(train_mod, "train_step", step_then_run_out_of_time)
-    monkeypatch.setattr(train_mod, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + clock["offset"]))
+    monkeypatch.setattr("flamingo_core.train.loop.train_step", step_then_run_out_of_time)
+    monkeypatch.setattr(training_mod, "time", types.SimpleNamespace(monotonic=lambda: time.monotonic() + clock["offset"]))
     first = train(_cfg(world, tmp_path / "b", max_minutes=30.0, **rr))
     assert (first.step, first.stopped) == (2, "max_minutes") and _ckpt(tmp_path / "b", 2).is_dir()
     monkeypatch.undo()
@@ -158,8 +160,8 @@ def test_round_robin_run_records_its_turns_and_resumes_mid_cycle_after_the_time_
         train(_cfg(world, tmp_path / "b", resume="latest", **dict(rr, strategy="accumulation")))
     resumed = train(_cfg(world, tmp_path / "b", resume="latest", **rr))
     assert resumed.step == 5 and resumed.losses == straight.losses
-    a = load_file(str(_ckpt(tmp_path / "a", 5) / "trained.safetensors"))
-    b = load_file(str(_ckpt(tmp_path / "b", 5) / "trained.safetensors"))
+    a = load_file(str(_ckpt(tmp_path / "a", 5) / "model" / "model.safetensors"))
+    b = load_file(str(_ckpt(tmp_path / "b", 5) / "model" / "model.safetensors"))
     assert set(a) == set(b) and all(torch.equal(a[k], b[k]) for k in a)  # bitwise
     again = read_metrics(tmp_path / "b" / "metrics.jsonl")
     assert [(r["step"], r["source"], r["loss"]) for r in again] == [(r["step"], r["source"], r["loss"]) for r in records]
@@ -176,7 +178,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, monk
         out = forward(self, *args, **kwargs)
         calls["n"] += 1
         if calls["n"] > 6:  # 2 sources per step: steps 1-3 are fine, step 4 is not
-            out.logits = out.logits * float("nan")
+            out.loss = out.loss * float("nan")  # the summed training loss token_nll reads
         return out
 
     monkeypatch.setattr(fc.Flamingo, "forward", poisoned)
@@ -185,12 +187,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(world, tmp_path, monk
         train(_cfg(world, out, max_steps=6, save_every=1, keep_checkpoints=2))
     steps = sorted(p.name for p in (out / "checkpoints").iterdir() if not p.name.startswith("."))
     assert steps == ["step_00000002", "step_00000003"]  # nothing written for the bad step
-    weights = load_file(str(_ckpt(out, 3) / "trained.safetensors"))
+    weights = load_file(str(_ckpt(out, 3) / "model" / "model.safetensors"))
     assert all(torch.isfinite(v).all() for v in weights.values())
 
     # the command line reports it in one line with exit code 3
     calls["n"] = 0
-    rc = main(["--data", str(world), "--out", str(tmp_path / "cli"), "--preset", "tiny", "--vision-encoder", "",
+    rc = main(["--data", str(world), "--out", str(tmp_path / "cli"), "--model", "tiny", "--vision-encoder", "",
                "--weights", FAST, "--batch-size", "2", "--max-steps", "6", "--save-every", "1", "--no-eval",
                "--no-progress", "--cpu"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -213,7 +215,7 @@ def test_corrupt_media_skipped_and_counted_in_a_run_or_strict_failure(world, tmp
     result = train(_cfg(bad, tmp_path / "run", weights="ltip=1,m3w=0,align=0,vtp=0", batch_size=4, max_steps=4,
                         save_every=0))
     assert sum(result.skipped.values()) == 2  # 16 samples read once each: the 2 bad ones counted
-    rc = main(["--data", str(bad), "--out", str(tmp_path / "strict"), "--preset", "tiny", "--vision-encoder", "",
+    rc = main(["--data", str(bad), "--out", str(tmp_path / "strict"), "--model", "tiny", "--vision-encoder", "",
                "--weights", "ltip=1,m3w=0,align=0,vtp=0", "--batch-size", "4", "--max-steps", "4", "--strict",
                "--no-eval", "--no-progress", "--cpu"])
     err = capsys.readouterr().err.strip().splitlines()
@@ -226,7 +228,7 @@ def test_every_flag_has_help_and_defaults_suit_the_benchmark():
         if not isinstance(action, argparse._HelpAction):
             assert action.help, action.option_strings
     cfg = parse_args([])
-    assert cfg.data == "data/world" and cfg.preset == "smollm2" and cfg.vision_encoder == "runs/stage1/export"
+    assert cfg.data == "data/world" and cfg.model == "smollm2" and cfg.vision_encoder == "runs/stage1/export"
     assert 1e-4 <= cfg.lr <= 1e-3 and cfg.batch_size == 4 and 0 < cfg.max_minutes <= 18
     assert cfg.resampler_lr_mult < 1 < cfg.gate_lr_mult  # see TrainConfig: the resampler collapses at full rate
     from flamingo_core.train import source_batch_sizes
@@ -239,15 +241,15 @@ def test_every_flag_has_help_and_defaults_suit_the_benchmark():
 
 
 def test_cli_user_errors_are_one_line(tmp_path, capsys):
-    rc = main(["--data", str(tmp_path / "nowhere"), "--preset", "tiny", "--vision-encoder", "", "--out",
+    rc = main(["--data", str(tmp_path / "nowhere"), "--model", "tiny", "--vision-encoder", "", "--out",
                str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "nowhere" in err[0]
-    rc = main(["--weights", "m3w:1", "--preset", "tiny", "--out", str(tmp_path / "o")])
+    rc = main(["--weights", "m3w:1", "--model", "tiny", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and "NAME=NUMBER" in err[0]
     rc = main(["--resume", "latest", "--data", str(tmp_path), "--weights", "m3w=0,ltip=0,align=0,vtp=0,x=1",
-               "--source", "x=pairs:" + str(tmp_path / "x.jsonl"), "--preset", "tiny", "--out", str(tmp_path / "o")])
+               "--source", "x=pairs:" + str(tmp_path / "x.jsonl"), "--model", "tiny", "--out", str(tmp_path / "o")])
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1
 
@@ -257,7 +259,7 @@ def test_bad_strategy_is_one_line_exit_2(capsys):
     assert parse_args([]).strategy == "accumulation"  # the paper's choice stays the default
     from flamingo_core.cli import main as flamingo
 
-    for run in (lambda: main(["--strategy", "merge", "--preset", "tiny"]),
+    for run in (lambda: main(["--strategy", "merge", "--model", "tiny"]),
                 lambda: flamingo(["train", "--strategy", "merge"])):  # `flamingo train` forwards to train.main
         rc = run()
         err = capsys.readouterr().err.strip().splitlines()
@@ -295,7 +297,7 @@ def test_gradient_checkpointing_recomputes_layers_and_keeps_gradients(tmp_path):
 def test_bf16_autocast_keeps_fp32_parameters(world, tmp_path):
     result = train(_cfg(world, tmp_path / "bf16", precision="bf16", max_steps=2, save_every=2))
     assert result.step == 2 and all(v == v for v in result.losses.values())
-    weights = load_file(str(_ckpt(tmp_path / "bf16", 2) / "trained.safetensors"))
+    weights = load_file(str(_ckpt(tmp_path / "bf16", 2) / "model" / "model.safetensors"))
     assert all(v.dtype == torch.float32 for v in weights.values())
 
 
@@ -306,3 +308,23 @@ def test_summary_of_a_resumed_run_has_no_nan_first_loss():
     assert _held_out_summary({}, {"eval_loss": 1.5}) == "; held-out loss 1.5000"
     assert _held_out_summary({"eval_loss": 2.0}, {"eval_loss": 1.5}) == "; held-out loss 2.0000 -> 1.5000"
     assert _held_out_summary({"eval_loss": 2.0}, None) == ""
+
+
+def test_a_checkpoint_in_the_older_stage2_layout_still_resumes_and_a_new_one_loads_as_a_model(world, tmp_path):
+    """Before the stages shared one layout, stage 2 wrote trained.safetensors, optimizer.pt and rng.pt."""
+    from safetensors.torch import save_file
+
+    straight = train(_cfg(world, tmp_path / "a"))
+    train(_cfg(world, tmp_path / "b", max_steps=2))
+    ckpt = _ckpt(tmp_path / "b", 2)
+    loaded = fc.Flamingo.from_pretrained(ckpt / "model")  # a checkpoint's model/ is a saved model of its own
+    assert set(loaded.trainable_state_dict()) == set(load_file(str(ckpt / "model" / "model.safetensors")))
+    state, optimizer, rng = read_training_state(ckpt)
+    save_file(load_file(str(ckpt / "model" / "model.safetensors")), str(ckpt / "trained.safetensors"))
+    torch.save(optimizer, ckpt / "optimizer.pt")
+    torch.save({"cpu": rng["cpu"]}, ckpt / "rng.pt")
+    for name in ("model", "optimizer.safetensors", "optimizer.json", "rng.safetensors"):
+        target = ckpt / name
+        __import__("shutil").rmtree(target) if target.is_dir() else target.unlink()
+    resumed = train(_cfg(world, tmp_path / "b", resume="latest"))
+    assert resumed.step == 4 and resumed.losses == straight.losses

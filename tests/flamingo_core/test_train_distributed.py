@@ -18,7 +18,9 @@ import torch
 from safetensors.torch import load_file
 from test_data_world import make_world
 
-ARGS = ["--cpu", "--preset", "tiny", "--vision-encoder", "", "--weights", "m3w=0.5,ltip=1,align=0.2,vtp=0.03",
+from contrastive_encoder.shared.checkpoint import read_training_state
+
+ARGS = ["--cpu", "--model", "tiny", "--vision-encoder", "", "--weights", "m3w=0.5,ltip=1,align=0.2,vtp=0.03",
         "--max-steps", "3", "--save-every", "3", "--no-eval", "--no-progress", "--lr", "1e-3", "--warmup-steps", "1"]
 
 
@@ -45,8 +47,8 @@ def test_two_process_ddp_zero1_equals_one_process(tmp_path_factory, tmp_path):
     assert "2 process(es)" in two and "ZeRO-1 sharded AdamW" in two
     assert "1 process(es)" in one and "ZeRO-1" not in one
     step = Path("checkpoints") / "step_00000003"
-    a = load_file(str(tmp_path / "one" / step / "trained.safetensors"))
-    b = load_file(str(tmp_path / "two" / step / "trained.safetensors"))
+    a = load_file(str(tmp_path / "one" / step / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "two" / step / "model" / "model.safetensors"))
     init = {n: p.detach() for n, p in __import__("flamingo_core").create_model("tiny").named_parameters()
             if p.requires_grad}
     assert set(a) == set(b) == set(init)
@@ -59,6 +61,6 @@ def test_two_process_ddp_zero1_equals_one_process(tmp_path_factory, tmp_path):
     for k in la:
         assert abs(la[k] - lb[k]) <= 1e-5 * abs(la[k]), (k, la[k], lb[k])
     # the ZeRO run saved the full (consolidated) optimizer state, same layout as the 1-process run
-    oa = torch.load(tmp_path / "one" / step / "optimizer.pt", weights_only=True)
-    ob = torch.load(tmp_path / "two" / step / "optimizer.pt", weights_only=True)
+    oa = read_training_state(tmp_path / "one" / step)[1]
+    ob = read_training_state(tmp_path / "two" / step)[1]
     assert len(oa["state"]) == len(ob["state"]) == len(a)

@@ -47,7 +47,7 @@ def unwritable(tmp_path: Path) -> Path:
 
 
 def pipeline_argv(out: Path, tmp_path: Path) -> list[str]:
-    return ["--preset", "tiny", "--out", str(out), "--data", str(tmp_path / "world")]
+    return ["--budget", "tiny", "--out", str(out), "--data", str(tmp_path / "world")]
 
 
 def test_pipeline_out_that_is_a_file_or_unwritable_is_one_line(tmp_path, capsys):
@@ -71,6 +71,33 @@ def test_pipeline_refuses_a_foreign_folder_and_keeps_its_files(tmp_path, capsys)
     assert os.listdir(home) == ["thesis.tex"]
 
 
+def test_a_run_folder_written_before_the_budget_rename_is_still_recognised(tmp_path):
+    """pipeline.json of older runs names the budget "preset": the same run continues, another one is refused."""
+    out, data = tmp_path / "run", tmp_path / "world"
+    out.mkdir()
+    (out / "pipeline.json").write_text(json.dumps({"preset": "tiny", "seed": 0, "data": str(data)}))
+    run_pipeline.Pipeline("tiny", out, data, 0).check_folder()
+    with pytest.raises(run_pipeline.PipelineError, match=f"delete {out} or pass another --out"):
+        run_pipeline.Pipeline("quick", out, data, 0).check_folder()
+    assert json.loads((out / "pipeline.json").read_text())["preset"] == "tiny"  # read, not rewritten
+
+
+def test_every_budgets_training_commands_parse(tmp_path, monkeypatch):
+    from contrastive_encoder.cli import parse_args as stage1
+    from flamingo_core.train import parse_args as stage2
+
+    monkeypatch.setattr(run_pipeline, "_cli", lambda name: name)
+    calls: list[list[str]] = []
+    for name in run_pipeline.BUDGETS:
+        p = run_pipeline.Pipeline(name, tmp_path / name, tmp_path / "world", 0)
+        calls.clear()
+        monkeypatch.setattr(p, "sh", lambda args, log_name: calls.append(args))
+        p.stage_encoder()
+        p.stage_flamingo()
+        s1, s2 = stage1(calls[0][1:]), stage2(calls[1][2:])
+        assert s1.model == p.budget.stage1_model and s2.model == p.budget.stage2_model
+
+
 # --------------------------------------------------------------------------------- the stage process dies too
 
 
@@ -88,7 +115,7 @@ sys.path.insert(0, {tools!r})
 import run_pipeline
 run_pipeline._cli = lambda name: {fake!r}  # every stage command is the fake one
 run_pipeline.Pipeline.stage_data = lambda self: None  # no world needed
-sys.exit(run_pipeline.main(["--preset", "tiny", "--out", {out!r}, "--data", {data!r}]))
+sys.exit(run_pipeline.main(["--budget", "tiny", "--out", {out!r}, "--data", {data!r}]))
 """
 
 
@@ -188,7 +215,7 @@ def test_fewshot_reruns_resume_their_predictions_unless_the_model_was_trained_ag
             _touch_later(marker)
 
     monkeypatch.setattr(p, "sh", sh)
-    tasks = run_pipeline.PRESETS["tiny"].eval_tasks
+    tasks = run_pipeline.BUDGETS["tiny"].eval_tasks
     _touch_later(p.done_marker("stage2"))
     for task in tasks[1:]:
         _touch_later(tmp_path / "run" / "eval" / task / "run.json", than=p.done_marker("stage2"))

@@ -53,7 +53,7 @@ def test_stage1_killed_during_training_and_export_keeps_loadable_checkpoints_and
     pairs = write_pairs(tmp_path / "pairs")
     out, rng = tmp_path / "run", random.Random(15)
     args = ["contrastive_encoder.cli", "train", "--model", "tiny", "--data", str(pairs), "--batch-size", "6",
-            "--steps", "100000", "--save-every", "1", "--keep", "2", "--workers", "0", "--no-progress",
+            "--max-steps", "100000", "--save-every", "1", "--keep-checkpoints", "2", "--num-workers", "0", "--no-progress",
             "--max-minutes", "0", "--out", str(out)]
     seen: set[str] = set()
     for k in range(KILLS):
@@ -63,8 +63,8 @@ def test_stage1_killed_during_training_and_export_keeps_loadable_checkpoints_and
         load_checkpoint(ckpt, DualEncoder.from_pretrained(ckpt / "model"))
         seen.add(ckpt.name)
     # the next start removes the killed runs' temporaries (its own save may be running: look before it saves)
-    done = subprocess.run([sys.executable, "-m", *args[:args.index("--steps")], "--steps",
-                           str(int(latest_checkpoint(out).name.split("_")[1]) + 1), *args[args.index("--steps") + 2:],
+    done = subprocess.run([sys.executable, "-m", *args[:args.index("--max-steps")], "--max-steps",
+                           str(int(latest_checkpoint(out).name.split("_")[1]) + 1), *args[args.index("--max-steps") + 2:],
                            "--resume", "latest"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert temporaries(out) == []
@@ -88,7 +88,7 @@ def test_stage2_killed_during_training_keeps_a_loadable_checkpoint(tmp_path):
 
     world = make_world(tmp_path)
     out, rng = tmp_path / "run", random.Random(15)
-    args = ["flamingo_core.train", "--data", str(world), "--preset", "tiny", "--vision-encoder", "", "--weights",
+    args = ["flamingo_core.train", "--data", str(world), "--model", "tiny", "--vision-encoder", "", "--weights",
             "m3w=1,ltip=0.2,align=0,vtp=0", "--batch-size", "4", "--max-steps", "100000", "--max-minutes", "0",
             "--save-every", "1", "--keep-checkpoints", "2", "--no-eval", "--no-progress", "--cpu", "--out", str(out)]
     seen: set[str] = set()

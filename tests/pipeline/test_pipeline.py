@@ -20,7 +20,7 @@ import run_pipeline
 def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("pipeline")
     run, world = root / "run", root / "world"
-    assert run_pipeline.main(["--preset", "tiny", "--out", str(run), "--data", str(world)]) == 0
+    assert run_pipeline.main(["--budget", "tiny", "--out", str(run), "--data", str(world)]) == 0
     return run, world
 
 
@@ -35,10 +35,10 @@ def test_stage_outputs_exist_and_load(tiny_run):
     encoder = load_vision_encoder(run / "vision")
     model = Flamingo.from_pretrained(run / "stage2" / "model")
     assert model.vision_encoder.identifier == encoder.identifier
-    for task in run_pipeline.PRESETS["tiny"].eval_tasks:
+    for task in run_pipeline.BUDGETS["tiny"].eval_tasks:
         results = json.loads((run / "eval" / task / "results.json").read_text())["results"]
-        assert {r["selection"] for r in results} == set(run_pipeline.PRESETS["tiny"].selections[task])
-        assert {r["shots"] for r in results} == set(run_pipeline.PRESETS["tiny"].eval_shots)
+        assert {r["selection"] for r in results} == set(run_pipeline.BUDGETS["tiny"].selections[task])
+        assert {r["shots"] for r in results} == set(run_pipeline.BUDGETS["tiny"].eval_shots)
         assert all(r["ci95"] is not None for r in results)
         if task == "bind":  # novel labels on the colour set: chance is one in eight by construction
             assert {r["labels"] for r in results} == {"nonce"}
@@ -93,7 +93,7 @@ def test_report_numbers_are_the_logged_ones(tiny_run):
 def test_rerun_skips_finished_stages(tiny_run, capsys):
     run, world = tiny_run
     before = (run / "report.md").read_text()
-    assert run_pipeline.main(["--preset", "tiny", "--out", str(run), "--data", str(world)]) == 0
+    assert run_pipeline.main(["--budget", "tiny", "--out", str(run), "--data", str(world)]) == 0
     out = capsys.readouterr().out
     assert out.count("done earlier, skipped") == 6
     assert (run / "report.md").read_text() == before
@@ -107,15 +107,15 @@ def test_interrupted_stage_completes_on_rerun(tiny_run, capsys):
     (run / "report.md").unlink()
     pred = sorted((run / "eval" / "vqa" / "predictions").glob("*.jsonl"))[-1]
     pred.write_text(pred.read_text()[:-20])
-    assert run_pipeline.main(["--preset", "tiny", "--out", str(run), "--data", str(world)]) == 0
+    assert run_pipeline.main(["--budget", "tiny", "--out", str(run), "--data", str(world)]) == 0
     out = capsys.readouterr().out
     assert "few-shot vqa" in out and "few-shot caption" not in out  # finished tasks were not redone
     assert all(s in (run / "report.md").read_text() for s in pipeline_report.SECTIONS)
 
 
-def test_folder_from_another_preset_is_refused(tiny_run, capsys):
+def test_folder_from_another_budget_is_refused(tiny_run, capsys):
     run, world = tiny_run
-    assert run_pipeline.main(["--preset", "quick", "--out", str(run), "--data", str(world)]) == 2
+    assert run_pipeline.main(["--budget", "quick", "--out", str(run), "--data", str(world)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "delete" in err and str(run) in err
 
@@ -126,8 +126,8 @@ def test_missing_stage_output_is_named(tiny_run, tmp_path, capsys):
     shutil.copytree(run, copy)
     shutil.rmtree(copy / "stage2" / "model")
     (copy / "report" / ".done").unlink()
-    (copy / "pipeline.json").write_text(json.dumps({"preset": "tiny", "seed": 0, "data": str(world)}))
-    assert run_pipeline.main(["--preset", "tiny", "--out", str(copy), "--data", str(world)]) == 2
+    (copy / "pipeline.json").write_text(json.dumps({"budget": "tiny", "seed": 0, "data": str(world)}))
+    assert run_pipeline.main(["--budget", "tiny", "--out", str(copy), "--data", str(world)]) == 2
     err = capsys.readouterr().err
     assert "model.safetensors is missing" in err and "rerun" in err
     assert f"delete {copy / 'stage2'}" in err
@@ -137,5 +137,5 @@ def test_missing_stage_output_is_named(tiny_run, tmp_path, capsys):
 def test_too_little_disk_is_refused(tmp_path, monkeypatch, capsys):
     usage = namedtuple("usage", "total used free")
     monkeypatch.setattr(run_pipeline.shutil, "disk_usage", lambda _: usage(10, 10, 1024))
-    assert run_pipeline.main(["--preset", "tiny", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "w")]) == 2
+    assert run_pipeline.main(["--budget", "tiny", "--out", str(tmp_path / "r"), "--data", str(tmp_path / "w")]) == 2
     assert "free some space" in capsys.readouterr().err

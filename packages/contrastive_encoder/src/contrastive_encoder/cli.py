@@ -1,7 +1,8 @@
 """``contrastive-encoder train | eval | export``: the command line of stage 1.
 
-Defaults train the ``nano-minilm`` preset on the ShapesWorld pairs written by ``tools/shapesworld.py`` under
-``data/world`` and evaluate zero-shot colour and shape classification on its held-out images.
+``train``'s flags and defaults are ``TrainConfig``'s fields (``train_config.py``): the ``nano-minilm`` preset on
+the ShapesWorld pairs written by ``tools/shapesworld`` under ``data/world``, evaluated zero-shot on its held-out
+colour and shape images.
 """
 
 from __future__ import annotations
@@ -11,71 +12,20 @@ import json
 import sys
 from pathlib import Path
 
-from .data.mixing import STRATEGIES
-from .shared.argtypes import OneLineParser, non_negative_float, non_negative_int, positive_float, positive_int
+from .shared.argtypes import OneLineParser, positive_int
+from .shared.configcli import add_config_arguments, config_from_args
 from .shared.nonfinite import EXIT_NONFINITE, NonFiniteLossError
 from .shared.pretrained import PretrainedError
 from .shared.records import BadSampleError
+from .train_config import WORLD, TrainConfig
 
 __all__ = ["main", "parse_args"]
 
-WORLD = Path("data/world")
-
 
 def _train_parser(sub) -> None:
+    # every flag and default comes from TrainConfig's fields (shared/configcli.py): the API trains the same run
     p = sub.add_parser("train", help="contrastive pretraining of a dual encoder")
-    p.add_argument("--model", default="nano-minilm", help="preset name, preset JSON, or saved model folder")
-    p.add_argument("--data", action="append", default=None,
-                   help="pair source, repeatable: file.jsonl, shard.tar / shard folder / glob, or hf:<dataset>[:split] "
-                        f"(default {WORLD}/ltip/train.jsonl and {WORLD}/align/train.jsonl, as the paper's LTIP + ALIGN)")
-    p.add_argument("--data-weights", type=non_negative_float, nargs="+", default=None, help="one weight per --data (default 1 each)")
-    p.add_argument("--strategy", choices=STRATEGIES, default="accumulation", help="how several datasets are combined")
-    p.add_argument("--batch-size", type=positive_int, default=32,
-                   help="global batch size of one micro-batch of one dataset (all processes)")
-    p.add_argument("--accum-steps", type=positive_int, default=1, help="micro-batches per dataset per optimizer step")
-    p.add_argument("--steps", type=positive_int, default=1800, help="optimizer steps (the default takes about 9 minutes on 2 idle cores)")
-    p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="optimizer (sgd: plain, for ablations)")
-    p.add_argument("--lr", type=positive_float, default=1e-3, help="peak learning rate")
-    p.add_argument("--text-lr", type=positive_float, default=None, help="peak learning rate of the text tower (default --lr)")
-    p.add_argument("--weight-decay", type=non_negative_float, default=0.05, help="AdamW weight decay on weight matrices")
-    p.add_argument("--warmup-steps", type=non_negative_int, default=50, help="linear warmup steps")
-    p.add_argument("--schedule", choices=("cosine", "constant"), default="cosine", help="learning-rate schedule after warmup")
-    p.add_argument("--grad-clip", type=non_negative_float, default=1.0, help="max gradient norm (0 disables)")
-    p.add_argument("--agc", type=non_negative_float, default=0.0, help="adaptive gradient clipping factor for the NFNet (0 disables)")
-    p.add_argument("--lock-text", action=argparse.BooleanOptionalAction, default=None,
-                   help="freeze the text encoder (its projection still trains); default: frozen when pretrained")
-    p.add_argument("--no-text-cache", dest="text_cache", action="store_false",
-                   help="recompute a frozen text encoder's outputs instead of caching them per caption")
-    p.add_argument("--local-loss", action="store_true", help="score local rows only against the global batch")
-    p.add_argument("--image-size", type=positive_int, default=None, help="override the preset's resolution")
-    p.add_argument("--no-augment", dest="augment", action="store_false", help="disable colour jitter and flips")
-    p.add_argument("--no-swap-lr", dest="swap_lr", action="store_false",
-                   help="do not swap left/right words in captions of flipped images")
-    p.add_argument("--strict", action="store_true", help="fail on the first corrupt/missing image, naming the file")
-    p.add_argument("--seed", type=int, default=0, help="init, shuffling and augmentation seed")
-    p.add_argument("--workers", type=non_negative_int, default=1, help="DataLoader worker processes")
-    p.add_argument("--cpu", action="store_true", help="train on the CPU even when a GPU is present")
-    p.add_argument("--precision", choices=("auto", "bf16", "fp32"), default="auto", help="autocast precision")
-    p.add_argument("--out", default="runs/contrastive", help="run folder (checkpoints, metrics.jsonl, summary.json)")
-    p.add_argument("--save-every", type=non_negative_int, default=200, help="checkpoint every N steps (and at the end)")
-    p.add_argument("--keep", type=non_negative_int, default=2, help="checkpoints to keep (0 keeps all)")
-    p.add_argument("--resume", default=None, help="'latest' or a checkpoint folder to continue from")
-    p.add_argument("--overwrite", action="store_true",
-                   help="start again in a folder holding a previous run (deletes that run's checkpoints and metrics, "
-                        "nothing else), or write into a non-empty folder that is not a run; also applies to --export")
-    p.add_argument("--stop-after", type=positive_int, default=None, help="stop after N steps in this run (preemption test)")
-    p.add_argument("--max-minutes", type=non_negative_float, default=10.0,
-                   help="wall-clock budget of the training loop; checkpoint and stop when spent (0: no budget)")
-    p.add_argument("--log-every", type=positive_int, default=10, help="steps between metrics records")
-    p.add_argument("--eval-every", type=non_negative_int, default=0, help="steps between zero-shot evaluations (0: at the end)")
-    p.add_argument("--zero-shot", action="append", default=None,
-                   help=f"class-folder or JSONL set for zero-shot eval, repeatable (default: {WORLD}/eval/colour/val "
-                        f"and {WORLD}/eval/classify/val when they exist)")
-    p.add_argument("--template", dest="templates", action="append", default=None,
-                   help="prompt template with {class}, repeatable (default 'A photo of a {class}.')")
-    p.add_argument("--eval-max-images", type=positive_int, default=500, help="cap on images per zero-shot set")
-    p.add_argument("--export", default=None, help="also save the final model to this folder")
-    p.add_argument("--no-progress", dest="progress", action="store_false", help="hide the progress bar")
+    add_config_arguments(p, TrainConfig)
 
 
 def _eval_parser(sub) -> None:
@@ -115,10 +65,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def _model_folder(path: str) -> str:
     """A training checkpoint holds its model in ``model/``; a run folder means its latest checkpoint."""
-    from .shared.checkpoint import latest_checkpoint
+    from .shared.checkpoint import is_checkpoint, latest_checkpoint
 
     p = Path(path)
-    if (p / "trainer_state.json").is_file():
+    if is_checkpoint(p):
         return str(p / "model")
     if (p / "checkpoints").is_dir():
         ckpt = latest_checkpoint(p)
@@ -129,24 +79,18 @@ def _model_folder(path: str) -> str:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, train
-    from .zero_shot import DEFAULT_TEMPLATES
+    from .train import train
 
-    data = args.data
-    if data is None:  # ShapesWorld's LTIP (long captions) and ALIGN (short alt-texts naming colour and shape)
-        data = [str(WORLD / n / "train.jsonl") for n in ("ltip", "align") if (WORLD / n / "train.jsonl").exists()]
-        data = data or [str(WORLD / "ltip" / "train.jsonl")]
-    missing = [d for d in data if not d.startswith("hf:") and not any(c in d for c in "*?[") and not Path(d).exists()]
+    cfg, default = config_from_args(TrainConfig, args), TrainConfig()
+    default_data = cfg.data == default.data
+    if default_data:  # ShapesWorld's LTIP (long captions) and ALIGN (short alt-texts): those written
+        cfg.data = [d for d in cfg.data if Path(d).exists()] or cfg.data[:1]
+    if cfg.zero_shot == default.zero_shot:  # its held-out colour and shape sets, when written
+        cfg.zero_shot = [z for z in cfg.zero_shot if Path(z).is_dir()]
+    missing = [d for d in cfg.data if not d.startswith("hf:") and not any(c in d for c in "*?[") and not Path(d).exists()]
     if missing:
-        hint = " (generate ShapesWorld with `python tools/shapesworld --out data/world`)" if args.data is None else ""
+        hint = f" (generate ShapesWorld with `python tools/shapesworld --out {WORLD}`)" if default_data else ""
         raise FileNotFoundError(f"training data not found: {', '.join(missing)}{hint}")
-    zero_shot = args.zero_shot
-    if zero_shot is None:
-        zero_shot = [str(WORLD / "eval" / n / "val") for n in ("colour", "classify") if (WORLD / "eval" / n / "val").is_dir()]
-    fields = {k: v for k, v in vars(args).items() if k not in ("command", "data", "zero_shot", "templates")}
-    if args.max_minutes is not None and args.max_minutes <= 0:
-        fields["max_minutes"] = None
-    cfg = TrainConfig(data=data, zero_shot=zero_shot, templates=args.templates or list(DEFAULT_TEMPLATES), **fields)
     train(cfg)
     return 0
 

@@ -14,12 +14,11 @@ import json
 import math
 import time
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 
 from .data.mixing import StepPlanner
 from .data.pairs import PairDataset, collate_pairs
@@ -27,65 +26,28 @@ from .data.sources import open_source
 from .factory import create_model
 from .loss import ClipLoss
 from .model import DualEncoder
-from .shared.checkpoint import checkpoint_dir, latest_checkpoint, prune_checkpoints
-from .shared.nonfinite import NonFiniteLossError, check_finite, check_finite_weights
+from .shared.checkpoint import (
+    MODEL_DIR,
+    checkpoint_dir,
+    is_checkpoint,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_training_state,
+    restore_rng,
+    rng_states,
+    write_training_state,
+)
+from .shared.nonfinite import check_finite_weights
 from .shared.outputs import atomic_save_dir, atomic_write_text, check_save_target, claim_run_dir
-from .shared.readers import load_weights, read_json
+from .shared.readers import load_weights
 from .shared.records import SkipCounter
 from .shared.runlog import MetricsLogger
+from .shared.training import LoopSettings, StepLog, TimeBudget, any_process, make_accelerator, run_loop
+from .train_config import RUN_OUTPUTS, TrainConfig
 from .transforms import EvalTransform, TrainTransform
-from .zero_shot import DEFAULT_TEMPLATES, load_classification_set, zero_shot_classify
+from .zero_shot import load_classification_set, zero_shot_classify
 
-__all__ = ["TrainConfig", "load_checkpoint", "param_groups", "save_checkpoint", "train"]
-
-
-@dataclass
-class TrainConfig:
-    model: str = "nano-minilm"  # preset name, preset JSON, or a saved model folder to continue from
-    data: list[str] = field(default_factory=lambda: ["data/world/ltip/train.jsonl"])  # pair sources
-    data_weights: list[float] | None = None  # lambda per dataset (default 1 each)
-    strategy: str = "accumulation"  # accumulation | merge | round-robin
-    batch_size: int = 64  # global batch of one micro-batch, over all processes
-    accum_steps: int = 1  # micro-batches per dataset per update (negatives stay within a micro-batch)
-    steps: int = 600  # optimizer steps
-    optimizer: str = "adamw"  # adamw, or sgd (plain, no momentum: for tests and ablations)
-    lr: float = 1e-3  # peak learning rate
-    text_lr: float | None = None  # peak learning rate of the text tower (None: lr)
-    weight_decay: float = 0.05  # on matrices only (no gains, biases, norms, logit scale)
-    warmup_steps: int = 50  # linear warmup from 0
-    schedule: str = "cosine"  # cosine (to 0 at `steps`) or constant after warmup
-    grad_clip: float = 1.0  # max global gradient norm (0 disables)
-    agc: float = 0.0  # Adaptive Gradient Clipping factor for the NFNet trunk (0 disables; NFNet uses 0.01)
-    lock_text: bool | None = None  # freeze the text encoder (projection still trains); None: if pretrained
-    text_cache: bool = True  # with a frozen text encoder, cache each caption's pooled output (exact, faster)
-    local_loss: bool = False  # each process scores only its own rows against the global batch
-    image_size: int | None = None  # override the preset's resolution
-    augment: bool = True  # colour jitter + horizontal flip
-    swap_lr: bool = True  # swap left/right in captions of flipped images
-    strict: bool = False  # raise on the first corrupt/missing image or bad row
-    seed: int = 0  # init, shuffling and augmentation seed
-    workers: int = 0  # DataLoader worker processes
-    cpu: bool = False  # run on the CPU even when a GPU is present
-    precision: str = "auto"  # auto (bf16 on a bf16-capable GPU, else fp32) | bf16 | fp32
-    out: str = "runs/contrastive"  # run folder: checkpoints/, metrics.jsonl, final/
-    save_every: int = 200  # checkpoint every N steps (and always at the end); 0: only at the end
-    keep: int = 2  # checkpoints kept (<= 0 keeps all)
-    resume: str | None = None  # "latest" or a checkpoint folder
-    overwrite: bool = False  # replace a previous run in `out` (its own files only) / write into a non-empty folder
-    stop_after: int | None = None  # stop after this many steps in this invocation (simulated preemption)
-    max_minutes: float | None = None  # wall-clock budget; stops (and checkpoints) when spent
-    log_every: int = 10  # steps between metrics records
-    eval_every: int = 0  # steps between zero-shot evaluations (0: only at the end)
-    zero_shot: list[str] = field(default_factory=list)  # class-folder / JSONL sets to evaluate
-    templates: list[str] = field(default_factory=lambda: list(DEFAULT_TEMPLATES))  # prompts with {class}
-    eval_max_images: int | None = 500  # cap per evaluation set
-    export: str | None = None  # also write the final model here (save_pretrained folder); `overwrite` applies
-    progress: bool = True  # tqdm progress bar
-    model_overrides: dict[str, Any] = field(default_factory=dict)  # DualEncoderConfig field overrides
-
-
-# what a run writes in its folder (glob patterns): all that --overwrite deletes there
-RUN_OUTPUTS = ("checkpoints/step_*", "metrics.jsonl", "summary.json", "tensorboard/events.out.tfevents.*")
+__all__ = ["RUN_OUTPUTS", "TrainConfig", "load_checkpoint", "param_groups", "save_checkpoint", "train"]
 
 
 def param_groups(model: DualEncoder, weight_decay: float, lr: float, text_lr: float | None = None) -> list[dict]:
@@ -111,65 +73,33 @@ def _lr_lambda(cfg: TrainConfig):
             return (step + 1) / cfg.warmup_steps
         if cfg.schedule == "constant":
             return 1.0
-        progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
         return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     return fn
 
 
-# -- checkpoints --------------------------------------------------------------------------------------------
-def _optimizer_to_files(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    state = optimizer.state_dict()
-    tensors, scalars = {}, {}
-    for idx, per_param in state["state"].items():
-        for key, value in per_param.items():
-            if torch.is_tensor(value):
-                tensors[f"{idx}.{key}"] = value.detach().contiguous().cpu()
-            else:
-                scalars[f"{idx}.{key}"] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def _optimizer_from_files(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-    state: dict[int, dict[str, Any]] = {}
-    for name, value in list(tensors.items()) + list(meta["scalars"].items()):
-        idx, key = name.split(".", 1)
-        state.setdefault(int(idx), {})[key] = value
-    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
-    optimizer.load_state_dict({"state": state, "param_groups": groups})
-
-
-def save_checkpoint(
-    folder: str | Path, model: DualEncoder, optimizer, scheduler, step: int, extra: dict[str, Any]
-) -> Path:
-    """Write ``model/`` (a from_pretrained folder), optimizer tensors/JSON, scheduler, RNG and trainer state."""
+# -- checkpoints: the suite's one layout (shared/checkpoint.py), model/ a DualEncoder.save_pretrained folder --
+def save_checkpoint(folder: str | Path, model: DualEncoder, optimizer, scheduler, step: int,
+                    extra: dict[str, Any]) -> Path:
+    """Write ``model/``, the optimizer, scheduler, RNG and trainer state into ``folder``, atomically."""
     with atomic_save_dir(folder) as tmp:
-        model.save_pretrained(tmp / "model")
-        tensors, meta = _optimizer_to_files(optimizer)
-        save_file(tensors, str(tmp / "optimizer.safetensors"))
-        (tmp / "optimizer.json").write_text(json.dumps(meta))
-        save_file({"torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-        sched = scheduler.state_dict()  # lr_lambdas are None for plain functions: JSON-safe
-        state = {"step": step, "scheduler": sched, **extra}
-        (tmp / "trainer_state.json").write_text(json.dumps(state, indent=2))
+        model.save_pretrained(tmp / MODEL_DIR)
+        state = {"step": step, "scheduler": scheduler.state_dict(), **extra}  # lr_lambdas: None, JSON-safe
+        write_training_state(tmp, state, optimizer.state_dict(), rng_states())
     return Path(folder)
 
 
 def load_checkpoint(folder: str | Path, model: DualEncoder, optimizer=None, scheduler=None) -> dict[str, Any]:
     """Restore what save_checkpoint wrote (tensors via safetensors, nothing unpickled); returns trainer state."""
     folder = Path(folder)
-    if not (folder / "trainer_state.json").is_file():
-        raise FileNotFoundError(f"{folder} is not a training checkpoint (no trainer_state.json)")
-    weights = load_weights(folder / "model" / "model.safetensors")
-    model.load_state_dict(weights)
-    if optimizer is not None:
-        meta = read_json(folder / "optimizer.json")
-        _optimizer_from_files(optimizer, load_weights(folder / "optimizer.safetensors"), meta)
-    state = read_json(folder / "trainer_state.json")
+    state, opt_state, rng = read_training_state(folder)
+    model.load_state_dict(load_weights(folder / MODEL_DIR / "model.safetensors"))
+    if optimizer is not None and opt_state is not None:
+        optimizer.load_state_dict(opt_state)
     if scheduler is not None:
         scheduler.load_state_dict(state["scheduler"])
-    torch.set_rng_state(load_weights(folder / "rng.safetensors")["torch"])
+    restore_rng(rng, rank=0, world=1)  # replicated training: every process resumes the main one's generator
     return state
 
 
@@ -222,67 +152,66 @@ class _PooledTextCache:
         return torch.stack([self.store[t] for t in texts])
 
 
-def _precision(name: str) -> str:
-    if name == "auto":
-        return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
-    return {"fp32": "no", "bf16": "bf16", "no": "no"}[name]
-
-
-def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
-    """Run (or resume) contrastive pretraining; returns a summary dict (also written to ``summary.json``)."""
-    from accelerate import Accelerator
-    from timm.utils import adaptive_clip_grad
-    from tqdm.auto import tqdm
-
-    # accelerate only sets up multi-process CPU (gloo) runs when told cpu=True
-    cpu = cfg.cpu or not torch.cuda.is_available()
-    accelerator = accelerator or Accelerator(mixed_precision=_precision(cfg.precision), cpu=cpu)
-    rank, world = accelerator.process_index, accelerator.num_processes
+def _check_inputs(cfg: TrainConfig, accelerator, out: Path) -> None:
+    """Everything that can be refused before the model loads (a bad --out costs seconds, not a training run)."""
+    world = accelerator.num_processes
     if cfg.batch_size < world or cfg.batch_size % world:
         raise ValueError(f"--batch-size {cfg.batch_size} (global) must be a multiple of the {world} processes")
-    if cfg.accum_steps < 1 or cfg.steps < 1:
-        raise ValueError(f"--accum-steps and --steps must be >= 1, got {cfg.accum_steps} and {cfg.steps}")
-    out = Path(cfg.out)
-    # the output folders are checked before any work, so a bad --out costs seconds, not a training run
+    if cfg.accum_steps < 1 or cfg.max_steps < 1:
+        raise ValueError(f"--accum-steps and --max-steps must be >= 1, got {cfg.accum_steps} and {cfg.max_steps}")
+    if cfg.optimizer not in ("adamw", "sgd"):
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}': expected adamw or sgd")
     if cfg.resume == "latest" and latest_checkpoint(out) is None:
         raise FileNotFoundError(f"--resume latest: no checkpoint under {out / 'checkpoints'}")
-    if cfg.resume and cfg.resume != "latest" and not (Path(cfg.resume) / "trainer_state.json").is_file():
-        raise FileNotFoundError(f"--resume {cfg.resume}: not a training checkpoint (no trainer_state.json)")
+    if cfg.resume and cfg.resume != "latest" and not is_checkpoint(cfg.resume):
+        raise FileNotFoundError(f"--resume {cfg.resume}: not a training checkpoint (no state.json)")
     claim_run_dir(accelerator, out, "contrastive-encoder train", RUN_OUTPUTS, resume=bool(cfg.resume),
                   overwrite=cfg.overwrite, legacy=("checkpoints/step_*/trainer_state.json",))
     if cfg.export:
         check_save_target(cfg.export, cfg.overwrite, flag="--export")
     for path in cfg.zero_shot:  # a set that cannot be evaluated fails now, not after the training time is spent
         load_classification_set(path)
-    torch.manual_seed(cfg.seed)
+
+
+def _build_model(cfg: TrainConfig) -> tuple[DualEncoder, bool]:
+    """The dual encoder, and whether its text tower is frozen (by default: when pretrained, which a small
+    caption set would only damage)."""
     overrides = dict(cfg.model_overrides)
     if cfg.image_size:
         overrides["image_size"] = cfg.image_size
     model = create_model(cfg.model, **overrides)
     lock_text = cfg.lock_text
-    if lock_text is None:  # a pretrained text tower would only be damaged by a small caption set
+    if lock_text is None:
         lock_text = model.config.text_model is not None and model.config.text_pretrained
     if lock_text:
         model.lock_text()
-    counts = model.parameter_counts()
+    return model, lock_text
 
+
+def _optimizer(cfg: TrainConfig, model: DualEncoder):
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.text_lr)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, momentum=0.0)
+    return torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
+
+
+def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
+    """Run (or resume) contrastive pretraining; returns a summary dict (also written to ``summary.json``)."""
+    from timm.utils import adaptive_clip_grad
+
+    accelerator = accelerator or make_accelerator(cfg.precision, cfg.cpu)
+    rank, world, say, out = accelerator.process_index, accelerator.num_processes, accelerator.print, Path(cfg.out)
+    _check_inputs(cfg, accelerator, out)
+    torch.manual_seed(cfg.seed)
+    model, lock_text = _build_model(cfg)
+    counts, mc = model.parameter_counts(), model.config
     skipped = SkipCounter()
     sources = [open_source(spec, strict=cfg.strict, skipped=skipped) for spec in cfg.data]
-    mc = model.config
-    transform = (
-        TrainTransform(mc.image_size, mc.image_mean, mc.image_std, swap_lr=cfg.swap_lr)
-        if cfg.augment else EvalTransform(mc.image_size, mc.image_mean, mc.image_std)
-    )
+    transform = (TrainTransform(mc.image_size, mc.image_mean, mc.image_std, swap_lr=cfg.swap_lr)
+                 if cfg.augment else EvalTransform(mc.image_size, mc.image_mean, mc.image_std))
     dataset = PairDataset(sources, transform, strict=cfg.strict)
     planner = StepPlanner(dataset.sizes(), cfg.batch_size * cfg.accum_steps, cfg.data_weights, cfg.strategy, cfg.seed)
-
-    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.text_lr)
-    if cfg.optimizer == "adamw":
-        optimizer = torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
-    elif cfg.optimizer == "sgd":
-        optimizer = torch.optim.SGD(groups, momentum=0.0)
-    else:
-        raise ValueError(f"unknown optimizer '{cfg.optimizer}': expected adamw or sgd")
+    optimizer = _optimizer(cfg, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
     model, optimizer = accelerator.prepare(model, optimizer)
     core: DualEncoder = accelerator.unwrap_model(model)
@@ -291,28 +220,25 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     if cfg.resume:
         ckpt = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
         state = load_checkpoint(ckpt, core, optimizer, scheduler)
-        start = state["step"]
+        start, history = state["step"], state.get("history", {})
         skipped.update(state.get("skipped", {}))
-        history = state.get("history", {})
-        accelerator.print(f"resumed from {ckpt} at step {start}")
-    end = cfg.steps if cfg.stop_after is None else min(cfg.steps, start + cfg.stop_after)
-
+        say(f"resumed from {ckpt} at step {start}")
+    end = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, start + cfg.stop_after)
     logger = MetricsLogger(out, enabled=accelerator.is_main_process, resume_step=start if cfg.resume else None)
-    accelerator.print(
-        f"model {mc.name}: {counts['trainable']:,} trainable / {counts['frozen']:,} frozen parameters "
+    say(f"model {mc.name}: {counts['trainable']:,} trainable / {counts['frozen']:,} frozen parameters "
         f"(vision trunk {counts['vision']:,}, text encoder {counts['text']:,}); {world} process(es), "
-        f"global batch {cfg.batch_size}, data {dataset.sizes()} ({cfg.strategy})"
-    )
-    sampler = _LocalBatches(planner, cfg.accum_steps, rank, world, start, end)
+        f"global batch {cfg.batch_size}, data {dataset.sizes()} ({cfg.strategy})")
     loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate_pairs, num_workers=cfg.workers,
-        persistent_workers=False, prefetch_factor=4 if cfg.workers else None,
-    )
+        dataset, batch_sampler=_LocalBatches(planner, cfg.accum_steps, rank, world, start, end),
+        collate_fn=collate_pairs, num_workers=cfg.num_workers, persistent_workers=False,
+        prefetch_factor=4 if cfg.num_workers else None)
     loss_fn = ClipLoss(local_loss=cfg.local_loss)
     text_cache = _PooledTextCache(core) if lock_text and cfg.text_cache else None
     trunk_params = [p for p in core.vision.trunk.parameters() if p.requires_grad]
     trainable = [p for p in core.parameters() if p.requires_grad]
     evals: dict[str, Any] = {}
+    seen = {"images": 0, "t0": time.monotonic()}
+    batches = iter(loader)
 
     def evaluate(step: int) -> None:
         if accelerator.is_main_process and cfg.zero_shot:
@@ -321,29 +247,24 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
                 key = Path(path).parent.name if Path(path).name in ("val", "test", "train") else Path(path).stem
                 evals[key] = res
                 logger.log(step, **{f"zero_shot/{key}/top1": res["top1"], f"zero_shot/{key}/n": res["n"]})
-                accelerator.print(f"step {step}: zero-shot {key} top1 {res['top1']:.3f} ({res['n']} images)")
+                say(f"step {step}: zero-shot {key} top1 {res['top1']:.3f} ({res['n']} images)")
         accelerator.wait_for_everyone()
 
-    def checkpoint(step: int) -> None:
+    def save(step: int) -> None:
         check_finite_weights(step, trainable, out)  # replicated weights: every process agrees
         if accelerator.is_main_process:
             extra = {"data": {"planner": planner.state_dict(), "positions": planner.positions(step)},
                      "skipped": dict(skipped), "history": history, "train_config": asdict(cfg)}
             save_checkpoint(checkpoint_dir(out, step), core, optimizer, scheduler, step, extra)
-            prune_checkpoints(out, cfg.keep)
+            prune_checkpoints(out, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
 
-    t0, images, step, first_loss, last_loss = time.time(), 0, start, None, None
-    bar = tqdm(total=end - start, desc="train", disable=not (cfg.progress and accelerator.is_local_main_process))
-    batches = iter(loader)
-    while step < end:
-        losses = []
-        n_chunks = None
-        chunk = 0
+    def step(i: int) -> StepLog:
+        losses, chunk, n_chunks = [], 0, None
         while n_chunks is None or chunk < n_chunks:
             batch = next(batches)
             b_step, c, n_chunks, weight = batch["meta"]
-            assert b_step == step and c == chunk, f"data out of order: got step {b_step}/{c}, expected {step}/{chunk}"
+            assert b_step == i and c == chunk, f"data out of order: got step {b_step}/{c}, expected {i}/{chunk}"
             skipped.update(batch["skipped"])
             if text_cache is not None:
                 text_inputs = {"text_pooled": text_cache(batch["text"])}
@@ -356,66 +277,55 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
                 loss = loss_fn(img.float(), txt.float(), scale.float())
                 accelerator.backward(loss * weight)
             losses.append(loss.detach())
-            images += pixels.shape[0] * world
+            seen["images"] += pixels.shape[0] * world
             chunk += 1
         if cfg.agc > 0:
             adaptive_clip_grad(trunk_params, clip_factor=cfg.agc)
-        grad_norm = accelerator.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
-        last_loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
-        try:
-            check_finite(step + 1, {"loss": last_loss}, float(grad_norm), out)
-        except NonFiniteLossError:
-            logger.log(step + 1, loss=last_loss, grad_norm=float(grad_norm), stopped="non-finite")
-            logger.close()
-            bar.close()
-            raise
-        optimizer.step()
-        scheduler.step()
+        grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+        loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            optimizer.step()
+            scheduler.step()
+            core.clamp_logit_scale()
+            history.setdefault("first_loss", loss)
         optimizer.zero_grad(set_to_none=True)
-        core.clamp_logit_scale()
-        step += 1
-        first_loss = last_loss if first_loss is None else first_loss
-        history.setdefault("first_loss", last_loss)
-        bar.update(1)
-        bar.set_postfix(loss=f"{last_loss:.3f}", scale=f"{core.logit_scale.exp().item():.1f}")
-        if step % cfg.log_every == 0 or step == end:
-            logger.log(step, loss=last_loss, lr=scheduler.get_last_lr()[0], grad_norm=float(grad_norm),
-                       logit_scale=core.logit_scale.exp().item(), images_per_s=images / (time.time() - t0),
-                       skipped=sum(skipped.values()))
-        if cfg.eval_every and step % cfg.eval_every == 0 and step != end:
-            evaluate(step)
-        out_of_time = cfg.max_minutes is not None and (time.time() - t0) > 60 * cfg.max_minutes
-        if accelerator.num_processes > 1:
-            flag = accelerator.reduce(torch.tensor(float(out_of_time), device=accelerator.device), "sum")
-            out_of_time = bool(flag.item() > 0)
-        if (cfg.save_every and step % cfg.save_every == 0) or step == end or out_of_time:
-            checkpoint(step)
-        if out_of_time:
-            accelerator.print(f"time budget of {cfg.max_minutes} min spent at step {step}")
-            break
-    bar.close()
-    elapsed = time.time() - t0
-    if cfg.zero_shot and (step == end or cfg.max_minutes):
-        evaluate(step)
+        scale = core.logit_scale.exp().item()
+        return StepLog(loss=loss, grad_norm=grad_norm, finite=finite, postfix={"scale": f"{scale:.1f}"},
+                       record={"lr": scheduler.get_last_lr()[0], "logit_scale": scale, "skipped": sum(skipped.values()),
+                               "images_per_s": seen["images"] / (time.monotonic() - seen["t0"])})
+
+    settings = LoopSettings(max_steps=end, save_every=cfg.save_every, eval_every=cfg.eval_every,
+                            log_every=cfg.log_every, progress=cfg.progress, desc="train", out=str(out))
+    loop = run_loop(settings, start, step=step, save=save, evaluate=evaluate,
+                    log=lambda n, record: logger.log(n, **record), budget=TimeBudget(cfg.max_minutes),
+                    agree=any_process(accelerator), on_nonfinite=logger.close,
+                    show_progress=accelerator.is_local_main_process)
+    if loop.stopped == "max_minutes":
+        say(f"time budget of {cfg.max_minutes} min spent at step {loop.step}")
+    if cfg.zero_shot and loop.step > start:
+        evaluate(loop.step)
     if cfg.export and accelerator.is_main_process:
         core.save_pretrained(cfg.export, overwrite=cfg.overwrite)
-    summary = {
-        "step": step, "steps": cfg.steps, "first_loss": history.get("first_loss", first_loss), "last_loss": last_loss,
-        "images_per_s": images / elapsed if elapsed > 0 else 0.0, "seconds": elapsed, "zero_shot": evals,
-        "skipped": dict(skipped), "parameters": counts, "processes": world,
-    }
-    if accelerator.is_main_process and step == start:  # resumed at its last step: the run's summary stays
-        accelerator.print(f"{out} is already at step {step} of {cfg.steps}: nothing to train (raise --steps to "
-                          "continue it)")
+    summary = _summary(cfg, loop, start, history, seen["images"], evals, skipped, counts, world)
+    if accelerator.is_main_process and loop.step == start:  # resumed at its last step: the run's summary stays
+        say(f"{out} is already at step {loop.step} of {cfg.max_steps}: nothing to train (raise --max-steps to "
+            "continue it)")
     elif accelerator.is_main_process:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
         zs = ", ".join(f"{k} {v['top1']:.1%}" for k, v in evals.items()) or "no zero-shot sets"
-        accelerator.print(
-            f"Trained {mc.name} for {step - start} steps (now at {step}/{cfg.steps}) in {elapsed:.0f} s "
-            f"({summary['images_per_s']:.1f} images/s on {world} process(es)); loss {summary['first_loss']} -> "
-            f"{last_loss:.4f}; zero-shot: {zs}; {skipped.report()}. Checkpoints in {out / 'checkpoints'}"
-            + (f", model exported to {cfg.export}." if cfg.export else ".")
-        )
+        say(f"Trained {mc.name} for {loop.step - start} steps (now at {loop.step}/{cfg.max_steps}) in "
+            f"{loop.seconds:.0f} s ({summary['images_per_s']:.1f} images/s on {world} process(es)); loss "
+            f"{summary['first_loss']} -> {summary['last_loss']:.4f}; zero-shot: {zs}; {skipped.report()}. "
+            f"Checkpoints in {out / 'checkpoints'}" + (f", model exported to {cfg.export}." if cfg.export else "."))
     logger.close()
     accelerator.end_training()
     return summary
+
+
+def _summary(cfg, loop, start, history, images, evals, skipped, counts, world) -> dict[str, Any]:
+    last = loop.last.loss if loop.last is not None else None
+    return {"step": loop.step, "steps": cfg.max_steps, "first_loss": history.get("first_loss", last),
+            "last_loss": last, "images_per_s": images / loop.seconds if loop.seconds > 0 else 0.0,
+            "seconds": loop.seconds, "zero_shot": evals, "skipped": dict(skipped), "parameters": counts,
+            "processes": world}

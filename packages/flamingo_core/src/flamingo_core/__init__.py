@@ -1,9 +1,10 @@
 """Flamingo stage 2 (arXiv 2204.14198): Perceiver Resampler and gated XATTN-DENSE layers on a frozen causal LM."""
 
 from .config import FlamingoConfig, list_models, load_config
-from .flamingo import Flamingo, create_model, default_labels
+from .flamingo import Flamingo, create_model
 from .gated_xattn import GatedCrossAttentionBlock, MaskedCrossAttention
 from .generation import ContinuationScores, generate, score_continuations
+from .labels import IGNORE_INDEX, make_labels
 from .lm_adapter import find_decoder_layers
 from .perceiver import PerceiverResampler
 from .processor import FlamingoProcessor
@@ -22,7 +23,8 @@ __all__ = [
     "add_flamingo_tokens",
     "build_byte_tokenizer",
     "create_model",
-    "default_labels",
+    "IGNORE_INDEX",
+    "make_labels",
     "find_decoder_layers",
     "freeze_module",
     "generate",

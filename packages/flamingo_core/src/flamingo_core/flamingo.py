@@ -17,27 +17,20 @@ from transformers.modeling_outputs import CausalLMOutputWithPast
 from .config import FlamingoConfig, load_config
 from .gated_xattn import GatedCrossAttentionBlock
 from .head_loss import ChunkedHeadNLL, LinearHeadNLL, default_chunks
+from .labels import IGNORE_INDEX
 from .linear import row_split_linear
 from .lm_adapter import FlamingoDecoderLayer, MediaContext, NewTokenRows, find_decoder_layers
 from .perceiver import PerceiverResampler
 from .tokenization import add_flamingo_tokens, load_flamingo_tokenizer
 from .vision import freeze_module, load_vision_encoder
 
-__all__ = ["Flamingo", "create_model", "default_labels"]
+__all__ = ["Flamingo", "create_model"]
 
 logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 TRAINABLE_PREFIXES = ("perceiver.", "xattn_layers.", "new_tokens.")
-
-
-def default_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, media_token_id: int) -> torch.Tensor:
-    """Language-modelling labels: the ids, with padding (by mask, never by id) and ``<image>`` set to -100."""
-    labels = input_ids.clone()
-    labels[attention_mask == 0] = -100
-    labels[input_ids == media_token_id] = -100
-    return labels
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -53,6 +46,9 @@ class Flamingo(nn.Module):
         lm: a Hugging Face causal LM (frozen here).
         vision_encoder: module with the FrozenVisionEncoder interface (frozen here).
         tokenizer: the LM's tokenizer; ``<image>`` and ``<EOC>`` are added to it.
+
+    ``fused_head_loss`` (default True): the training loss takes the head's gradient inside the forward
+    (``label_nll``); False takes it from the logits by autograd, as FSDP needs (the trainer sets it there).
     """
 
     def __init__(self, config: FlamingoConfig, lm: nn.Module, vision_encoder: nn.Module, tokenizer):
@@ -107,6 +103,7 @@ class Flamingo(nn.Module):
         dtype = in_emb.weight.dtype
         self.perceiver.to(dtype)
         self.xattn_layers.to(dtype)
+        self.fused_head_loss = True
 
     # ------------------------------------------------------------------ freezing and parameters
     def freeze_lm(self) -> None:
@@ -295,6 +292,43 @@ class Flamingo(nn.Module):
                 f"images were given (sample {i})"
             )
 
+    def _media_context(self, input_ids, media, media_mask, media_frame_mask, media_tokens) -> MediaContext | None:
+        """The cross-attention layers' view of the media (None without any), after checking that the text's
+        ``<image>`` tokens do not outnumber the media given."""
+        phi = self.phi(input_ids)
+        if media_tokens is None and media is not None:
+            media_tokens = self.encode_media(media, media_mask, media_frame_mask)
+        if media_tokens is None:
+            self._check_media_count(phi, torch.zeros_like(phi[:, 0]))
+            return None
+        n = media_tokens.shape[1]
+        self._check_media_count(phi, media_mask.sum(1) if media_mask is not None else torch.full_like(phi[:, 0], n))
+        return MediaContext(phi, media_tokens, None, self.config.num_latents)
+
+    def label_nll(self, hidden: torch.Tensor, targets: torch.Tensor, chunk: int | None = None) -> torch.Tensor:
+        """Summed NLL of ``targets`` (P,) under the head's logits of ``hidden`` (P, D): the one place the training
+        loss's head path and tile sizes are chosen. ``fused_head_loss`` False (FSDP, whose sharded parameters an
+        in-forward gradient would bypass): the (P, vocab_size) logits and cross-entropy by autograd; without
+        autograd: cross-entropy ``chunk`` rows at a time; a bias-free fp32 linear head (``linear_head_weight``):
+        ``head_loss.LinearHeadNLL``; any other head: ``head_loss.ChunkedHeadNLL``. ``chunk`` defaults to
+        ``head_loss.default_chunks(device)`` (CPU: 1024 rows per ``LinearHeadNLL`` pass over (rows, 1024) tiles,
+        128 for a (rows, vocab_size) block; an accelerator: 4096 with (rows, 8192) tiles, and 1024). The fused
+        paths give the logits path's gradients (tests) without (P, vocab_size) logits as autograd tensors.
+        """
+        targets = targets.to(hidden.device)
+        if not self.fused_head_loss:
+            return F.cross_entropy(self.compute_logits(hidden).float(), targets, reduction="sum")
+        linear_chunk, logits_chunk = default_chunks(hidden.device)
+        if not (torch.is_grad_enabled() and hidden.requires_grad):
+            chunk = chunk or logits_chunk
+            return sum((F.cross_entropy(self.compute_logits(h).float(), t, reduction="sum")
+                        for h, t in zip(hidden.split(chunk), targets.split(chunk))),
+                       hidden.new_zeros((), dtype=torch.float32))
+        if (weight := self.linear_head_weight(hidden.dtype)) is not None:
+            return LinearHeadNLL.apply(hidden, targets, weight, chunk or linear_chunk, self.new_tokens.head_rows)
+        rows = [p for p in self.new_tokens.parameters() if p.requires_grad]
+        return ChunkedHeadNLL.apply(hidden, targets, self.compute_logits, chunk or logits_chunk, *rows)
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -307,7 +341,7 @@ class Flamingo(nn.Module):
         past_key_values=None,
         use_cache: bool = False,
         logits_mask: torch.Tensor | None = None,
-        label_targets: torch.Tensor | None = None,
+        loss_reduction: str = "mean",
         loss_chunk: int | None = None,
         **unused,
     ) -> CausalLMOutputWithPast:
@@ -318,70 +352,50 @@ class Flamingo(nn.Module):
             attention_mask: (B, L), 0 on padding (left or right).
             media: (B, N, T, C, H, W) pixels of the media in order of occurrence.
             media_mask: (B, N) bool, False for padding slots.
-            labels: (B, L) targets (-100 ignored), shifted inside as usual for causal LMs.
+            labels: (B, L) targets (IGNORE_INDEX ignored, ``flamingo_core.labels``), shifted inside as usual for causal LMs.
             media_tokens: instead of ``media``: precomputed (B, N, R, d) visual tokens (``encode_media``).
             media_frame_mask: (B, N, T) bool, False on padding frames of short videos.
             past_key_values, use_cache: the LM's cache (phi of new tokens counts the cached ones' media
                 only through ``input_ids``; use ``generate`` / ``score_continuations`` for cached decoding).
             logits_mask: (B, L) bool: compute logits only at these positions (the frozen head is a large part
-                of a training step); ``logits`` is then (P, vocab_size) and ``labels`` must be None.
-            label_targets: with ``logits_mask``: (P,) the token each selected position predicts. ``loss`` is then
-                their summed NLL and ``logits`` None: the head runs ``loss_chunk`` rows at a time with the
-                gradients taken on the way (``head_loss``: ``LinearHeadNLL`` for a bias-free fp32 linear head,
-                else ``ChunkedHeadNLL``), so the full (P, vocab_size) logits never exist. By default
-                ``head_loss.default_chunks(device)``: on the CPU 1024 rows for ``LinearHeadNLL``, which holds
-                only a (rows, 1024) tile, and 128 for the paths that hold a (rows, vocab_size) block; on an
-                accelerator 4096 rows with (rows, 8192) tiles, and 1024.
+                of a step); ``logits`` is then (P, vocab_size) and ``labels`` must be None.
+            loss_reduction: with ``labels``: ``"mean"`` (default, as Hugging Face causal LMs): the mean NLL and
+                the full logits. ``"sum"`` (the training loss): the summed next-token NLL over the label
+                positions and ``logits`` None; the head runs only at the positions that predict a label, by the
+                path ``label_nll`` chooses (``fused_head_loss``).
+            loss_chunk: rows per pass of ``label_nll`` (default ``head_loss.default_chunks(device)``).
 
         Returns:
             ``CausalLMOutputWithPast`` with ``loss``, ``logits`` (B, L, vocab_size), ``past_key_values``.
         """
-        if unused:
-            bad = sorted(k for k, v in unused.items() if v is not None)
-            if bad:
-                raise TypeError(f"Flamingo.forward got unexpected arguments {bad}")
+        bad = sorted(k for k, v in unused.items() if v is not None)
+        if bad:
+            raise TypeError(f"Flamingo.forward got unexpected arguments {bad}")
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"Flamingo.forward: loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        phi = self.phi(input_ids)
-        context = None
-        if media_tokens is None and media is not None:
-            media_tokens = self.encode_media(media, media_mask, media_frame_mask)
-        if media_tokens is not None:
-            n = media_tokens.shape[1]
-            num_media = media_mask.sum(1) if media_mask is not None else torch.full_like(phi[:, 0], n)
-            self._check_media_count(phi, num_media)
-            context = MediaContext(phi, media_tokens, None, self.config.num_latents)
-        else:
-            self._check_media_count(phi, torch.zeros_like(phi[:, 0]))
+        context = self._media_context(input_ids, media, media_mask, media_frame_mask, media_tokens)
         if logits_mask is not None and labels is not None:
             raise ValueError("Flamingo.forward: give labels or logits_mask, not both")
-        if label_targets is not None and logits_mask is None:
-            raise ValueError("Flamingo.forward: label_targets needs logits_mask (the positions they belong to)")
+        summed = loss_reduction == "sum"
+        if summed:
+            if labels is None:
+                raise ValueError("Flamingo.forward: loss_reduction='sum' needs labels")
+            targets = labels[:, 1:]
+            keep = targets != IGNORE_INDEX  # (B, L-1)
+            logits_mask = F.pad(keep, (0, 1), value=False)  # position t predicts label t+1
         logits, past, hidden = self.run_lm(
             input_ids, attention_mask, position_ids_from_mask(attention_mask), context, past_key_values, use_cache,
-            logits_mask=logits_mask, with_logits=label_targets is None,
+            logits_mask=logits_mask, with_logits=not summed,
         )
-        if label_targets is not None:
-            targets = label_targets.to(hidden.device)
-            linear_chunk, logits_chunk = default_chunks(hidden.device)
-            if not (torch.is_grad_enabled() and hidden.requires_grad):
-                chunk = loss_chunk or logits_chunk
-                loss = sum(
-                    (F.cross_entropy(self.compute_logits(h).float(), t, reduction="sum")
-                     for h, t in zip(hidden.split(chunk), targets.split(chunk))),
-                    hidden.new_zeros((), dtype=torch.float32),
-                )
-            elif (weight := self.linear_head_weight(hidden.dtype)) is not None:
-                chunk = loss_chunk or linear_chunk
-                loss = LinearHeadNLL.apply(hidden, targets, weight, chunk, self.new_tokens.head_rows)
-            else:
-                rows = [p for p in self.new_tokens.parameters() if p.requires_grad]
-                loss = ChunkedHeadNLL.apply(hidden, targets, self.compute_logits, loss_chunk or logits_chunk, *rows)
+        if summed:
+            loss = self.label_nll(hidden, targets[keep], loss_chunk)
             return CausalLMOutputWithPast(loss=loss, logits=None, past_key_values=past)
         loss = None
         if labels is not None:
             loss = F.cross_entropy(
-                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=-100
+                logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten().to(logits.device), ignore_index=IGNORE_INDEX
             )
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past)
 
@@ -399,11 +413,13 @@ class Flamingo(nn.Module):
         return score_continuations(self, prefix_ids, continuations, media, **kwargs)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> Path:
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False,
+                        weights: dict[str, torch.Tensor] | None = None) -> Path:
         """Write ``config.json`` (names the LM, vision encoder, tokens) and the trained weights only.
 
         ``directory`` may be missing, empty or a previous save (replaced atomically); a folder with other files
-        is refused unless ``overwrite`` (``contrastive_encoder.shared.outputs.atomic_save_dir``).
+        is refused unless ``overwrite`` (``contrastive_encoder.shared.outputs.atomic_save_dir``). ``weights``
+        replaces this module's trained weights (FSDP: the gathered full state, the module holding shards).
         """
         from safetensors.torch import save_file
 
@@ -417,7 +433,8 @@ class Flamingo(nn.Module):
             "added_tokens": {self.config.media_token: self.media_token_id, self.config.eoc_token: self.eoc_token_id},
             "vision_encoder_identifier": getattr(self.vision_encoder, "identifier", None),
         }
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.trainable_state_dict().items()}
+        weights = {k: v.detach().contiguous().cpu()
+                   for k, v in (weights if weights is not None else self.trainable_state_dict()).items()}
         with atomic_save_dir(directory, overwrite=overwrite, by="Flamingo.save_pretrained") as tmp:
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})

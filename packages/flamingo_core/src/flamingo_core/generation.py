@@ -202,25 +202,15 @@ def generate(
     """
     model.eval()
     device = model.device
-    input_ids = input_ids.to(device)
-    attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(device)
-    if attention_mask.shape != input_ids.shape:
-        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+    input_ids, attention_mask = _prompt(model, input_ids, attention_mask)
     _check_decoding_args(max_new_tokens, min_new_tokens, num_beams, do_sample, temperature, top_k, top_p)
     check_context(model, input_ids.shape[1], max_new_tokens, "new tokens (max_new_tokens)")
     stop = torch.tensor(stop_token_ids or model.stop_token_ids, device=device)
     pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else int(stop[0])
-    media_args = {"media": media, "media_mask": media_mask, "media_frame_mask": media_frame_mask,
-                  "media_tokens": media_tokens}
-    media_args = {k: (v.to(device) if v is not None else None) for k, v in media_args.items()}
-    num_media = (media_args["media_mask"].sum(1) if media_args["media_mask"] is not None
-                 else torch.full_like(input_ids[:, 0], next((v.shape[1] for v in (media, media_tokens)
-                                                             if v is not None), 0)))
-    model._check_media_count(model.phi(input_ids), num_media)
+    media_args = _media_args(model, input_ids, {"media": media, "media_mask": media_mask,
+                                                "media_frame_mask": media_frame_mask, "media_tokens": media_tokens})
     if use_cache:
-        visual = _media_visual(model, media_args["media"], media_args["media_mask"], media_args["media_frame_mask"],
-                               media_args["media_tokens"])
-        decoder = _CachedDecoder(model, input_ids, attention_mask, visual, use_media_cache)
+        decoder = _CachedDecoder(model, input_ids, attention_mask, _media_visual(model, **media_args), use_media_cache)
     else:
         decoder = _RecomputeDecoder(model, input_ids, attention_mask, media_args)
     if max_new_tokens == 0:
@@ -229,17 +219,39 @@ def generate(
         seqs = _beam_search(model, decoder, len(input_ids), num_beams, max_new_tokens, stop, length_penalty,
                             min_new_tokens)
         return _pad_outputs(seqs, pad_id, device)
+    pick = ((lambda scores: _sample(scores, temperature, top_k, top_p, generator)) if do_sample
+            else (lambda scores: scores.argmax(-1)))
+    return _greedy(model, decoder, pick, max_new_tokens, min_new_tokens, stop, pad_id)
 
+
+def _prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
+    """The prompts and their attention mask (all ones by default) on the model's device, shapes checked."""
+    input_ids = input_ids.to(model.device)
+    attention_mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask.to(model.device)
+    if attention_mask.shape != input_ids.shape:
+        raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must match input_ids {tuple(input_ids.shape)}")
+    return input_ids, attention_mask
+
+
+def _media_args(model, input_ids: torch.Tensor, media_args: dict) -> dict:
+    """``generate``'s media arguments on the model's device, refused when the prompts' ``<image>`` tokens
+    outnumber the media given."""
+    media_args = {k: (v.to(model.device) if v is not None else None) for k, v in media_args.items()}
+    given = next((v.shape[1] for v in (media_args["media"], media_args["media_tokens"]) if v is not None), 0)
+    num_media = (media_args["media_mask"].sum(1) if media_args["media_mask"] is not None
+                 else torch.full_like(input_ids[:, 0], given))
+    model._check_media_count(model.phi(input_ids), num_media)
+    return media_args
+
+
+def _greedy(model, decoder, pick, max_new_tokens: int, min_new_tokens: int, stop, pad_id: int) -> torch.Tensor:
+    """Greedy decoding or sampling (``pick(scores) -> tokens``); finished rows continue with ``pad_id``."""
     logits = decoder.logits[:, -1]
-    finished = torch.zeros(len(input_ids), dtype=torch.bool, device=device)
+    finished = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
     out = []
     for step in range(max_new_tokens):
         scores = _process_logits(logits, model.media_token_id, stop if step < min_new_tokens else None)
-        if do_sample:
-            tokens = _sample(scores, temperature, top_k, top_p, generator)
-        else:
-            tokens = scores.argmax(-1)
-        tokens = torch.where(finished, pad_id, tokens)
+        tokens = torch.where(finished, pad_id, pick(scores))
         out.append(tokens)
         finished |= torch.isin(tokens, stop)
         if finished.all() or step == max_new_tokens - 1:

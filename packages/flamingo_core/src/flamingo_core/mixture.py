@@ -9,9 +9,17 @@ gradients and takes ONE optimizer step. The ablation's alternative, *round-robin
 
 ``next_token_nll`` is the loss: next-token negative log-likelihood over text tokens, with padding and media
 tokens carrying the label ``IGNORE_INDEX``. The mean is guarded, so a batch whose labels are all masked gives a
-zero loss (and zero gradients), not NaN. ``token_nll`` computes the same sum but asks the model for logits at
-the predicting positions only: the frozen LM head (49k x 576 for SmolLM2) and the softmax then skip padding,
+zero loss (and zero gradients), not NaN. ``token_nll`` is the same sum computed by the model itself, which runs
+the frozen LM head (49k x 576 for SmolLM2) and the softmax only at the predicting positions, skipping padding,
 media tokens and the last position.
+
+The model contract: the mixture calls the (possibly DDP/FSDP-wrapped) model as ``model(**inputs, ...)``, where
+``inputs`` are the batch's ``input_ids`` and ``attention_mask`` and, when the batch has them (not None), its
+``media``, ``media_mask`` and ``media_frame_mask``. ``token_nll`` (the training and held-out loss) reads
+``model(**inputs, labels=labels, loss_reduction="sum").loss``, the summed next-token NLL over the label
+positions; ``flamingo_logits`` reads ``model(**inputs).logits`` (B, L, V), or with ``logits_mask=`` (B, L) bool
+the (P, V) logits of those positions. ``Flamingo.forward`` is that model; how it computes the summed loss (the
+fused head loss, or the logits path under FSDP) is its own choice (``Flamingo.label_nll``).
 
 Across processes the loss of a source is normalised by the number of label tokens in the *global* batch, so
 DDP's gradient averaging yields exactly the gradient of the global token mean: a 2-process run equals a
@@ -21,7 +29,6 @@ DDP's gradient averaging yields exactly the gradient of the global token mean: a
 from __future__ import annotations
 
 import contextlib
-import inspect
 import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -99,61 +106,34 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
     return nll, count
 
 
-def _model_kwargs(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[dict[str, Any], Any]:
-    """Inputs of a collated batch for ``model`` (media masks only when it takes them), and its parameters."""
-    kwargs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    if batch.get("media") is not None:
-        kwargs["media"] = batch["media"]
-    target = getattr(model, "module", model)  # DDP / FSDP wrappers forward everything
-    accepted = inspect.signature(target.forward).parameters
-    for key in ("media_mask", "media_frame_mask"):
-        if batch.get(key) is not None and key in accepted:
-            kwargs[key] = batch[key]
-    return kwargs, accepted
+def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
+    """The model inputs of a collated batch (the contract in the module docstring)."""
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    for key in ("media", "media_mask", "media_frame_mask"):
+        if batch.get(key) is not None:
+            inputs[key] = batch[key]
+    return inputs
 
 
 def flamingo_logits(model: torch.nn.Module, batch: Mapping[str, Any],
                     logits_mask: torch.Tensor | None = None) -> torch.Tensor:
-    """Run the model on a collated batch and return its logits (media masks passed when the model takes them).
-
-    With ``logits_mask`` (B, L) bool and a model that accepts it, only those positions' logits are computed and
-    returned as (P, V); a model without that argument returns the full (B, L, V).
-    """
-    kwargs, accepted = _model_kwargs(model, batch)
-    if logits_mask is not None and "logits_mask" in accepted:
-        kwargs["logits_mask"] = logits_mask
-    out = model(**kwargs)
-    return out.logits if hasattr(out, "logits") else out
-
-
-def _is_fsdp(model: torch.nn.Module) -> bool:
-    name = type(model).__name__
-    return "FullyShardedDataParallel" in name or name.startswith("FSDP")
+    """The model's logits on a collated batch: (B, L, V), or with ``logits_mask`` (B, L) bool only those
+    positions' logits, (P, V)."""
+    inputs = _model_inputs(batch)
+    if logits_mask is not None:
+        inputs["logits_mask"] = logits_mask
+    return model(**inputs).logits
 
 
 def token_nll(model: torch.nn.Module, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-    """``next_token_nll`` of a collated batch, with the head run only where a label is predicted.
+    """``next_token_nll`` of a collated batch, computed by the model: ``(sum_nll, count)``.
 
-    A model that takes ``label_targets`` (``Flamingo``) returns the summed NLL itself, computing the head's
-    logits a chunk of positions at a time (``flamingo_core.head_loss``: same gradients, a faster step); under FSDP,
-    whose sharded parameters that in-forward gradient would bypass, the (P, V) logits are returned instead.
+    The model returns the summed NLL (``loss_reduction="sum"``), running its head only where a label is
+    predicted; the count is that of the batch's label tokens.
     """
     labels = batch["labels"]
-    target = labels[:, 1:]
-    keep = target != IGNORE_INDEX  # (B, L-1)
-    positions = F.pad(keep, (0, 1), value=False).to(batch["input_ids"].device)  # position t predicts label t+1
-    kwargs, accepted = _model_kwargs(model, batch)
-    if "label_targets" in accepted and not _is_fsdp(model):
-        out = model(**kwargs, logits_mask=positions, label_targets=target[keep])
-        return out.loss, keep.sum()
-    if "logits_mask" in accepted:
-        kwargs["logits_mask"] = positions
-    out = model(**kwargs)
-    logits = out.logits if hasattr(out, "logits") else out
-    if logits.dim() == 3:  # the model computed every position
-        return next_token_nll(logits, labels.to(logits.device))
-    nll = F.cross_entropy(logits.float(), target[keep].to(logits.device), reduction="sum")
-    return nll, keep.sum()
+    out = model(**_model_inputs(batch), labels=labels, loss_reduction="sum")
+    return out.loss, (labels[:, 1:] != IGNORE_INDEX).sum()
 
 
 @dataclass
@@ -190,7 +170,7 @@ def accumulate_gradients(
         weights: source name -> lambda.
         global_counts: source name -> label tokens over all processes; defaults to this process's counts.
         world_size: number of processes whose gradients DDP averages.
-        forward: ``forward(model, batch) -> logits`` (B, L, V); default: ``token_nll`` (logits at labels only).
+        forward: ``forward(model, batch) -> logits`` (B, L, V); default: ``token_nll`` (the model's summed loss).
         backward: ``backward(loss)``, e.g. ``accelerator.backward``; defaults to ``loss.backward()``.
         no_sync: context manager factory that suspends gradient all-reduce (``lambda: accelerator.no_sync(m)``).
         autocast: context manager factory for mixed precision around the forward.

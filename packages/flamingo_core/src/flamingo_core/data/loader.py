@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flamingo_core.data.sources import SkippedSample, Source
+from flamingo_core.labels import IGNORE_INDEX, make_labels
 
 __all__ = [
     "IGNORE_INDEX",
@@ -31,7 +32,6 @@ __all__ = [
     "sample_rng",
 ]
 
-IGNORE_INDEX = -100
 
 
 def sample_rng(seed: int, source: str, epoch: int, index: int) -> random.Random:
@@ -99,19 +99,6 @@ class SourceDataset(Dataset):
     def __getitem__(self, key: tuple[int, int]):
         epoch, index = key
         return self.source.load(index, sample_rng(self.seed, self.source.name, epoch, index))
-
-
-def make_labels(input_ids: torch.Tensor, attention_mask: torch.Tensor, media_token_ids: Sequence[int]) -> torch.Tensor:
-    """Labels for next-token NLL: the input ids with padding and media tokens set to IGNORE_INDEX.
-
-    Padding is found through the attention mask, never by token id: SmolLM2 pads with its EOS token, and the EOS
-    that ends a text must stay in the loss.
-    """
-    labels = input_ids.clone()
-    labels[attention_mask == 0] = IGNORE_INDEX
-    for t in media_token_ids:
-        labels[input_ids == t] = IGNORE_INDEX
-    return labels
 
 
 class FlamingoCollator:

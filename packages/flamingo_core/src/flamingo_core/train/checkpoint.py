@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from contrastive_encoder.shared.checkpoint import (
+    MODEL_DIR,
+    STATE_FILE,
+    checkpoint_dir,
+    is_checkpoint,
+    latest_checkpoint,
+    prune_checkpoints,
+    read_training_state,
+    rng_states,
+    write_training_state,
+)
 from flamingo_core.train.config import TrainConfig
 from flamingo_core.train.zero import optimizer_state_dict
 
@@ -19,56 +29,54 @@ def trained_parameters(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: TrainConfig, extra: dict,
                     trained_names: list[str]) -> Path | None:
-    """Write ``<out>/checkpoints/step_N`` atomically (collective: call on every process)."""
+    """Write ``<out>/checkpoints/step_N`` atomically in the suite's one layout (``shared/checkpoint.py``):
+    ``model/`` is a ``Flamingo.save_pretrained`` folder of the trained weights. Collective: call on every
+    process."""
     from accelerate.utils import DistributedType
-    from safetensors.torch import save_file
 
-    from contrastive_encoder.shared.checkpoint import checkpoint_dir, prune_checkpoints
     from contrastive_encoder.shared.outputs import atomic_save_dir
 
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     # under FSDP the full state dict is gathered (collective); the optimizer state stays sharded, not saved
     full = accelerator.get_state_dict(model) if fsdp else None
     opt_state = None if fsdp else optimizer_state_dict(optimizer)  # collective under ZeRO
-    rng = torch.get_rng_state()
-    rngs = accelerator.gather(rng[None].to(accelerator.device)).cpu() if accelerator.num_processes > 1 else rng[None]
+    world = accelerator.num_processes
+    gather = (lambda t: accelerator.gather(t.to(accelerator.device)).cpu()) if world > 1 else None
+    rng = rng_states(gather)
     path = None
     if accelerator.is_main_process:
-        source = full if full is not None else dict(trained_parameters(accelerator.unwrap_model(model)))
-        weights = {n: source[n].detach().float().contiguous().cpu().clone() for n in trained_names}
+        unwrapped = accelerator.unwrap_model(model)
+        weights = None if full is None else {n: full[n].detach().contiguous().cpu() for n in trained_names}
         state = {"step": step, "scheduler": {k: v for k, v in scheduler.state_dict().items() if k != "lr_lambdas"},
-                 "world_size": accelerator.num_processes, "config": asdict(cfg), **extra}
+                 "world_size": world, "config": asdict(cfg), **extra}
         path = checkpoint_dir(cfg.out, step)
         with atomic_save_dir(path, overwrite=True, by="flamingo train") as tmp:  # inside the run's own folder
-            save_file(weights, str(tmp / "trained.safetensors"))
-            if opt_state is not None:
-                torch.save(opt_state, tmp / "optimizer.pt")
-            rng_state = {"cpu": rngs}
-            if torch.cuda.is_available():
-                rng_state["cuda"] = torch.cuda.get_rng_state()
-            torch.save(rng_state, tmp / "rng.pt")
-            (tmp / "state.json").write_text(json.dumps(state, indent=2, default=str) + "\n")
+            unwrapped.save_pretrained(tmp / MODEL_DIR, weights=weights)
+            write_training_state(tmp, state, opt_state, rng)
         prune_checkpoints(cfg.out, cfg.keep_checkpoints)
     accelerator.wait_for_everyone()
     return path
 
 
 def resolve_resume(resume: str, out: str) -> Path:
-    from contrastive_encoder.shared.checkpoint import latest_checkpoint
-
     if resume == "latest":
         path = latest_checkpoint(out)
         if path is None:
             raise FileNotFoundError(f"--resume latest: no checkpoint under {Path(out) / 'checkpoints'}")
         return path
     path = Path(resume)
-    if not (path / "state.json").is_file():
-        raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no state.json)")
+    if not is_checkpoint(path):
+        raise FileNotFoundError(f"--resume {resume}: not a checkpoint folder (no {STATE_FILE})")
     return path
 
 
+# Before the two stages shared one layout, stage 2 wrote trained.safetensors, optimizer.pt and rng.pt (read
+# with torch's restricted unpickler). Such checkpoints still resume: these names are read, never written.
+_LEGACY_WEIGHTS, _LEGACY_OPTIMIZER, _LEGACY_RNG = "trained.safetensors", "optimizer.pt", "rng.pt"
+
+
 def _load_pt(path: Path) -> Any:
-    """A checkpoint's optimizer / RNG file, read with the restricted unpickler; a truncated one is named."""
+    """An older checkpoint's optimizer / RNG file, read with the restricted unpickler; a truncated one is named."""
     from contrastive_encoder.shared.readers import CorruptFileError, first_line
 
     try:
@@ -76,17 +84,29 @@ def _load_pt(path: Path) -> Any:
     except FileNotFoundError:
         raise
     except Exception as e:  # torch raises RuntimeError, UnpicklingError, EOFError ... for a damaged file
-        reason = first_line(e)
-        raise CorruptFileError(f"{path}: not a readable checkpoint file, truncated or corrupt ({reason})") from e
+        raise CorruptFileError(f"{path}: not a readable checkpoint file, truncated or corrupt ({first_line(e)})") from e
+
+
+def read_resume_state(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None, dict[str, torch.Tensor]]:
+    """(state.json, full optimizer state or None, RNG) of a checkpoint, in today's layout or the older one."""
+    from contrastive_encoder.shared.readers import read_json
+
+    if (path / _LEGACY_WEIGHTS).is_file():
+        state = read_json(path / STATE_FILE)
+        optimizer = _load_pt(path / _LEGACY_OPTIMIZER) if (path / _LEGACY_OPTIMIZER).is_file() else None
+        return state, optimizer, _load_pt(path / _LEGACY_RNG)
+    return read_training_state(path)
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load the trained parameters of a checkpoint into ``model`` (unwrapped); return its state.json."""
     from contrastive_encoder.shared.readers import load_weights, read_json
+    from flamingo_core.flamingo import WEIGHTS_NAME
 
     path = Path(path)
-    state = read_json(path / "state.json")  # first: a checkpoint folder that is not one fails before any work
-    weights = load_weights(path / "trained.safetensors")
+    state = read_json(path / STATE_FILE)  # first: a checkpoint folder that is not one fails before any work
+    legacy = path / _LEGACY_WEIGHTS
+    weights = load_weights(legacy if legacy.is_file() else path / MODEL_DIR / WEIGHTS_NAME)
     params = trained_parameters(model)
     missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
     if missing or unexpected:

@@ -5,69 +5,111 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from contrastive_encoder.shared.argtypes import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+from contrastive_encoder.shared.configcli import option
+from flamingo_core.mixture import STRATEGIES
+
 # what a run writes in its folder (glob patterns): all that --overwrite deletes there
 RUN_OUTPUTS = ("checkpoints/step_*", "metrics.jsonl", "model", "tensorboard/events.out.tfevents.*")
 
 
 @dataclass
 class TrainConfig:
-    """Every option of a training run; the CLI flags map one to one."""
+    """Every option of a training run; each field is also a ``flamingo train`` flag of the same name
+    (``contrastive_encoder.shared.configcli``), so the Python API and the CLI have one set of defaults."""
 
-    data: str = "data/world"  # ShapesWorld root (docs/formats.md)
-    sources: list[str] = field(default_factory=list)  # NAME=KIND:SPEC overrides/additions
-    weights: str | None = None  # NAME=W,...; default m3w 1.0, ltip 0.2, align 0.2, vtp 0.03
-    # dataset strategy (paper Table 3): accumulation (every step: one batch per source, lambda-weighted losses
-    # summed) | round-robin (every step: one source's batch, turns in proportion to the weights)
-    strategy: str = "accumulation"
-    eval_data: str | None = None  # held-out image-text pairs; default <data>/ltip/val.jsonl
-    out: str = "runs/flamingo"  # run folder
-    preset: str = "smollm2"  # Flamingo preset (flamingo_core/presets) or JSON file
-    vision_encoder: str | None = "runs/stage1/export"  # stage-1 export folder or preset; None = preset's
-    lm: str | None = None  # frozen LM name; None = preset's
-    batch_size: int = 4  # samples per process per step for image-text pairs (see source_batch_sizes)
-    batch_sizes: str | None = None  # NAME=N,... per-source overrides (default: m3w batch/4, vtp batch/2)
-    # Learning rates and batch for a budget of minutes, not the paper's 500k steps at 1e-4 (2 CPU cores,
-    # ShapesWorld, SmolLM2; benchmarks in the flamingo_core README):
-    # - the resampler at the full rate collapsed to one output for every image within 100 steps; at 0.01x it
-    #   keeps the image information;
-    # - the visual path is limited by the tanh gates: from 0, Adam moves a gate by at most its learning rate per
-    #   step, and less when its gradient's sign is noisy. LTIP only, 80 steps: gates at 10x -> colour named in
-    #   39% of held-out captions, at 100x -> 84% (multiplying the cross-attention output weights by 10 instead:
-    #   77%), so the gates get 100x;
-    # - the run is limited by optimizer steps rather than samples: batch 4 (M3W 1, VTP 2) made 97 mixture steps
-    #   in 8 minutes against 57 at batch 8, with colour 23% against 14% (gates 10x).
-    lr: float = 1e-3  # peak learning rate
-    gate_lr_mult: float = 100.0  # the tanh gates' learning rate = lr * this (they start at 0 and move ~lr per step)
-    resampler_lr_mult: float = 0.01  # the Perceiver Resampler's learning rate = lr * this
-    warmup_steps: int = 10  # linear warm-up steps, then constant
-    weight_decay: float = 0.1  # on cross-attention matrices only
-    grad_clip: float = 1.0  # global gradient-norm clip per optimizer step (0 = off)
-    max_steps: int = 100_000  # optimizer steps (the time budget usually ends the run first)
-    max_minutes: float = 16.0  # wall-clock budget (from start) for training, 0 = none; the default fits the
-    # 20-minute benchmark on 2 cores: model loading + 16 min of steps + the final evaluation
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast, parameters stay fp32)
-    grad_checkpointing: bool = False  # recompute LM activations in backward
-    zero: str = "auto"  # ZeRO-1 optimizer sharding: auto (on when >1 DDP process) | on | off
-    cpu: bool = False  # force CPU even when a GPU is present
-    seed: int = 0  # data order, sample randomness and RNG
-    num_workers: int = 0  # DataLoader workers per source
-    strict: bool = False  # raise on the first corrupt sample instead of skipping it
-    resume: str | None = None  # 'latest' or a checkpoint folder
-    overwrite: bool = False  # replace a previous run in `out` (its own files only) / write into a non-empty folder
-    save_every: int = 200  # checkpoint every N steps (and at the end)
-    keep_checkpoints: int = 2  # newest checkpoints kept (0 = all)
-    eval_every: int = 200  # held-out loss + sample captions every N steps (0 = only at start and end)
-    eval_samples: int = 64  # held-out pairs for the loss and colour accuracy
-    num_captions: int = 4  # sample captions logged per evaluation
-    final_eval: bool = True  # evaluate before the first and after the last step
-    log_every: int = 10  # metrics.jsonl record every N steps
+    data: str = field(default="data/world", metadata=option(
+        "ShapesWorld root with m3w/ ltip/ align/ vtp/ (docs/formats.md)"))
+    sources: list[str] = field(default_factory=list, metadata=option(
+        "add or replace a source; KIND interleaved|pairs|video, SPEC a .jsonl, WebDataset shards "
+        "(dir/{000..009}.tar) or hf:<save_to_disk folder>; repeatable", flag="--source", metavar="NAME=KIND:SPEC"))
+    weights: str | None = field(default=None, metadata=option(
+        "dataset weights NAME=W,... (default m3w=1,ltip=0.2,align=0.2,vtp=0.03; 0 drops a source)"))
+    # dataset strategy (paper Table 3)
+    strategy: str = field(default="accumulation", metadata=option(
+        "dataset strategy (paper Table 3): accumulation = every step sums the weighted losses of one batch per "
+        "source; round-robin = every step trains on one source's batch, the sources taking turns in proportion "
+        "to their weights (as stage 1's --strategy)", choices=STRATEGIES))
+    eval_data: str | None = field(default=None, metadata=option(
+        "held-out image-text JSONL (default <data>/ltip/val.jsonl)"))
+    out: str = field(default="runs/flamingo", metadata=option("run folder: checkpoints/, metrics.jsonl, model/"))
+    model: str = field(default="smollm2", metadata=option(
+        "Flamingo model: a preset name (flamingo_core/presets, e.g. smollm2, tiny) or a JSON config"))
+    vision_encoder: str | None = field(default="runs/stage1/export", metadata=option(
+        "frozen vision encoder: the stage-1 export folder or a stage-1 preset ('' = the model preset's)"))
+    lm: str | None = field(default=None, metadata=option(
+        "frozen causal LM name or folder (default: the model preset's)"))
+    batch_size: int = field(default=4, metadata=option(
+        "samples per process per step for image-text pairs; M3W gets a quarter, VTP half", type=positive_int))
+    batch_sizes: str | None = field(default=None, metadata=option(
+        "per-source batch sizes NAME=N,... (e.g. m3w=2,vtp=4; default: from --batch-size)"))
+    # Learning rates and batch for a budget of minutes, not the paper's 500k steps at 1e-4: the resampler at the
+    # full rate collapses to one output for every image, so it gets 0.01x; from 0 Adam moves a tanh gate by at
+    # most its learning rate per step, so the gates get 100x; within minutes more, smaller steps beat fewer large
+    # ones (docs/design/stage2-learning-rates.md).
+    lr: float = field(default=1e-3, metadata=option("peak learning rate after warm-up", type=positive_float))
+    gate_lr_mult: float = field(default=100.0, metadata=option(
+        "learning rate of the tanh gates as a multiple of --lr (they start at 0 and move about lr per step)",
+        type=positive_float))
+    resampler_lr_mult: float = field(default=0.01, metadata=option(
+        "learning rate of the Perceiver Resampler as a multiple of --lr", type=positive_float))
+    warmup_steps: int = field(default=10, metadata=option(
+        "linear warm-up steps, then constant", type=non_negative_int))
+    weight_decay: float = field(default=0.1, metadata=option(
+        "AdamW decay on cross-attention matrices only", type=non_negative_float))
+    grad_clip: float = field(default=1.0, metadata=option(
+        "max global gradient norm per optimizer step (0 = no clipping)", type=non_negative_float))
+    max_steps: int = field(default=100_000, metadata=option(
+        "optimizer steps (the time budget usually ends the run first)", type=non_negative_int))
+    # 16 leaves model loading and the final evaluation inside 20 minutes on 2 CPU cores
+    max_minutes: float = field(default=16.0, metadata=option(
+        "wall-clock budget in minutes of the training loop (its steps and the evaluations and checkpoints between "
+        "them; not loading, nor the evaluations before the first and after the last step); the run checkpoints "
+        "and stops when it is spent (0 = no limit)", type=non_negative_float))
+    precision: str = field(default="auto", metadata=option(
+        "bf16 autocast with fp32 parameters; auto = bf16 on GPUs that support it", choices=("auto", "fp32", "bf16")))
+    grad_checkpointing: bool = field(default=False, metadata=option("recompute LM activations during backward"))
+    zero: str = field(default="auto", metadata=option(
+        "ZeRO-1 optimizer-state sharding (auto: on with more than one DDP process)", choices=("auto", "on", "off")))
+    cpu: bool = field(default=False, metadata=option("train on CPU even if a GPU is present"))
+    seed: int = field(default=0, metadata=option("seed of data order, sample randomness and initialisation"))
+    num_workers: int = field(default=0, metadata=option("DataLoader workers per source", type=non_negative_int))
+    strict: bool = field(default=False, metadata=option(
+        "fail on the first corrupt or missing media, naming the file (default: skip and count)"))
+    resume: str | None = field(default=None, metadata=option("'latest' or a checkpoint folder to continue from"))
+    overwrite: bool = field(default=False, metadata=option(
+        "start again in a folder holding a previous run (deletes that run's checkpoints, metrics and model, "
+        "nothing else), or write into a non-empty folder that is not a run"))
+    save_every: int = field(default=200, metadata=option(
+        "checkpoint every N steps, and at the end (0: only at the end)", type=non_negative_int))
+    keep_checkpoints: int = field(default=2, metadata=option(
+        "newest checkpoints to keep (0 keeps all)", type=non_negative_int))
+    eval_every: int = field(default=200, metadata=option(
+        "held-out loss and sample captions every N steps (0: only before and after training)",
+        type=non_negative_int))
+    eval_samples: int = field(default=64, metadata=option(
+        "held-out pairs for the loss and colour accuracy", type=positive_int))
+    num_captions: int = field(default=4, metadata=option(
+        "sample captions printed per evaluation", type=non_negative_int))
+    final_eval: bool = field(default=True, metadata=option(
+        "skip the evaluations before the first and after the last step", flag="--no-eval"))
+    log_every: int = field(default=10, metadata=option("metrics record every N steps", type=positive_int))
     # M3W: probability a sequence's text attends to the next image instead of the previous one. The paper draws
     # it with p_next = 1/2 (Appendix A.3.2) for web pages, where an image's text may come before or after it.
     # ShapesWorld pages (like OBELICS-style captions) always describe an image right after it, so every "next"
     # sequence would pair each description with the wrong image: the default is 0; use 0.5 for web documents.
-    p_next: float = 0.0
-    video_frames: int = 0  # VTP frames per clip at 1 FPS (paper: 8); 0 = the model's max_frames
-    progress: bool = True  # tqdm progress bar
+    p_next: float = field(default=0.0, metadata=option(
+        "M3W: probability a sequence's text attends to the next image (paper: 0.5, for web pages whose text may "
+        "precede its image; 0 = the previous image, how ShapesWorld pages are written)", type=fraction))
+    video_frames: int = field(default=0, metadata=option(
+        "VTP frames per clip at 1 FPS (paper: 8; 0 = the model's max_frames)", type=non_negative_int))
+    progress: bool = field(default=True, metadata=option("tqdm progress bar"))
 
 
 @dataclass

@@ -96,3 +96,43 @@ def caption_eval(model, processor, source, num_samples: int, num_captions: int, 
             result["colour_judged"] = judged
     model.train(model_was_training)
     return result
+
+
+class HeldOutEvaluation:
+    """The held-out evaluation of a run, as the loop calls it: ``evaluate(step) -> record`` (collective: the
+    loss is all-reduced; captions and the colour probe come from the main process). Logs and prints its record.
+    """
+
+    def __init__(self, cfg, accelerator, model, processor, source, source_skipped, path: str, logger,
+                 fsdp: bool):
+        self.cfg, self.acc, self.model, self.processor = cfg, accelerator, model, processor
+        self.source, self.source_skipped, self.path, self.logger, self.fsdp = source, source_skipped, path, logger, fsdp
+        self.noted_skips = False  # say it once, not at every evaluation
+
+    def __call__(self, step: int) -> dict[str, Any]:
+        import json
+
+        if self.source is None:
+            return {}
+        cfg, acc = self.cfg, self.acc
+        model = self.model if self.fsdp else acc.unwrap_model(self.model)
+        r = caption_eval(model, self.processor, self.source, cfg.eval_samples, cfg.num_captions, cfg.batch_size,
+                         acc.device, acc.process_index, acc.num_processes, generate=not self.fsdp)
+        tot = torch.tensor([r["loss_sum"], r["loss_count"]], dtype=torch.float64, device=acc.device)
+        tot = acc.reduce(tot, reduction="sum") if acc.num_processes > 1 else tot
+        out = {"eval_loss": float(tot[0] / max(tot[1], 1))}
+        out.update({k: r[k] for k in ("colour_acc", "visual_std", "captions") if k in r})
+        if acc.is_main_process:
+            if (r["skipped"] or sum(self.source_skipped.values())) and not self.noted_skips:
+                self.noted_skips = True
+                acc.print(f"note: held-out data {self.path}: {r['skipped']} of the first {cfg.eval_samples} samples "
+                          f"have unreadable media; rows skipped when read: {self.source_skipped.report()}")
+            self.logger.log(step, **{k: v for k, v in out.items() if k != "captions"},
+                            captions=json.dumps(out.get("captions", [])))
+            acc.print(f"step {step}: held-out caption loss {out['eval_loss']:.4f}"
+                      + (f", colour accuracy {out['colour_acc']:.1%}" if "colour_acc" in out else "")
+                      + (f", visual tokens' std across images {out['visual_std']:.3f}" if "visual_std" in out else ""))
+            for c in out.get("captions", [])[:cfg.num_captions]:
+                acc.print(f"  ref: {c['reference']!r}\n  gen: {c['generated']!r}")
+        acc.wait_for_everyone()
+        return out

@@ -27,15 +27,15 @@ class StepResult:
 
 def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: dict[str, float], *,
                accelerator=None, scheduler=None, grad_clip: float = 1.0, trained: list | None = None,
-               stop: bool = False, strategy: str = "accumulation") -> StepResult | None:
+               strategy: str = "accumulation") -> StepResult:
     """One optimizer step of the mixture: accumulate ``lambda_m * loss_m`` over the sources' batches, clip,
     and step, unless the loss or gradient norm is non-finite (then gradients are dropped and ``finite`` is False).
 
     With ``strategy="round-robin"`` ``batches`` holds the one source whose turn it is (``DatasetMixture``) and
     its loss gets weight 1: the weights already chose how often that source's turn comes (``SourceSchedule``).
 
-    Collective under DDP (every process must call it). ``stop=True`` on any process makes every process return
-    None before doing any work (the time budget). Used by ``train`` and by ``benchmarks/bench_train_flamingo.py``.
+    Collective under DDP (every process must call it). Used by ``train`` and by
+    ``benchmarks/bench_train_flamingo.py``.
     """
     from accelerate import Accelerator
 
@@ -48,10 +48,8 @@ def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: di
     weights = SourceSchedule(weights, strategy).loss_weights(names)  # the factor on each source's loss
     trained = trained if trained is not None else [p for p in model.parameters() if p.requires_grad]
     local = [float((batches[n]["labels"][:, 1:] != IGNORE_INDEX).sum()) for n in names]
-    agreed = torch.tensor(local + [float(stop)], dtype=torch.float64, device=device)
+    agreed = torch.tensor(local, dtype=torch.float64, device=device)
     agreed = accelerator.reduce(agreed, reduction="sum") if world > 1 else agreed
-    if agreed[-1] > 0:
-        return None
     global_counts = {n: int(agreed[i]) for i, n in enumerate(names)}
     losses = accumulate_gradients(
         model, batches, weights, global_counts=global_counts, world_size=world,
