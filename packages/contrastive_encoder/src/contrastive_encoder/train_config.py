@@ -14,6 +14,7 @@ from typing import Any
 from .data.mixing import STRATEGIES
 from .shared.argtypes import non_negative_float, non_negative_int, positive_float, positive_int
 from .shared.configcli import option
+from .shared.run_options import MAX_MINUTES_HELP, RunOptions
 from .zero_shot import DEFAULT_TEMPLATES
 
 __all__ = ["RUN_OUTPUTS", "TrainConfig", "WORLD"]
@@ -25,7 +26,7 @@ RUN_OUTPUTS = ("checkpoints/step_*", "metrics.jsonl", "summary.json", "tensorboa
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunOptions):
     """Every option of a stage-1 run; each documented field is a ``contrastive-encoder train`` flag."""
 
     model: str = field(default="nano-minilm", metadata=option(
@@ -46,7 +47,6 @@ class TrainConfig:
         "optimizer steps (the cosine schedule reaches 0 here)", type=positive_int))
     optimizer: str = field(default="adamw", metadata=option(
         "optimizer (sgd: plain, no momentum, for tests and ablations)", choices=("adamw", "sgd")))
-    lr: float = field(default=1e-3, metadata=option("peak learning rate", type=positive_float))
     text_lr: float | None = field(default=None, metadata=option(
         "peak learning rate of the text tower (default --lr)", type=positive_float))
     weight_decay: float = field(default=0.05, metadata=option(
@@ -54,8 +54,6 @@ class TrainConfig:
     warmup_steps: int = field(default=50, metadata=option("linear warmup steps from 0", type=non_negative_int))
     schedule: str = field(default="cosine", metadata=option(
         "learning-rate schedule after warmup (cosine: to 0 at --max-steps)", choices=("cosine", "constant")))
-    grad_clip: float = field(default=1.0, metadata=option(
-        "max global gradient norm (0 disables)", type=non_negative_float))
     agc: float = field(default=0.0, metadata=option(
         "Adaptive Gradient Clipping factor for the NFNet trunk (0 disables; the NFNet paper uses 0.01)",
         type=non_negative_float))
@@ -69,30 +67,12 @@ class TrainConfig:
         "override the preset's resolution", type=positive_int))
     augment: bool = field(default=True, metadata=option("colour jitter and horizontal flips"))
     swap_lr: bool = field(default=True, metadata=option("swap left/right words in captions of flipped images"))
-    strict: bool = field(default=False, metadata=option(
-        "fail on the first corrupt/missing image or bad row, naming the file (default: skip and count)"))
-    seed: int = field(default=0, metadata=option("init, shuffling and augmentation seed"))
     num_workers: int = field(default=1, metadata=option("DataLoader worker processes", type=non_negative_int))
-    cpu: bool = field(default=False, metadata=option("train on the CPU even when a GPU is present"))
-    precision: str = field(default="auto", metadata=option(
-        "autocast precision (auto: bf16 on a bf16-capable GPU, else fp32)", choices=("auto", "bf16", "fp32")))
     out: str = field(default="runs/contrastive", metadata=option(
         "run folder (checkpoints/, metrics.jsonl, summary.json)"))
-    save_every: int = field(default=200, metadata=option(
-        "checkpoint every N steps, and always at the end (0: only at the end)", type=non_negative_int))
-    keep_checkpoints: int = field(default=2, metadata=option(
-        "newest checkpoints to keep (0 keeps all)", type=non_negative_int))
-    resume: str | None = field(default=None, metadata=option("'latest' or a checkpoint folder to continue from"))
-    overwrite: bool = field(default=False, metadata=option(
-        "start again in a folder holding a previous run (deletes that run's checkpoints and metrics, nothing "
-        "else), or write into a non-empty folder that is not a run; also applies to --export"))
     stop_after: int | None = field(default=None, metadata=option(
         "stop after N steps in this invocation (simulated preemption)", type=positive_int))
-    max_minutes: float = field(default=10.0, metadata=option(
-        "wall-clock budget in minutes of the training loop (its steps and the evaluations and checkpoints between "
-        "them; not loading, nor the evaluations before the first and after the last step); the run checkpoints "
-        "and stops when it is spent (0 = no limit)", type=non_negative_float))
-    log_every: int = field(default=10, metadata=option("steps between metrics records", type=positive_int))
+    max_minutes: float = field(default=10.0, metadata=option(MAX_MINUTES_HELP, type=non_negative_float))
     eval_every: int = field(default=0, metadata=option(
         "steps between zero-shot evaluations (0: only at the end)", type=non_negative_int))
     zero_shot: list[str] = field(
@@ -105,5 +85,4 @@ class TrainConfig:
         "cap on images per zero-shot set", type=positive_int))
     export: str | None = field(default=None, metadata=option(
         "also save the final model to this folder (save_pretrained); --overwrite applies"))
-    progress: bool = field(default=True, metadata=option("tqdm progress bar"))
     model_overrides: dict[str, Any] = field(default_factory=dict)  # DualEncoderConfig field overrides (Python only)

@@ -13,6 +13,7 @@ from contrastive_encoder.shared.argtypes import (
     positive_int,
 )
 from contrastive_encoder.shared.configcli import option
+from contrastive_encoder.shared.run_options import MAX_MINUTES_HELP, RunOptions
 from flamingo_core.mixture import STRATEGIES
 
 # what a run writes in its folder (glob patterns): all that --overwrite deletes there
@@ -20,7 +21,7 @@ RUN_OUTPUTS = ("checkpoints/step_*", "metrics.jsonl", "model", "tensorboard/even
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(RunOptions):
     """Every option of a training run; each field is also a ``flamingo train`` flag of the same name
     (``contrastive_encoder.shared.configcli``), so the Python API and the CLI have one set of defaults."""
 
@@ -53,7 +54,6 @@ class TrainConfig:
     # full rate collapses to one output for every image, so it gets 0.01x; from 0 Adam moves a tanh gate by at
     # most its learning rate per step, so the gates get 100x; within minutes more, smaller steps beat fewer large
     # ones (docs/design/stage2-learning-rates.md).
-    lr: float = field(default=1e-3, metadata=option("peak learning rate after warm-up", type=positive_float))
     gate_lr_mult: float = field(default=100.0, metadata=option(
         "learning rate of the tanh gates as a multiple of --lr (they start at 0 and move about lr per step)",
         type=positive_float))
@@ -63,33 +63,14 @@ class TrainConfig:
         "linear warm-up steps, then constant", type=non_negative_int))
     weight_decay: float = field(default=0.1, metadata=option(
         "AdamW decay on cross-attention matrices only", type=non_negative_float))
-    grad_clip: float = field(default=1.0, metadata=option(
-        "max global gradient norm per optimizer step (0 = no clipping)", type=non_negative_float))
     max_steps: int = field(default=100_000, metadata=option(
         "optimizer steps (the time budget usually ends the run first)", type=non_negative_int))
     # 16 leaves model loading and the final evaluation inside 20 minutes on 2 CPU cores
-    max_minutes: float = field(default=16.0, metadata=option(
-        "wall-clock budget in minutes of the training loop (its steps and the evaluations and checkpoints between "
-        "them; not loading, nor the evaluations before the first and after the last step); the run checkpoints "
-        "and stops when it is spent (0 = no limit)", type=non_negative_float))
-    precision: str = field(default="auto", metadata=option(
-        "bf16 autocast with fp32 parameters; auto = bf16 on GPUs that support it", choices=("auto", "fp32", "bf16")))
+    max_minutes: float = field(default=16.0, metadata=option(MAX_MINUTES_HELP, type=non_negative_float))
     grad_checkpointing: bool = field(default=False, metadata=option("recompute LM activations during backward"))
     zero: str = field(default="auto", metadata=option(
         "ZeRO-1 optimizer-state sharding (auto: on with more than one DDP process)", choices=("auto", "on", "off")))
-    cpu: bool = field(default=False, metadata=option("train on CPU even if a GPU is present"))
-    seed: int = field(default=0, metadata=option("seed of data order, sample randomness and initialisation"))
     num_workers: int = field(default=0, metadata=option("DataLoader workers per source", type=non_negative_int))
-    strict: bool = field(default=False, metadata=option(
-        "fail on the first corrupt or missing media, naming the file (default: skip and count)"))
-    resume: str | None = field(default=None, metadata=option("'latest' or a checkpoint folder to continue from"))
-    overwrite: bool = field(default=False, metadata=option(
-        "start again in a folder holding a previous run (deletes that run's checkpoints, metrics and model, "
-        "nothing else), or write into a non-empty folder that is not a run"))
-    save_every: int = field(default=200, metadata=option(
-        "checkpoint every N steps, and at the end (0: only at the end)", type=non_negative_int))
-    keep_checkpoints: int = field(default=2, metadata=option(
-        "newest checkpoints to keep (0 keeps all)", type=non_negative_int))
     eval_every: int = field(default=200, metadata=option(
         "held-out loss and sample captions every N steps (0: only before and after training)",
         type=non_negative_int))
@@ -99,7 +80,6 @@ class TrainConfig:
         "sample captions printed per evaluation", type=non_negative_int))
     final_eval: bool = field(default=True, metadata=option(
         "skip the evaluations before the first and after the last step", flag="--no-eval"))
-    log_every: int = field(default=10, metadata=option("metrics record every N steps", type=positive_int))
     # M3W: probability a sequence's text attends to the next image instead of the previous one. The paper draws
     # it with p_next = 1/2 (Appendix A.3.2) for web pages, where an image's text may come before or after it.
     # ShapesWorld pages (like OBELICS-style captions) always describe an image right after it, so every "next"
@@ -109,7 +89,6 @@ class TrainConfig:
         "precede its image; 0 = the previous image, how ShapesWorld pages are written)", type=fraction))
     video_frames: int = field(default=0, metadata=option(
         "VTP frames per clip at 1 FPS (paper: 8; 0 = the model's max_frames)", type=non_negative_int))
-    progress: bool = field(default=True, metadata=option("tqdm progress bar"))
 
 
 @dataclass
