@@ -41,6 +41,7 @@ from contrastive_encoder.shared.checkpoint import latest_checkpoint  # noqa: E40
 from contrastive_encoder.shared.outputs import RUN_MARKER, OutputError, prepare_run_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
+COLOUR_PROBE = ROOT / "tools" / "shapesworld" / "probes.py"
 
 
 # the pipeline's few-shot tasks: fewshot-eval's tasks, and "bind", novel-label classification of the colour set
@@ -305,6 +306,7 @@ class Pipeline:
         run = self.out / "stage2"
         self.sh([_cli("flamingo"), "train", "--data", str(self.data), "--vision-encoder", str(self.vision),
                  "--model", self.budget.stage2_model, "--seed", str(self.seed), "--out", str(run),
+                 "--eval-probe", f"{COLOUR_PROBE}:colour_probe",  # the report's "captions naming the colour"
                  *self._rerun_flags(run, "vision"), *self.budget.stage2_args], "stage2")
 
     def eval_data(self, task: str) -> Path:

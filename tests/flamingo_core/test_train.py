@@ -328,3 +328,24 @@ def test_a_checkpoint_in_the_older_stage2_layout_still_resumes_and_a_new_one_loa
         __import__("shutil").rmtree(target) if target.is_dir() else target.unlink()
     resumed = train(_cfg(world, tmp_path / "b", resume="latest"))
     assert resumed.step == 4 and resumed.losses == straight.losses
+
+
+def test_a_task_probe_scores_the_held_out_captions_and_a_bad_one_is_refused_before_training(world, tmp_path,
+                                                                                            capsys):
+    from contrastive_encoder.shared.runlog import read_metrics
+    from flamingo_core.train import main
+
+    probe = tmp_path / "probe.py"
+    probe.write_text("def count(texts, records):\n"
+                     "    return {'probe_texts': len(texts), 'probe_scenes': sum('scene' in r for r in records)}\n")
+    result = train(_cfg(world, tmp_path / "run", max_steps=1, final_eval=True, eval_samples=3,
+                        eval_probes=[f"{probe}:count"]))
+    assert result.eval["final"]["probe_texts"] == 3 and result.eval["final"]["probe_scenes"] == 3
+    logged = [m for m in read_metrics(tmp_path / "run" / "metrics.jsonl") if "probe_texts" in m]
+    assert [m["probe_texts"] for m in logged] == [3, 3]  # before the first step and after the last
+    for spec in (f"{probe}:missing", "no_such_module_xyz:f", f"{tmp_path / 'nope.py'}:f", "colon-less"):
+        assert main(["--data", str(world), "--model", "tiny", "--vision-encoder", "", "--max-steps", "1", "--weights", FAST,
+                     "--eval-probe", spec, "--out", str(tmp_path / "bad")]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--eval-probe" in err[0]
+    assert not (tmp_path / "bad").exists()  # refused before the run folder was claimed

@@ -76,6 +76,10 @@ class TrainConfig(RunOptions):
         type=non_negative_int))
     eval_samples: int = field(default=64, metadata=option(
         "held-out pairs for the loss and colour accuracy", type=positive_int))
+    eval_probes: list[str] = field(default_factory=list, metadata=option(
+        "task probe scoring the held-out greedy captions, repeatable: MODULE:FUNCTION or FILE.py:FUNCTION, "
+        "probe(texts, records) -> {metric: value} (e.g. tools/shapesworld/probes.py:colour_probe)",
+        flag="--eval-probe"))
     num_captions: int = field(default=4, metadata=option(
         "sample captions printed per evaluation", type=non_negative_int))
     final_eval: bool = field(default=True, metadata=option(

@@ -1,9 +1,11 @@
-"""The held-out evaluation during training: caption loss, greedy captions, the colour probe and the spread of the
+"""The held-out evaluation during training: caption loss, greedy captions, task probes on them and the spread of the
 visual tokens across images."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -12,14 +14,33 @@ from flamingo_core.data import EOC
 from flamingo_core.mixture import token_nll
 
 
-def _colour_words(records: list[dict]) -> list[str]:
-    colours = {o.get("colour") for r in records for o in (r.get("scene") or {}).get("objects", [])}
-    return sorted(c for c in colours if c)
+def load_probe(spec: str) -> Callable[[list[str], list[dict]], dict[str, float]]:
+    """``--eval-probe MODULE:FUNCTION`` or ``FILE.py:FUNCTION``: a task probe scoring the held-out greedy
+    captions, ``probe(texts, records) -> {metric: value}`` (e.g. ``tools/shapesworld/probes.py:colour_probe``,
+    the fraction of captions naming the main object's colour). The user's own code, named on their command line,
+    so it is imported like any module they would run."""
+    import importlib
+    import importlib.util
 
-
-def first_colour(text: str, colours: list[str]) -> str | None:
-    words = [w.strip(".,;:!?").lower() for w in text.split()]
-    return next((w for w in words if w in colours), None)
+    where, sep, name = spec.rpartition(":")
+    if not sep or not where or not name:
+        raise ValueError(f"--eval-probe {spec!r}: expected MODULE:FUNCTION or FILE.py:FUNCTION")
+    try:
+        if where.endswith(".py"):
+            path = Path(where)
+            if not path.is_file():
+                raise FileNotFoundError(f"--eval-probe {spec!r}: no file {where}")
+            module_spec = importlib.util.spec_from_file_location(f"_flamingo_probe_{path.stem}", path)
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+    except ImportError as e:
+        raise ValueError(f"--eval-probe {spec!r}: cannot import {where} ({e})") from e
+    probe = getattr(module, name, None)
+    if not callable(probe):
+        raise ValueError(f"--eval-probe {spec!r}: {where} has no function {name}")
+    return probe
 
 
 @torch.no_grad()
@@ -38,13 +59,14 @@ def visual_token_spread(model, media: torch.Tensor) -> float:
 
 @torch.no_grad()
 def caption_eval(model, processor, source, num_samples: int, num_captions: int, batch_size: int,
-                 device, rank: int = 0, world_size: int = 1, generate: bool = True) -> dict[str, Any]:
+                 device, rank: int = 0, world_size: int = 1, generate: bool = True,
+                 probes: Sequence[Callable] = ()) -> dict[str, Any]:
     """Held-out caption loss (token mean over ``<image>caption<EOC>``) and greedy captions.
 
     The loss is computed on every process over its shard (sums all-reduced by the caller through the returned
-    ``loss_sum`` / ``loss_count``). Greedy captions of the first ``num_samples`` images give ``colour_acc``:
-    the fraction whose first colour word is the main object's colour (``scene.objects[0].colour``).
-    ``visual_std`` is ``visual_token_spread`` over up to 16 of the held-out images.
+    ``loss_sum`` / ``loss_count``). ``probes`` (``load_probe``) score the greedy captions of the first
+    ``num_samples`` images against their records; their metrics join the result. ``visual_std`` is
+    ``visual_token_spread`` over up to 16 of the held-out images.
     """
     from flamingo_core.data import make_labels
 
@@ -73,34 +95,26 @@ def caption_eval(model, processor, source, num_samples: int, num_captions: int, 
         if enc.get("media") is not None:
             result["visual_std"] = visual_token_spread(model, enc["media"])
     if generate and rank == 0 and hasattr(model, "generate"):
-        colours = _colour_words([m for _, m in good])
-        samples, correct, judged = [], 0, 0
-        gen_set = good if colours else good[:num_captions]
+        gen_set = good if probes else good[:num_captions]
+        texts, metas = [], []
         for k in range(0, len(gen_set), batch_size):
             chunk = gen_set[k: k + batch_size]
             enc = processor([[items[0]] for items, _ in chunk], padding_side="left")
             new = model.generate(enc["input_ids"].to(device), enc["attention_mask"].to(device),
                                  enc["media"].to(device), max_new_tokens=16)
-            texts = processor.decode(new)
-            for (items, meta), text in zip(chunk, texts):
-                ref = items[1].replace(EOC, "")
-                if len(samples) < num_captions:
-                    samples.append({"reference": ref, "generated": text})
-                objects = (meta.get("scene") or {}).get("objects") or []
-                if colours and objects and objects[0].get("colour"):
-                    judged += 1
-                    correct += first_colour(text, colours) == objects[0]["colour"]
-        result["captions"] = samples
-        if judged:
-            result["colour_acc"] = correct / judged
-            result["colour_judged"] = judged
+            texts += processor.decode(new)
+            metas += [meta for _, meta in chunk]
+        result["captions"] = [{"reference": items[1].replace(EOC, ""), "generated": text}
+                              for (items, _), text in zip(gen_set[:num_captions], texts)]
+        for probe in probes:
+            result.setdefault("probes", {}).update(probe(texts, metas))
     model.train(model_was_training)
     return result
 
 
 class HeldOutEvaluation:
     """The held-out evaluation of a run, as the loop calls it: ``evaluate(step) -> record`` (collective: the
-    loss is all-reduced; captions and the colour probe come from the main process). Logs and prints its record.
+    loss is all-reduced; captions and the probes' metrics come from the main process). Logs and prints its record.
     """
 
     def __init__(self, cfg, accelerator, model, processor, source, source_skipped, path: str, logger,
@@ -108,6 +122,7 @@ class HeldOutEvaluation:
         self.cfg, self.acc, self.model, self.processor = cfg, accelerator, model, processor
         self.source, self.source_skipped, self.path, self.logger, self.fsdp = source, source_skipped, path, logger, fsdp
         self.noted_skips = False  # say it once, not at every evaluation
+        self.probes = [load_probe(spec) for spec in cfg.eval_probes]
 
     def __call__(self, step: int) -> dict[str, Any]:
         import json
@@ -117,11 +132,13 @@ class HeldOutEvaluation:
         cfg, acc = self.cfg, self.acc
         model = self.model if self.fsdp else acc.unwrap_model(self.model)
         r = caption_eval(model, self.processor, self.source, cfg.eval_samples, cfg.num_captions, cfg.batch_size,
-                         acc.device, acc.process_index, acc.num_processes, generate=not self.fsdp)
+                         acc.device, acc.process_index, acc.num_processes, generate=not self.fsdp,
+                         probes=self.probes)
         tot = torch.tensor([r["loss_sum"], r["loss_count"]], dtype=torch.float64, device=acc.device)
         tot = acc.reduce(tot, reduction="sum") if acc.num_processes > 1 else tot
         out = {"eval_loss": float(tot[0] / max(tot[1], 1))}
-        out.update({k: r[k] for k in ("colour_acc", "visual_std", "captions") if k in r})
+        out.update({k: r[k] for k in ("visual_std", "captions") if k in r})
+        out.update(r.get("probes", {}))
         if acc.is_main_process:
             if (r["skipped"] or sum(self.source_skipped.values())) and not self.noted_skips:
                 self.noted_skips = True
@@ -130,7 +147,7 @@ class HeldOutEvaluation:
             self.logger.log(step, **{k: v for k, v in out.items() if k != "captions"},
                             captions=json.dumps(out.get("captions", [])))
             acc.print(f"step {step}: held-out caption loss {out['eval_loss']:.4f}"
-                      + (f", colour accuracy {out['colour_acc']:.1%}" if "colour_acc" in out else "")
+                      + "".join(f", {k} {v:.4g}" for k, v in r.get("probes", {}).items())
                       + (f", visual tokens' std across images {out['visual_std']:.3f}" if "visual_std" in out else ""))
             for c in out.get("captions", [])[:cfg.num_captions]:
                 acc.print(f"  ref: {c['reference']!r}\n  gen: {c['generated']!r}")

@@ -32,7 +32,7 @@ from flamingo_core.train.checkpoint import (
     trained_parameters,
 )
 from flamingo_core.train.config import RUN_OUTPUTS, TrainConfig, TrainResult
-from flamingo_core.train.held_out import HeldOutEvaluation
+from flamingo_core.train.held_out import HeldOutEvaluation, load_probe
 from flamingo_core.train.optim import param_groups, warmup_constant
 from flamingo_core.train.source_specs import (
     build_sources,
@@ -57,6 +57,8 @@ def _check_inputs(cfg: TrainConfig, accelerator, model) -> dict[str, float]:
                                 "with contrastive_encoder, or pass --vision-encoder <folder or preset>)")
     if cfg.resume:
         check_resume_strategy(resolve_resume(cfg.resume, cfg.out), cfg.strategy)
+    for spec in cfg.eval_probes:
+        load_probe(spec)
     claim_run_dir(accelerator, cfg.out, "flamingo train", RUN_OUTPUTS, resume=bool(cfg.resume),
                   overwrite=cfg.overwrite, legacy=("checkpoints/step_*/state.json",))
     return weights
