@@ -195,10 +195,67 @@ def _optimizer(cfg: TrainConfig, model: DualEncoder):
     return torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
 
 
+class _ContrastiveStep:
+    """One optimizer step of stage 1 (``run_loop``'s ``step``): the step's micro-batches, each backpropagated
+    with its weight (gradients all-reduced once, at the last), clipping (norm, then AGC for the NFNet trunk), the
+    update and the logit-scale clamp - unless the loss or gradient norm is non-finite (then no update)."""
+
+    def __init__(self, cfg, accelerator, model, optimizer, scheduler, batches, text_cache, skipped, history):
+        self.cfg, self.acc, self.model, self.optimizer, self.scheduler = cfg, accelerator, model, optimizer, scheduler
+        self.core = accelerator.unwrap_model(model)
+        self.batches, self.text_cache, self.skipped, self.history = batches, text_cache, skipped, history
+        self.loss_fn = ClipLoss(local_loss=cfg.local_loss)
+        self.trainable = [p for p in self.core.parameters() if p.requires_grad]
+        self.trunk = [p for p in self.core.vision.trunk.parameters() if p.requires_grad]
+        self.images, self.t0 = 0, time.monotonic()
+
+    def _micro_batches(self, i: int):
+        chunk, n_chunks = 0, None
+        while n_chunks is None or chunk < n_chunks:
+            batch = next(self.batches)
+            b_step, c, n_chunks, weight = batch["meta"]
+            assert b_step == i and c == chunk, f"data out of order: got step {b_step}/{c}, expected {i}/{chunk}"
+            self.skipped.update(batch["skipped"])
+            yield batch, weight, chunk == n_chunks - 1
+            chunk += 1
+
+    def __call__(self, i: int) -> StepLog:
+        from timm.utils import adaptive_clip_grad
+
+        acc, core, cfg = self.acc, self.core, self.cfg
+        losses = []
+        for batch, weight, last in self._micro_batches(i):
+            if self.text_cache is not None:
+                text_inputs = {"text_pooled": self.text_cache(batch["text"])}
+            else:
+                text_inputs = {k: v.to(acc.device) for k, v in core.tokenize(batch["text"]).items()}
+            pixels = batch["pixels"].to(acc.device)
+            with nullcontext() if last else acc.no_sync(self.model), acc.autocast():
+                img, txt, scale = self.model(pixels, **text_inputs)
+                loss = self.loss_fn(img.float(), txt.float(), scale.float())
+                acc.backward(loss * weight)
+            losses.append(loss.detach())
+            self.images += pixels.shape[0] * acc.num_processes
+        if cfg.agc > 0:
+            adaptive_clip_grad(self.trunk, clip_factor=cfg.agc)
+        grad_norm = float(acc.clip_grad_norm_(self.trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+        loss = acc.reduce(torch.stack(losses).mean(), "mean").item()
+        finite = math.isfinite(loss) and math.isfinite(grad_norm)
+        if finite:
+            self.optimizer.step()
+            self.scheduler.step()
+            core.clamp_logit_scale()
+            self.history.setdefault("first_loss", loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        scale = core.logit_scale.exp().item()
+        return StepLog(loss=loss, grad_norm=grad_norm, finite=finite, postfix={"scale": f"{scale:.1f}"},
+                       record={"lr": self.scheduler.get_last_lr()[0], "logit_scale": scale,
+                               "skipped": sum(self.skipped.values()),
+                               "images_per_s": self.images / (time.monotonic() - self.t0)})
+
+
 def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
     """Run (or resume) contrastive pretraining; returns a summary dict (also written to ``summary.json``)."""
-    from timm.utils import adaptive_clip_grad
-
     accelerator = accelerator or make_accelerator(cfg.precision, cfg.cpu)
     rank, world, say, out = accelerator.process_index, accelerator.num_processes, accelerator.print, Path(cfg.out)
     _check_inputs(cfg, accelerator, out)
@@ -232,13 +289,9 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
         dataset, batch_sampler=_LocalBatches(planner, cfg.accum_steps, rank, world, start, end),
         collate_fn=collate_pairs, num_workers=cfg.num_workers, persistent_workers=False,
         prefetch_factor=4 if cfg.num_workers else None)
-    loss_fn = ClipLoss(local_loss=cfg.local_loss)
     text_cache = _PooledTextCache(core) if lock_text and cfg.text_cache else None
-    trunk_params = [p for p in core.vision.trunk.parameters() if p.requires_grad]
     trainable = [p for p in core.parameters() if p.requires_grad]
     evals: dict[str, Any] = {}
-    seen = {"images": 0, "t0": time.monotonic()}
-    batches = iter(loader)
 
     def evaluate(step: int) -> None:
         if accelerator.is_main_process and cfg.zero_shot:
@@ -259,42 +312,8 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
             prune_checkpoints(out, cfg.keep_checkpoints)
         accelerator.wait_for_everyone()
 
-    def step(i: int) -> StepLog:
-        losses, chunk, n_chunks = [], 0, None
-        while n_chunks is None or chunk < n_chunks:
-            batch = next(batches)
-            b_step, c, n_chunks, weight = batch["meta"]
-            assert b_step == i and c == chunk, f"data out of order: got step {b_step}/{c}, expected {i}/{chunk}"
-            skipped.update(batch["skipped"])
-            if text_cache is not None:
-                text_inputs = {"text_pooled": text_cache(batch["text"])}
-            else:
-                text_inputs = {k: v.to(accelerator.device) for k, v in core.tokenize(batch["text"]).items()}
-            pixels = batch["pixels"].to(accelerator.device)
-            sync = nullcontext() if chunk == n_chunks - 1 else accelerator.no_sync(model)
-            with sync, accelerator.autocast():
-                img, txt, scale = model(pixels, **text_inputs)
-                loss = loss_fn(img.float(), txt.float(), scale.float())
-                accelerator.backward(loss * weight)
-            losses.append(loss.detach())
-            seen["images"] += pixels.shape[0] * world
-            chunk += 1
-        if cfg.agc > 0:
-            adaptive_clip_grad(trunk_params, clip_factor=cfg.agc)
-        grad_norm = float(accelerator.clip_grad_norm_(trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
-        loss = accelerator.reduce(torch.stack(losses).mean(), "mean").item()
-        finite = math.isfinite(loss) and math.isfinite(grad_norm)
-        if finite:
-            optimizer.step()
-            scheduler.step()
-            core.clamp_logit_scale()
-            history.setdefault("first_loss", loss)
-        optimizer.zero_grad(set_to_none=True)
-        scale = core.logit_scale.exp().item()
-        return StepLog(loss=loss, grad_norm=grad_norm, finite=finite, postfix={"scale": f"{scale:.1f}"},
-                       record={"lr": scheduler.get_last_lr()[0], "logit_scale": scale, "skipped": sum(skipped.values()),
-                               "images_per_s": seen["images"] / (time.monotonic() - seen["t0"])})
-
+    step = _ContrastiveStep(cfg, accelerator, model, optimizer, scheduler, iter(loader), text_cache, skipped,
+                            history)
     settings = LoopSettings(max_steps=end, save_every=cfg.save_every, eval_every=cfg.eval_every,
                             log_every=cfg.log_every, progress=cfg.progress, desc="train", out=str(out))
     loop = run_loop(settings, start, step=step, save=save, evaluate=evaluate,
@@ -307,20 +326,26 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
         evaluate(loop.step)
     if cfg.export and accelerator.is_main_process:
         core.save_pretrained(cfg.export, overwrite=cfg.overwrite)
-    summary = _summary(cfg, loop, start, history, seen["images"], evals, skipped, counts, world)
-    if accelerator.is_main_process and loop.step == start:  # resumed at its last step: the run's summary stays
-        say(f"{out} is already at step {loop.step} of {cfg.max_steps}: nothing to train (raise --max-steps to "
-            "continue it)")
-    elif accelerator.is_main_process:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-        zs = ", ".join(f"{k} {v['top1']:.1%}" for k, v in evals.items()) or "no zero-shot sets"
-        say(f"Trained {mc.name} for {loop.step - start} steps (now at {loop.step}/{cfg.max_steps}) in "
-            f"{loop.seconds:.0f} s ({summary['images_per_s']:.1f} images/s on {world} process(es)); loss "
-            f"{summary['first_loss']} -> {summary['last_loss']:.4f}; zero-shot: {zs}; {skipped.report()}. "
-            f"Checkpoints in {out / 'checkpoints'}" + (f", model exported to {cfg.export}." if cfg.export else "."))
+    summary = _summary(cfg, loop, start, history, step.images, evals, skipped, counts, world)
+    if accelerator.is_main_process:
+        _report(cfg, out, mc.name, loop, start, summary, evals, skipped, world, say)
     logger.close()
     accelerator.end_training()
     return summary
+
+
+def _report(cfg, out, name, loop, start, summary, evals, skipped, world, say) -> None:
+    """The run's last line, and summary.json (a run resumed at its last step keeps the one it has)."""
+    if loop.step == start:  # resumed at its last step: the run's summary stays
+        say(f"{out} is already at step {loop.step} of {cfg.max_steps}: nothing to train (raise --max-steps to "
+            "continue it)")
+    else:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+        zs = ", ".join(f"{k} {v['top1']:.1%}" for k, v in evals.items()) or "no zero-shot sets"
+        say(f"Trained {name} for {loop.step - start} steps (now at {loop.step}/{cfg.max_steps}) in "
+            f"{loop.seconds:.0f} s ({summary['images_per_s']:.1f} images/s on {world} process(es)); loss "
+            f"{summary['first_loss']} -> {summary['last_loss']:.4f}; zero-shot: {zs}; {skipped.report()}. "
+            f"Checkpoints in {out / 'checkpoints'}" + (f", model exported to {cfg.export}." if cfg.export else "."))
 
 
 def _summary(cfg, loop, start, history, images, evals, skipped, counts, world) -> dict[str, Any]:

@@ -73,6 +73,47 @@ def _build_model(cfg: TrainConfig):
     return create_model(load_config(cfg.model, **overrides))
 
 
+def _data_stream(cfg: TrainConfig, sources, weights, batch_sizes, processor, start_step: int, skipped, accelerator):
+    """The sources' loaders, positioned after ``start_step`` steps, and the mixture that draws each step's
+    batches from them; the ``SourceSchedule`` says which sources a step trains on."""
+    schedule = SourceSchedule({n: weights[n] for n in sources}, cfg.strategy)
+    drawn = schedule.batches_before(start_step)  # round-robin: each source has given a batch at its turns only
+    loaders = {name: make_loader(src, FlamingoCollator(processor, src.max_tokens, processor.media_token_id),
+                                 batch_sizes[name], accelerator.process_index, accelerator.num_processes, cfg.seed,
+                                 drawn[name], cfg.num_workers)
+               for name, src in sources.items()}
+
+    def on_skip(s):
+        skipped.skip(s.reason, s.where, False)
+        if cfg.progress and skipped[s.reason] <= 3:
+            accelerator.print(f"skipped sample: {s.where}")
+
+    # a source with no good sample in about one pass over its data has none: stop instead of reading forever
+    bad_draws = {n: min(256, max(8, math.ceil(len(src) / batch_sizes[n]))) for n, src in sources.items()}
+    mixture = DatasetMixture(loaders, weights, on_skip=on_skip, max_bad_draws=bad_draws, strategy=cfg.strategy,
+                             start_step=start_step)
+    return schedule, loaders, mixture
+
+
+def _held_out_source(cfg: TrainConfig, skipped):
+    """The held-out pairs (default ``<data>/ltip/val.jsonl``; none when that file is missing)."""
+    path = cfg.eval_data or str(Path(cfg.data) / "ltip" / "val.jsonl")
+    source = build_source("eval", "pairs", path, strict=cfg.strict, skipped=skipped) if Path(path).exists() else None
+    return path, source
+
+
+def _optimizer(cfg: TrainConfig, model, accelerator, fsdp: bool):
+    """AdamW (ZeRO-1 sharded with several DDP processes, unless ``--zero off``) and the warm-up schedule."""
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.gate_lr_mult, cfg.resampler_lr_mult)
+    zero = (cfg.zero == "on" or (cfg.zero == "auto" and accelerator.num_processes > 1)) and not fsdp
+    optimizer = build_adamw(groups, cfg.lr, zero=zero)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(cfg.warmup_steps))
+    accelerator.print(f"optimizer: {'ZeRO-1 sharded ' if is_zero(optimizer) else ''}AdamW over "
+                      f"{len(trained_parameters(model))} tensors; {accelerator.distributed_type.value}, mixed "
+                      f"precision {accelerator.mixed_precision}")
+    return optimizer, scheduler
+
+
 def _restore(ckpt: Path, optimizer, scheduler, skipped, accelerator, fsdp: bool) -> None:
     """Put back what the checkpoint saved beside the weights: AdamW moments, the schedule, RNG, skip counts."""
     state, opt_state, rng = read_resume_state(ckpt)
@@ -83,6 +124,41 @@ def _restore(ckpt: Path, optimizer, scheduler, skipped, accelerator, fsdp: bool)
     scheduler.load_state_dict(dict(state["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups)))
     restore_rng(rng, accelerator.process_index, accelerator.num_processes)
     skipped.update(state.get("skipped", {}))
+
+
+class _MixtureRun:
+    """``run_loop``'s ``step`` and ``save`` for stage 2: one optimizer step of the dataset mixture
+    (``train_step``), and a checkpoint with the sources' data positions."""
+
+    def __init__(self, cfg, accelerator, model, optimizer, scheduler, weights, mixture, loaders, schedule, skipped,
+                 trained_names, last):
+        self.cfg, self.acc, self.model, self.optimizer, self.scheduler = cfg, accelerator, model, optimizer, scheduler
+        self.weights, self.mixture, self.loaders, self.schedule, self.skipped = weights, mixture, loaders, schedule, skipped
+        self.trained_names = trained_names
+        self.trained = [p for p in accelerator.unwrap_model(model).parameters() if p.requires_grad]
+        self.last = last  # each source's latest loss (round-robin: from its latest turn)
+
+    def step(self, i: int) -> StepLog:
+        batches = {n: _to(b, self.acc.device) for n, b in self.mixture.next().items()}
+        r = train_step(self.model, self.optimizer, batches, self.weights, accelerator=self.acc,
+                       scheduler=self.scheduler, grad_clip=self.cfg.grad_clip, trained=self.trained,
+                       strategy=self.cfg.strategy)
+        if r.finite:
+            self.last.update(r.losses)
+        # round-robin: `source` is the one dataset this step trained on (`loss` is its loss)
+        turn = {"source": next(iter(r.losses))} if self.cfg.strategy == "round-robin" else {}
+        return StepLog(loss=r.loss, grad_norm=r.grad_norm, finite=r.finite, losses=r.losses,
+                       record={"lr": self.scheduler.get_last_lr()[0], "skipped": sum(self.skipped.values()), **turn,
+                               **{f"loss/{n}": v for n, v in r.losses.items()}},
+                       postfix={n: f"{v:.2f}" for n, v in r.losses.items()})
+
+    def save(self, n: int) -> None:
+        acc = self.acc
+        check_finite_weights(n, self.trained, self.cfg.out,
+                             reduce=(lambda t: acc.reduce(t, reduction="sum")) if acc.num_processes > 1 else None)
+        save_checkpoint(acc, self.model, self.optimizer, self.scheduler, n, self.cfg,
+                        _extra(self.loaders, self.schedule.batches_before(n), self.skipped, self.last),
+                        self.trained_names)
 
 
 def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> TrainResult:
@@ -105,16 +181,14 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     t_start = time.monotonic()
     accelerator = accelerator or make_accelerator(cfg.precision, cfg.cpu, find_unused_parameters=True)
     torch.manual_seed(cfg.seed)
-    rank, world, say = accelerator.process_index, accelerator.num_processes, accelerator.print
+    world, say = accelerator.num_processes, accelerator.print
     weights = _check_inputs(cfg, accelerator, model)
     batch_sizes = source_batch_sizes(cfg, [n for n, w in weights.items() if w > 0])
     model = model if model is not None else _build_model(cfg)
     processor = processor or model.processor
     skipped, eval_skipped = SkipCounter(), SkipCounter()  # held-out rows are counted apart, same policy
     sources = build_sources(cfg, weights, skipped, video_frames=min(8, getattr(model.config, "max_frames", 8)))
-    eval_path = cfg.eval_data or str(Path(cfg.data) / "ltip" / "val.jsonl")
-    eval_source = (build_source("eval", "pairs", eval_path, strict=cfg.strict, skipped=eval_skipped)
-                   if Path(eval_path).exists() else None)
+    eval_path, eval_source = _held_out_source(cfg, eval_skipped)
     if cfg.grad_checkpointing:
         enable_gradient_checkpointing(model)
     counts = model.parameter_counts()
@@ -133,71 +207,40 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     unwrapped = accelerator.unwrap_model(model)
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     unwrapped.fused_head_loss = not fsdp  # FSDP: the loss from the logits (Flamingo.label_nll)
-    groups = param_groups(unwrapped, cfg.weight_decay, cfg.lr, cfg.gate_lr_mult, cfg.resampler_lr_mult)
-    optimizer = build_adamw(groups, cfg.lr, zero=(cfg.zero == "on" or (cfg.zero == "auto" and world > 1)) and not fsdp)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(cfg.warmup_steps))
-    say(f"optimizer: {'ZeRO-1 sharded ' if is_zero(optimizer) else ''}AdamW over {len(trained_names)} "
-        f"tensors; {accelerator.distributed_type.value}, mixed precision {accelerator.mixed_precision}")
+    optimizer, scheduler = _optimizer(cfg, unwrapped, accelerator, fsdp)
     if ckpt:
         _restore(ckpt, optimizer, scheduler, skipped, accelerator, fsdp)
 
-    schedule = SourceSchedule({n: weights[n] for n in sources}, cfg.strategy)
-    drawn = schedule.batches_before(start_step)  # round-robin: each source has given a batch at its turns only
-    loaders = {name: make_loader(src, FlamingoCollator(processor, src.max_tokens, processor.media_token_id),
-                                 batch_sizes[name], rank, world, cfg.seed, drawn[name], cfg.num_workers)
-               for name, src in sources.items()}
-
-    def on_skip(s):
-        skipped.skip(s.reason, s.where, False)
-        if cfg.progress and skipped[s.reason] <= 3:
-            say(f"skipped sample: {s.where}")
-
-    # a source with no good sample in about one pass over its data has none: stop instead of reading forever
-    bad_draws = {n: min(256, max(8, math.ceil(len(src) / batch_sizes[n]))) for n, src in sources.items()}
-    mixture = DatasetMixture(loaders, weights, on_skip=on_skip, max_bad_draws=bad_draws, strategy=cfg.strategy,
-                             start_step=start_step)
+    schedule, loaders, mixture = _data_stream(cfg, sources, weights, batch_sizes, processor, start_step, skipped,
+                                              accelerator)
     logger = MetricsLogger(cfg.out, enabled=accelerator.is_main_process, resume_step=start_step if ckpt else None)
     evaluate = HeldOutEvaluation(cfg, accelerator, model, processor, eval_source, eval_skipped, eval_path, logger,
                                  fsdp)
-    trained = [p for p in unwrapped.parameters() if p.requires_grad]
-    last = dict(resume_state.get("losses", {}))  # each source's latest loss (round-robin: from its latest turn)
-
-    def step(i: int) -> StepLog:
-        batches = {n: _to(b, accelerator.device) for n, b in mixture.next().items()}
-        r = train_step(model, optimizer, batches, weights, accelerator=accelerator, scheduler=scheduler,
-                       grad_clip=cfg.grad_clip, trained=trained, strategy=cfg.strategy)
-        if r.finite:
-            last.update(r.losses)
-        # round-robin: `source` is the one dataset this step trained on (`loss` is its loss)
-        turn = {"source": next(iter(r.losses))} if cfg.strategy == "round-robin" else {}
-        return StepLog(loss=r.loss, grad_norm=r.grad_norm, finite=r.finite, losses=r.losses,
-                       record={"lr": scheduler.get_last_lr()[0], "skipped": sum(skipped.values()), **turn,
-                               **{f"loss/{n}": v for n, v in r.losses.items()}},
-                       postfix={n: f"{v:.2f}" for n, v in r.losses.items()})
-
-    def save(n: int) -> None:
-        check_finite_weights(n, trained, cfg.out,
-                             reduce=(lambda t: accelerator.reduce(t, reduction="sum")) if world > 1 else None)
-        save_checkpoint(accelerator, model, optimizer, scheduler, n, cfg,
-                        _extra(loaders, schedule.batches_before(n), skipped, last), trained_names)
-
+    run = _MixtureRun(cfg, accelerator, model, optimizer, scheduler, weights, mixture, loaders, schedule, skipped,
+                      trained_names, dict(resume_state.get("losses", {})))
     eval_first = evaluate(start_step) if cfg.final_eval and start_step == 0 else {}
     settings = LoopSettings(max_steps=cfg.max_steps, save_every=cfg.save_every, eval_every=cfg.eval_every,
                             log_every=cfg.log_every, progress=cfg.progress, desc="flamingo train", out=cfg.out)
-    end = run_loop(settings, start_step, step=step, save=save, evaluate=evaluate,
+    end = run_loop(settings, start_step, step=run.step, save=run.save, evaluate=evaluate,
                    log=lambda n, record: logger.log(n, **record), budget=TimeBudget(cfg.max_minutes),
                    agree=any_process(accelerator), on_nonfinite=logger.close,
                    show_progress=accelerator.is_main_process)
     final = evaluate(end.step) if cfg.final_eval else {}
+    model_dir = _save_model(cfg, accelerator, unwrapped, fsdp)
+    logger.close()
+    say(_summary(cfg, end, start_step, schedule, run.last, eval_first, final, skipped, model_dir, t_start))
+    return TrainResult(step=end.step, losses=run.last, eval={"first": eval_first, "final": final},
+                       skipped=dict(skipped), model_dir=model_dir, stopped=end.stopped)
+
+
+def _save_model(cfg: TrainConfig, accelerator, model, fsdp: bool) -> str | None:
+    """``<out>/model``: the run's own folder (claimed at the start), so an earlier run's model/ is replaced.
+    Not under FSDP (the module holds shards): its checkpoints' model/ folders are the gathered weights."""
     model_dir = None
     if accelerator.is_main_process and not fsdp:
-        # the run's own folder (claimed at the start), so an earlier run's model/ there is replaced
-        model_dir = str(unwrapped.save_pretrained(Path(cfg.out) / "model", overwrite=True))
+        model_dir = str(model.save_pretrained(Path(cfg.out) / "model", overwrite=True))
     accelerator.wait_for_everyone()
-    logger.close()
-    say(_summary(cfg, end, start_step, schedule, last, eval_first, final, skipped, model_dir, t_start))
-    return TrainResult(step=end.step, losses=last, eval={"first": eval_first, "final": final},
-                       skipped=dict(skipped), model_dir=model_dir, stopped=end.stopped)
+    return model_dir
 
 
 def _summary(cfg, end, start_step: int, schedule, last, eval_first, final, skipped, model_dir, t_start) -> str:
