@@ -8,13 +8,19 @@ per optimizer step; bf16 autocast with fp32 parameters where the hardware has bf
 strategy over datasets (``flamingo_core.mixture``), or, for the paper's Table 3 ablation, ``--strategy
 round-robin``: each step trains on one dataset, turns in proportion to the weights (``SourceSchedule``).
 
-Checkpoints (``<out>/checkpoints/step_N/``, written atomically): ``trained.safetensors`` (the trained
-parameters only), ``optimizer.pt`` (full AdamW state, read with ``weights_only=True``), ``rng.pt`` (torch RNG
-of every process) and ``state.json`` (step, scheduler, data positions, skip counts, config). Resuming
-restores all of it, so a resumed run equals an uninterrupted one. A NaN/inf loss or gradient norm stops the
-run before the optimizer step, leaving the last good checkpoint as the newest. Under FSDP the trained
-parameters are gathered for the checkpoint but the sharded optimizer state is not saved (a resumed FSDP run
-restarts the AdamW moments), and ``<out>/model`` is not written (load the last checkpoint instead).
+Checkpoints (``<out>/checkpoints/step_N/``, written atomically) have the layout both stages share
+(``contrastive_encoder.shared.checkpoint``): ``model/`` (a ``Flamingo.save_pretrained`` folder of the trained
+parameters: loadable on its own), ``optimizer.safetensors`` + ``optimizer.json`` (the full AdamW state),
+``rng.safetensors`` (torch RNG of every process) and ``state.json`` (step, scheduler, data positions, skip
+counts, config). Resuming restores all of it, so a resumed run equals an uninterrupted one; checkpoints of the
+older layout (``trained.safetensors``, ``optimizer.pt``, ``rng.pt``) still resume. A NaN/inf loss or gradient
+norm stops the run before the optimizer step, leaving the last good checkpoint as the newest. Under FSDP the
+trained parameters are gathered for the checkpoint but the sharded optimizer state is not saved (a resumed FSDP
+run restarts the AdamW moments), and ``<out>/model`` is not written (use the last checkpoint's ``model/``).
+
+The loop itself (steps, logging, evaluation, checkpoints, the time budget, the non-finite stop) is the suite's
+one trainer skeleton, ``contrastive_encoder.shared.training.run_loop``; held-out evaluation takes task probes
+(``--eval-probe``).
 
 Usage: ``flamingo train --data data/world --vision-encoder runs/stage1/export --max-minutes 16``;
 multi-process: ``accelerate launch --config_file configs/accelerate/ddp_cpu_2proc.yaml -m flamingo_core.train``
