@@ -1,7 +1,10 @@
 """Shared helpers for the flamingo_core tests: tiny random LMs of four architectures, a conv-stem vision
-encoder (the package's ``conv-tiny`` double), seeded random images."""
+encoder (the package's ``conv-tiny`` double), seeded random images, tar-shard members."""
 
 from __future__ import annotations
+
+import io
+import tarfile
 
 import numpy as np
 import torch
@@ -51,3 +54,17 @@ def diversify_lm(model: fc.Flamingo, std: float = 0.3, seed: int = 0) -> fc.Flam
             if p.ndim == 2:
                 p.copy_(torch.randn(p.shape, generator=gen) * std)
     return model
+
+
+def add_member(tf: tarfile.TarFile, name: str, data: bytes) -> None:
+    """Add a file member ``name`` holding ``data`` to an open tar."""
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tf.addfile(info, io.BytesIO(data))
+
+
+def png_bytes(colour, size: int = 16) -> bytes:
+    """A one-colour PNG, encoded."""
+    buf = io.BytesIO()
+    Image.new("RGB", (size, size), colour).save(buf, format="PNG")
+    return buf.getvalue()

@@ -13,6 +13,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+from fc_helpers import add_member
 from PIL import Image
 from test_bad_inputs_generate import png_claiming
 
@@ -105,12 +106,6 @@ def test_records_of_decoded_datasets_are_checked_too():
     assert all(isinstance(g, SkippedSample) and "(row " in g.where for g in got[1:]), got
 
 
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tf.addfile(info, io.BytesIO(data))
-
-
 def test_undecodable_tar_members_are_skipped_naming_shard_and_member(tmp_path):
     buf = io.BytesIO()
     Image.new("RGB", (16, 16)).save(buf, format="PNG")
@@ -118,8 +113,8 @@ def test_undecodable_tar_members_are_skipped_naming_shard_and_member(tmp_path):
         for key, ext, data in [("good", "txt", GOOD.encode()), ("latin", "txt", "caf\xe9".encode("latin-1")),
                                ("badjson", "json", b"{nope"), ("list", "json", b"[1, 2]"),
                                ("object", "json", json.dumps({"caption": {"x": 1}}).encode())]:
-            _add(tf, f"{key}.png", buf.getvalue())
-            _add(tf, f"{key}.{ext}", data)
+            add_member(tf, f"{key}.png", buf.getvalue())
+            add_member(tf, f"{key}.{ext}", data)
     src = build_source("w", "pairs", tmp_path / "pairs.tar")
     got = {src.store.where(i).rsplit(":", 1)[1]: src.load(i, random.Random(0)) for i in range(len(src))}
     assert isinstance(got.pop("good"), tuple)

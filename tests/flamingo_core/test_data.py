@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import random
 import shutil
@@ -13,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from fc_helpers import add_member, png_bytes
 from PIL import Image
 from test_data_world import make_world
 
@@ -244,25 +244,13 @@ def test_bad_jsonl_rows_are_skipped_and_counted(tmp_path):
 # ---------------------------------------------------------------- WebDataset and datasets
 
 
-def _add(tf: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size = len(data)
-    tf.addfile(info, io.BytesIO(data))
-
-
-def _png_bytes(colour) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (16, 16), colour).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def test_webdataset_pairs_and_interleaved(tmp_path):
     for shard in range(2):
         with tarfile.open(tmp_path / f"pairs-{shard:03d}.tar", "w") as tf:
-            _add(tf, f"s{shard}a.png", _png_bytes((255, 0, 0)))
-            _add(tf, f"s{shard}a.txt", b"a red square")
-            _add(tf, f"s{shard}b.jpg", b"\x89garbage")
-            _add(tf, f"s{shard}b.json", json.dumps({"caption": "broken"}).encode())
+            add_member(tf, f"s{shard}a.png", png_bytes((255, 0, 0)))
+            add_member(tf, f"s{shard}a.txt", b"a red square")
+            add_member(tf, f"s{shard}b.jpg", b"\x89garbage")
+            add_member(tf, f"s{shard}b.json", json.dumps({"caption": "broken"}).encode())
     src = build_source("w", "pairs", str(tmp_path / "pairs-{000..001}.tar"))
     assert len(src) == 4
     results = [src.load(i, random.Random(0)) for i in range(4)]
@@ -272,9 +260,9 @@ def test_webdataset_pairs_and_interleaved(tmp_path):
     assert len(bad) == 2 and all(".jpg" in b.where for b in bad)
 
     with tarfile.open(tmp_path / "doc.tar", "w") as tf:
-        _add(tf, "d0.json", json.dumps({"texts": ["hello", None, "bye"],
+        add_member(tf, "d0.json", json.dumps({"texts": ["hello", None, "bye"],
                                         "images": [None, "d0.0.png", None]}).encode())
-        _add(tf, "d0.0.png", _png_bytes((0, 255, 0)))
+        add_member(tf, "d0.0.png", png_bytes((0, 255, 0)))
     doc = build_source("m", "interleaved", tmp_path / "doc.tar", p_next=0.0)
     items, _ = doc.load(0, random.Random(0))
     assert items[0] == "hello" and isinstance(items[1], Image.Image) and items[2] == "bye" + EOC

@@ -15,6 +15,7 @@ import torch
 
 from .data.sources import IMAGE_ERRORS, open_image
 from .model import DualEncoder
+from .shared.class_folders import read_class_folders
 from .shared.readers import read_json
 from .shared.records import SkipCounter, read_jsonl, resolve_media_path
 from .transforms import EvalTransform
@@ -29,32 +30,11 @@ __all__ = [
 ]
 
 DEFAULT_TEMPLATES = ("A photo of a {class}.",)
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp"}
+_CLASS_FOLDERS = "one sub-folder of images per class (or a .jsonl set)"
 
 
 def _fill(template: str, name: str) -> str:
     return template.replace("{class}", name).replace("{}", name)
-
-
-def _is_image(p: Path) -> bool:
-    return p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-
-
-def _class_folders(path: Path) -> list[str]:
-    """The sub-folders of ``path`` that hold images; explains what is there when none does."""
-    subdirs = sorted(p for p in path.iterdir() if p.is_dir())
-    folders = [p.name for p in subdirs if any(_is_image(f) for f in p.iterdir())]
-    if folders:
-        return folders
-    loose = sum(1 for f in path.iterdir() if _is_image(f))
-    nested = [p.name for p in subdirs if any(q.is_dir() for q in p.iterdir())]
-    if nested:  # e.g. eval/colour holding train/ and val/, each a set of class folders
-        found = f"sub-folders {', '.join(nested)} that hold folders, not images (did you mean {path / nested[-1]}?)"
-    elif loose:
-        found = f"{loose} image{'s' if loose > 1 else ''} directly in it and no class folders"
-    else:
-        found = "no sub-folder holding images"
-    raise ValueError(f"{path}: expected one sub-folder of images per class (or a .jsonl set), found {found}")
 
 
 def load_classification_set(
@@ -80,9 +60,9 @@ def load_classification_set(
             classes = [str(c) for c in read_json(candidate, expect=list)]
             break
     if path.is_dir():
-        folders = _class_folders(path)
-        classes = classes if classes and set(folders) <= set(classes) else folders
-        items = [(f, classes.index(c)) for c in folders for f in sorted((path / c).iterdir()) if _is_image(f)]
+        found = {c: images for c, images in read_class_folders(path, _CLASS_FOLDERS).items() if images}
+        classes = classes if classes and set(found) <= set(classes) else list(found)
+        items = [(f, classes.index(c)) for c, images in found.items() for f in images]
     elif path.suffix == ".jsonl":
         rows = list(read_jsonl(path, required=("image", "label"), strict=strict, skipped=skipped,
                                types={"image": str, "label": (str, int)}))

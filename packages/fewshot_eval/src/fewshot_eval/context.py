@@ -24,7 +24,7 @@ def check_prompt_lengths(model, runner, jobs: Sequence, source, rices_floor: boo
     Args:
         model: anything with ``context_length`` and ``count_tokens`` (an ``EvalModel`` or a ``TokenCounter``);
             nothing is checked without both.
-        runner: the evaluation's prompt builder (``evaluate._Runner``).
+        runner: the evaluation's prompt builder (``runner.Runner``).
         jobs: the (selection, shots, trial) jobs with their queries to do and demonstrations.
         source: the query set, named in the message.
         rices_floor: RICES jobs hold the shortest possible demonstrations (``shortest_demos``), said so.

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from contrastive_encoder.shared.class_folders import ClassFolderError, read_class_folders
 from contrastive_encoder.shared.readers import CorruptFileError, read_json
 from contrastive_encoder.shared.records import SkipCounter, read_jsonl, resolve_media_path
 from fewshot_eval.model import EOC, IMAGE_TOKEN
@@ -34,7 +35,6 @@ __all__ = [
 ]
 
 TASKS = ("caption", "vqa", "classify", "video-caption", "video-qa")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
 DEFAULT_IMAGE_TEMPLATE = "images/{image_id:012d}.png"
 RESERVED_TOKENS = (IMAGE_TOKEN, EOC)  # the prompt's own markers: in a text they would shift media and chunks
 
@@ -327,9 +327,11 @@ def load_classification(path: str | Path, split: str) -> EvalSet:
     skipped = SkipCounter()
     examples: list[Example] = []
     if folder.is_dir():
-        dirs = sorted(d for d in folder.iterdir() if d.is_dir())
-        if not dirs:
-            raise DataError(f"{folder}: no class sub-folders; expected {CLASSIFY}")
+        try:
+            images = read_class_folders(folder, expected=CLASSIFY)
+        except ClassFolderError as e:
+            raise DataError(str(e)) from None
+        dirs = [folder / name for name in images]
         if isinstance(names, dict):
             class_names = [str(names.get(d.name, d.name)) for d in dirs]
         elif isinstance(names, list):
@@ -344,9 +346,8 @@ def load_classification(path: str | Path, split: str) -> EvalSet:
         else:
             class_names = [d.name for d in dirs]
         for d, name in zip(dirs, class_names):
-            for f in sorted(d.iterdir()):
-                if f.suffix.lower() in IMAGE_SUFFIXES:
-                    examples.append(Example(id=f"{split}/{d.name}/{f.name}", media=f, target=name, references=(name,)))
+            for f in images[d.name]:
+                examples.append(Example(id=f"{split}/{d.name}/{f.name}", media=f, target=name, references=(name,)))
         source = folder
     elif jsonl.is_file():
         rows = list(read_jsonl(jsonl, required=("image",), skipped=skipped))

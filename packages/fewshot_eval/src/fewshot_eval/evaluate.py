@@ -16,18 +16,15 @@ metrics and writes the results.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from contrastive_encoder.shared.outputs import OutputError, atomic_write_text
+from contrastive_encoder.shared.outputs import atomic_write_text
 from contrastive_encoder.shared.readers import CorruptFileError, read_json
-from contrastive_encoder.shared.records import read_jsonl
 from fewshot_eval.bootstrap import N_BOOTSTRAP, bootstrap_ci
 from fewshot_eval.context import check_prompt_lengths, shortest_demos
 from fewshot_eval.datasets import (
@@ -43,7 +40,8 @@ from fewshot_eval.media import check_media, load_media
 from fewshot_eval.metrics import cider, vqa_accuracy
 from fewshot_eval.model import EvalModel
 from fewshot_eval.nonce import BUILT_IN, EVAL_NONCE_WORDS, LABELS, check_nonce_words, read_nonce_words
-from fewshot_eval.prompts import ZERO_SHOT_DEMOS, PromptTemplate, get_template
+from fewshot_eval.predictions import load_predictions, pred_files, predict
+from fewshot_eval.prompts import ZERO_SHOT_DEMOS, get_template
 from fewshot_eval.rices import RICES, cached_features
 from fewshot_eval.runner import Job, Runner, job_selector, plan_jobs
 from fewshot_eval.selection import SELECTIONS, RicesSelector, check_balanced_support, mean_std
@@ -244,35 +242,6 @@ def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequen
     return check_prompt_lengths(counter, runner, jobs, td.query.source, rices_floor=True)
 
 
-def _pred_files(out_dir: Path, stem: str) -> list[Path]:
-    return sorted((out_dir / "predictions").glob(f"{stem}.rank*.jsonl"))
-
-
-def _open_append(path: Path):
-    """Open a predictions file for appending, ending a line an interruption left unfinished."""
-    fh = open(path, "a+", encoding="utf-8")
-    if fh.tell() > 0:
-        fh.seek(fh.tell() - 1)
-        if fh.read(1) != "\n":
-            fh.write("\n")
-    return fh
-
-
-def _load_predictions(files: Sequence[Path], model_id: str) -> dict[str, dict]:
-    """The saved predictions of ``files`` by query id, refusing any made by another model than ``model_id``."""
-    done: dict[str, dict] = {}
-    for f in files:
-        for rec in read_jsonl(f, required=("id",)):  # a line cut by an interruption is skipped
-            if rec.get("model") != model_id:
-                made_by = f"model {rec['model']}" if rec.get("model") else "a model it did not record"
-                raise OutputError(
-                    f"--resume: {f} holds predictions of {made_by}, not of this model ({model_id}); give "
-                    "--overwrite to evaluate again from scratch, or choose another --out"
-                )
-            done[str(rec["id"])] = rec
-    return done
-
-
 def _merge_results(path: Path, new: list[dict]) -> list[dict]:
     """Results already in ``path`` with the records of ``new`` replacing those with the same key."""
     def key(r):
@@ -355,6 +324,25 @@ def evaluate(
         One result record per (selection, shots, metric): task, labels, split, shots, selection, ensembling,
         metric, n, trials, scores, mean, std, ci95, n_bootstrap, model, data (classify: also classes, chance).
     """
+    _check_args(task, selection, ensemble, trials, batch_size, num_beams, max_new_tokens, n_bootstrap)
+    td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
+                                                              image_template, selection, labels, nonce_words,
+                                                              zero_shot_demos)  # fmt: skip
+    if isinstance(data, TaskData) and limit is not None:
+        td.query.examples = spread(td.query.examples, limit)
+    words = check_plan(td, shots, selection, labels, nonce_words)
+    shots, selection = list(dict.fromkeys(shots)), list(dict.fromkeys(selection))
+    runner = Runner(model, task, td.support, get_template(task, template), td.support.class_names, num_beams,
+                    max_new_tokens or MAX_NEW_TOKENS.get(task, 0), ensemble, seed, max_frames, words)  # fmt: skip
+    run = _Evaluation(model, task, td, runner, _Dist(), Path(out_dir) if out_dir is not None else None, resume,
+                      batch_size, progress, labels, ensemble, seed, n_bootstrap, zero_shot_demos)  # fmt: skip
+    jobs = run.plan(shots, selection, trials, cache_dir, max_frames)
+    return run.cells(jobs, selection, shots)
+
+
+def _check_args(task: str, selection: Sequence[str], ensemble: int, trials: int, batch_size: int, num_beams: int,
+                max_new_tokens: int | None, n_bootstrap: int) -> None:  # fmt: skip
+    """``evaluate``'s own arguments, refused (``ValueError``) before any data is read."""
     unknown = [s for s in selection if s not in SELECTIONS]
     if unknown:
         raise ValueError(f"unknown selection {unknown[0]!r}; expected one of {', '.join(SELECTIONS)}")
@@ -368,75 +356,99 @@ def evaluate(
         raise ValueError(f"prompt ensembling applies to close-ended tasks (classify), not {task!r}")
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be at least 1 resample, got {n_bootstrap}")
-    td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
-                                                              image_template, selection, labels, nonce_words,
-                                                              zero_shot_demos)  # fmt: skip
-    if isinstance(data, TaskData) and limit is not None:
-        td.query.examples = spread(td.query.examples, limit)
-    words = check_plan(td, shots, selection, labels, nonce_words)
-    support, query = td.support, td.query
-    shots, selection = list(dict.fromkeys(shots)), list(dict.fromkeys(selection))
-    tmpl: PromptTemplate = get_template(task, template)
-    dist = _Dist()
-    out = Path(out_dir) if out_dir is not None else None
-    if out is not None:
-        (out / "predictions").mkdir(parents=True, exist_ok=True)
-    runner = Runner(model, task, support, tmpl, support.class_names, num_beams,
-                    max_new_tokens or MAX_NEW_TOKENS.get(task, 0), ensemble, seed, max_frames, words)  # fmt: skip
-    mine = query.examples[dist.rank :: dist.world]
-    jobs = plan_jobs(task, shots, selection, trials, ensemble, labels)
-    if out is not None and resume:  # before any work: another model's predictions are refused
-        for job in jobs:
-            job.done = _load_predictions(_pred_files(out, job.stem), model.identifier)
 
-    rices_selector = None
-    if "rices" in selection:
+
+@dataclass
+class _Evaluation:
+    """One ``evaluate`` call's checked arguments and process group, shared by its steps (planning the jobs, each
+    cell's predictions and scores, the cell's results) so that none of them is a function of a dozen arguments."""
+
+    model: EvalModel
+    task: str  # the argument, not ``td.task``: a given TaskData is evaluated as ``task`` says
+    td: TaskData
+    runner: Runner
+    dist: _Dist
+    out: Path | None
+    resume: bool
+    batch_size: int
+    progress: bool
+    labels: str
+    ensemble: int
+    seed: int
+    n_bootstrap: int
+    zero_shot_demos: int
+
+    def plan(self, shots: list[int], selection: list[str], trials: int, cache_dir, max_frames: int) -> list[Job]:
+        """Every job with its saved predictions (``resume``), this process's queries still to predict and their
+        demonstrations; every process raises before anything is generated when a prompt is over the context."""
+        td, dist, out = self.td, self.dist, self.out
+        if out is not None:
+            (out / "predictions").mkdir(parents=True, exist_ok=True)
+        mine = td.query.examples[dist.rank :: dist.world]
+        jobs = plan_jobs(self.task, shots, selection, trials, self.ensemble, self.labels)
+        if out is not None and self.resume:  # before any work: another model's predictions are refused
+            for job in jobs:
+                job.done = load_predictions(pred_files(out, job.stem), self.model.identifier)
         cache = cache_dir if cache_dir is not None else (out / "cache" if out is not None else None)
-        rices_selector = _rices_selector(model, support, mine, cache, batch_size, max_frames, dist, progress)
-    for job in jobs:  # every prompt's demonstrations, so that every prompt can be checked before generating
-        selector = job_selector(job, support, seed, rices_selector)
-        job.todo = [ex for ex in mine if ex.id not in job.done]
-        job.demo_idx = (selector.select([ex.key for ex in job.todo], _demos_needed(job.k, zero_shot_demos))
-                        if job.todo else [])
-    problem = check_prompt_lengths(model, runner, jobs, query.source)
-    problems = dist.gather([problem] if problem else [])
-    if problems:  # every process raises, so that none waits for the others
-        raise ValueError(problems[0])
+        rices_selector = (_rices_selector(self.model, td.support, mine, cache, self.batch_size, max_frames, dist,
+                                          self.progress) if "rices" in selection else None)  # fmt: skip
+        for job in jobs:  # every prompt's demonstrations, so that every prompt can be checked before generating
+            selector = job_selector(job, td.support, self.seed, rices_selector)
+            job.todo = [ex for ex in mine if ex.id not in job.done]
+            job.demo_idx = (selector.select([ex.key for ex in job.todo], _demos_needed(job.k, self.zero_shot_demos))
+                            if job.todo else [])  # fmt: skip
+        problem = check_prompt_lengths(self.model, self.runner, jobs, td.query.source)
+        problems = dist.gather([problem] if problem else [])
+        if problems:  # every process raises, so that none waits for the others
+            raise ValueError(problems[0])
+        return jobs
 
-    results: list[dict] = []
-    skipped = sum(query.skipped.values())
-    for sel in selection:
-        for k in shots:
-            per_trial: dict[str, list[dict[str, float]]] = {m: [] for m in task_metrics(task, query)}
-            for job in (j for j in jobs if (j.sel, j.k) == (sel, k)):
-                if out is not None and not resume:
-                    if dist.is_main:
-                        for f in _pred_files(out, job.stem):
-                            f.unlink()
-                    dist.barrier()
-                path = out / "predictions" / f"{job.stem}.rank{dist.rank}.jsonl" if out is not None else None
-                desc = f"{task} {sel} {k}-shot trial {job.trial}" if progress and dist.is_main else None
-                new = _predict(runner, job, batch_size, path, desc)
-                gathered = dist.gather(new)
-                if not dist.is_main:
+    def cells(self, jobs: list[Job], selection: list[str], shots: list[int]) -> list[dict]:
+        """Every (selection, shots) cell in turn, predicted and scored; the result records (main process only)."""
+        results: list[dict] = []
+        for sel in selection:
+            for k in shots:
+                per_trial = self._predict_cell(sel, k, [j for j in jobs if (j.sel, j.k) == (sel, k)])
+                if not self.dist.is_main:
                     continue
-                records = {**job.done, **{r["id"]: r for r in gathered}}
-                for m, each in score_predictions(task, records, query, per_query=True)[1].items():
-                    per_trial[m].append(each)
+                results.extend(self._cell_results(sel, k, per_trial))
+                if self.out is not None:  # results so far, so that an interrupted run still leaves a summary
+                    _write_outputs(self.out, results)
+        return results
+
+    def _predict_cell(self, sel: str, k: int, jobs: list[Job]) -> dict[str, list[dict[str, float]]]:
+        """Predict every trial (job) of one cell: metric -> each trial's per-query scores, on the main process,
+        which gathers every process's predictions (the others' lists stay empty)."""
+        task, query, dist, out = self.task, self.td.query, self.dist, self.out
+        per_trial: dict[str, list[dict[str, float]]] = {m: [] for m in task_metrics(task, query)}
+        for job in jobs:
+            if out is not None and not self.resume:
+                if dist.is_main:
+                    for f in pred_files(out, job.stem):
+                        f.unlink()
+                dist.barrier()  # deleted before any process appends to its file again
+            path = out / "predictions" / f"{job.stem}.rank{dist.rank}.jsonl" if out is not None else None
+            desc = f"{task} {sel} {k}-shot trial {job.trial}" if self.progress and dist.is_main else None
+            gathered = dist.gather(predict(self.runner, job, self.batch_size, path, desc))
             if not dist.is_main:
                 continue
-            for metric, each in per_trial.items():
-                results.append({
-                    "task": task, "labels": labels, "split": query.split, "support_split": support.split,
-                    "shots": k, "selection": sel, "ensembling": ensemble, "metric": metric,
-                    **({"zero_shot_demos": zero_shot_demos} if k == 0 else {}),
-                    **_summary(each, [ex.id for ex in query.examples], n_bootstrap, seed), **_chance(task, metric, query),
-                    "dataset": query.name, "model": model.identifier, "data": query.identifier,
-                    "support": support.identifier, "skipped": skipped,
-                })  # fmt: skip
-            if out is not None:  # results so far, so that an interrupted run still leaves a summary
-                _write_outputs(out, results)
-    return results
+            records = {**job.done, **{r["id"]: r for r in gathered}}
+            for m, each in score_predictions(task, records, query, per_query=True)[1].items():
+                per_trial[m].append(each)
+        return per_trial
+
+    def _cell_results(self, sel: str, k: int, per_trial: dict[str, list[dict[str, float]]]) -> list[dict]:
+        """The cell's result records, one per metric (``evaluate``'s Returns)."""
+        query, support = self.td.query, self.td.support
+        return [{
+            "task": self.task, "labels": self.labels, "split": query.split, "support_split": support.split,
+            "shots": k, "selection": sel, "ensembling": self.ensemble, "metric": metric,
+            **({"zero_shot_demos": self.zero_shot_demos} if k == 0 else {}),
+            **_summary(each, [ex.id for ex in query.examples], self.n_bootstrap, self.seed),
+            **_chance(self.task, metric, query),
+            "dataset": query.name, "model": self.model.identifier, "data": query.identifier,
+            "support": support.identifier, "skipped": sum(query.skipped.values()),
+        } for metric, each in per_trial.items()]  # fmt: skip
 
 
 def _summary(per_trial: list[dict[str, float]], ids: list[str], n_bootstrap: int, seed: int) -> dict:
@@ -478,24 +490,6 @@ def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_s
     if progress and dist.is_main:
         print(f"RICES: {len(support)} support and {len(mine)} query features in {time.time() - t0:.1f}s")
     return RicesSelector(RICES(feats, keys), {ex.key: f for ex, f in zip(mine, qfeats)})
-
-
-def _predict(runner: Runner, job: Job, batch_size: int, path: Path | None, desc: str | None) -> list[dict]:
-    """Prediction records for ``job.todo``, appended to ``path`` (flushed to disk) batch by batch."""
-    new: list[dict] = []
-    fh = _open_append(path) if path is not None else None
-    try:
-        for i in tqdm(range(0, len(job.todo), batch_size), desc=desc, disable=desc is None, leave=False):
-            recs = runner.run(job.todo[i : i + batch_size], job.demo_idx[i : i + batch_size], job.k, job.trial)
-            new.extend(recs)
-            if fh is not None:
-                fh.write("".join(json.dumps(r) + "\n" for r in recs))
-                fh.flush()
-                os.fsync(fh.fileno())  # what is written survives an interruption; --resume starts after it
-    finally:
-        if fh is not None:
-            fh.close()
-    return new
 
 
 def _write_outputs(out: Path, results: list[dict]) -> None:

@@ -1,5 +1,7 @@
 """Media of evaluation examples: checking that every file is there (and readable) before long work starts,
-and decoding images and videos (mp4 through PyAV, or folders of frames), each file once per run."""
+and decoding images and videos (mp4 through PyAV, or folders of frames), each file once per run. Videos are
+read with the evaluation frame policy ``evenly_spaced`` (``contrastive_encoder.shared.frames`` says why training
+uses another one)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from pathlib import Path
 
 from PIL import Image
 
-from fewshot_eval.datasets import IMAGE_SUFFIXES, DataError, Example
+from contrastive_encoder.shared.class_folders import IMAGE_SUFFIXES
+from contrastive_encoder.shared.frames import evenly_spaced
+from fewshot_eval.datasets import DataError, Example
 
 __all__ = ["check_media", "load_media"]
 
@@ -48,10 +52,7 @@ def _read_video(path: Path, max_frames: int) -> list[Image.Image]:
             frames = [fr.to_image().convert("RGB") for fr in container.decode(video=0)]
     if not frames:
         raise DataError(f"{path}: video has no frames")
-    if len(frames) > max_frames:  # evenly spaced frames, first and last kept
-        step = (len(frames) - 1) / (max_frames - 1) if max_frames > 1 else 0
-        frames = [frames[round(i * step)] for i in range(max_frames)]
-    return frames
+    return [frames[i] for i in evenly_spaced(len(frames), max_frames)]  # the evaluation frame policy
 
 
 @lru_cache(maxsize=4096)

@@ -2,13 +2,12 @@
 
 Every source is a random-access list of pairs with three methods: ``len(source)``, ``source.load(i)`` giving
 ``(PIL image, caption)`` (raising on a corrupt or missing image) and ``source.where(i)`` naming the file, for
-error messages. WebDataset shards are read with the standard library's ``tarfile`` (no webdataset package):
-members sharing a key (the name up to the first dot) form a sample, e.g. ``000012.png`` + ``000012.txt``.
+error messages. WebDataset shards are read by ``shared.shards`` (the reader stage 2 uses too): members sharing
+a key (the path up to the first dot of the basename) form a sample, e.g. ``000012.png`` + ``000012.txt``.
 """
 
 from __future__ import annotations
 
-import glob
 import io
 import json
 import os
@@ -19,6 +18,7 @@ from typing import Any
 from PIL import Image
 
 from ..shared.records import SkipCounter, read_jsonl, resolve_media_path
+from ..shared.shards import TarShards, is_shard_spec
 
 __all__ = ["IMAGE_ERRORS", "HFPairs", "JsonlPairs", "PairSource", "TarPairs", "open_image", "open_source"]
 
@@ -95,65 +95,38 @@ class JsonlPairs(PairSource):
 
 
 class TarPairs(PairSource):
-    """WebDataset-style tar shards (a file, a folder of ``*.tar``, or a glob), indexed once at start."""
+    """WebDataset shards (``shared.shards``: a file, a folder of ``*.tar``, a glob or a ``{000..009}`` range):
+    the samples with an image member and a caption member (``txt``/``text``/``caption``, or ``json`` with a
+    ``text`` or ``caption`` field). An unreadable shard is skipped and counted (raises when strict)."""
 
-    def __init__(self, spec: str | Path):
-        spec = str(spec)
-        if os.path.isdir(spec):
-            shards = sorted(glob.glob(os.path.join(spec, "*.tar")))
-        else:
-            shards = sorted(glob.glob(spec)) if any(c in spec for c in "*?[") else [spec]
-        shards = [s for s in shards if os.path.isfile(s)]
-        if not shards:
-            raise FileNotFoundError(f"no tar shards found at {spec} (expected a .tar file, a folder of them, or a glob)")
-        self.name = spec
-        self.shards = shards
-        self.samples: list[tuple[int, str, tarfile.TarInfo, Any]] = []  # (shard, key, image member, caption)
-        for s, shard in enumerate(shards):
-            with tarfile.open(shard) as tar:
-                groups: dict[str, dict[str, tarfile.TarInfo]] = {}
-                for member in tar.getmembers():
-                    if not member.isfile():
-                        continue
-                    key, _, ext = member.name.partition(".")
-                    groups.setdefault(key, {})[ext.lower()] = member
-                for key, parts in groups.items():
-                    image = next((parts[e] for e in IMAGE_EXTS if e in parts), None)
-                    text = next((parts[e] for e in TEXT_EXTS + ("json",) if e in parts), None)
-                    if image is not None and text is not None:
-                        self.samples.append((s, key, image, text))
-        self._handles: dict[int, tarfile.TarFile] = {}
-        self._pid = os.getpid()
+    def __init__(self, spec: str | Path, strict: bool = False, skipped: SkipCounter | None = None):
+        self.name = str(spec)
+        self.tars = TarShards(spec, strict=strict, skipped=skipped)
+        self.samples: list[tuple[int, tarfile.TarInfo, tarfile.TarInfo]] = []  # (sample, image, caption)
+        for i, sample in enumerate(self.tars.samples):
+            image = next((sample.members[e] for e in IMAGE_EXTS if e in sample.members), None)
+            text = next((sample.members[e] for e in TEXT_EXTS + ("json",) if e in sample.members), None)
+            if image is not None and text is not None:
+                self.samples.append((i, image, text))
         if not self.samples:
             raise ValueError(f"{spec}: no samples with both an image ({'/'.join(IMAGE_EXTS)}) and a caption")
-
-    def _tar(self, s: int) -> tarfile.TarFile:
-        if self._pid != os.getpid():  # a DataLoader worker must not share the parent's file offsets
-            self._handles, self._pid = {}, os.getpid()
-        if s not in self._handles:
-            self._handles[s] = tarfile.open(self.shards[s])
-        return self._handles[s]
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def load(self, index: int) -> tuple[Image.Image, str]:
-        s, _, image_member, text_member = self.samples[index]
-        tar = self._tar(s)
-        raw = tar.extractfile(text_member).read().decode("utf-8")
+        i, image_member, text_member = self.samples[index]
+        shard = self.tars[i].shard
+        raw = self.tars.read(shard, text_member).decode("utf-8")
         if text_member.name.lower().endswith(".json"):
             meta = json.loads(raw)
             raw = meta.get("text") or meta.get("caption") or ""
-        return open_image(tar.extractfile(image_member).read()), raw.strip()
+        return open_image(self.tars.read(shard, image_member)), raw.strip()
 
     def where(self, index: int) -> str:
-        s, key, image_member, _ = self.samples[index]
-        return f"{image_member.name} (sample '{key}' of {self.shards[s]})"
-
-    def __getstate__(self):  # open tar handles do not pickle (DataLoader workers)
-        state = dict(self.__dict__)
-        state["_handles"] = {}
-        return state
+        i, image_member, _ = self.samples[index]
+        sample = self.tars[i]
+        return f"{image_member.name} (sample '{sample.key}' of {self.tars.shards[sample.shard]})"
 
 
 class HFPairs(PairSource):
@@ -178,7 +151,7 @@ def open_source(spec: str, strict: bool = False, skipped: SkipCounter | None = N
     """Open a data source from a command-line spec.
 
     Args:
-        spec: ``path.jsonl``; ``shard.tar`` / a folder of shards / ``shards-*.tar``; or
+        spec: ``path.jsonl``; ``shard.tar`` / a folder of shards / ``shards-*.tar`` / ``shards-{000..009}.tar``; or
             ``hf:<folder saved by save_to_disk or hub name>[:split]`` for a `datasets` dataset.
     """
     if spec.startswith("hf:"):
@@ -196,6 +169,6 @@ def open_source(spec: str, strict: bool = False, skipped: SkipCounter | None = N
     path = Path(spec)
     if path.suffix == ".jsonl":
         return JsonlPairs(path, strict=strict, skipped=skipped)
-    if path.suffix == ".tar" or path.is_dir() or any(c in spec for c in "*?["):
-        return TarPairs(spec)
+    if is_shard_spec(spec):
+        return TarPairs(spec, strict=strict, skipped=skipped)
     raise ValueError(f"unknown data source '{spec}': expected a .jsonl file, .tar shard(s), or hf:<dataset>")

@@ -2,7 +2,9 @@
 
 Flamingo (Alayrac et al., 2022, arXiv 2204.14198) trains on video clips of 8 frames sampled at 1 frame per
 second (Appendix A.3.3 / VTP). ``load_video`` implements that sampling for mp4 files (through PyAV) and for
-folders of frames that already hold one frame per second (what the ShapesWorld generator writes without PyAV).
+folders of frames that already hold one frame per second (what the ShapesWorld generator writes without PyAV),
+with the training frame policy ``random_window`` (``contrastive_encoder.shared.frames`` says why evaluation
+uses another one).
 
 Every failure raises ``MediaError`` naming the file, so the data sources can skip and count the sample (or
 re-raise it in strict mode).
@@ -17,7 +19,9 @@ from pathlib import Path
 
 from PIL import Image
 
-__all__ = ["IMAGE_EXTENSIONS", "MediaError", "load_image", "load_video", "sample_frame_times"]
+from contrastive_encoder.shared.frames import random_window
+
+__all__ = ["IMAGE_EXTENSIONS", "MediaError", "load_image", "load_video"]
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
 
@@ -57,13 +61,6 @@ def load_image(source: str | Path | bytes, name: str | None = None) -> Image.Ima
         raise MediaError(f"cannot decode image {where}: {type(e).__name__}: {e}") from e
 
 
-def sample_frame_times(duration_s: float, num_frames: int, fps: float, rng: random.Random) -> list[float]:
-    """Timestamps of ``num_frames`` frames ``1/fps`` seconds apart; a random start when the clip is longer."""
-    span = (num_frames - 1) / fps
-    start = rng.uniform(0.0, duration_s - span) if duration_s > span else 0.0
-    return [start + i / fps for i in range(num_frames)]
-
-
 def _pad_frames(frames: list[Image.Image], num_frames: int, where: str) -> list[Image.Image]:
     if not frames:
         raise MediaError(f"video has no decodable frames: {where}")
@@ -77,7 +74,7 @@ def _load_frame_folder(path: Path, num_frames: int, fps: float, rng: random.Rand
     if not files:
         raise MediaError(f"video frame folder has no images: {path}")
     stride = max(1, round(1.0 / fps))
-    times = sample_frame_times(float(len(files)), num_frames, 1.0 / stride, rng)
+    times = random_window(float(len(files)), num_frames, 1.0 / stride, rng)
     picked = [files[min(int(t), len(files) - 1)] for t in times]
     frames = [load_image(p) for p in dict.fromkeys(picked)]
     return _pad_frames(frames, num_frames, str(path))
@@ -101,7 +98,7 @@ def _load_mp4(source: str | Path | bytes, num_frames: int, fps: float, rng: rand
     t0 = decoded[0][0]
     duration = decoded[-1][0] - t0 + 1.0 / float(stream.average_rate or fps)
     frames = []
-    for t in sample_frame_times(duration, num_frames, fps, rng):
+    for t in random_window(duration, num_frames, fps, rng):
         if t > duration:
             break
         # the decoded frame whose timestamp is nearest to t
@@ -123,7 +120,8 @@ def load_video(
         source: mp4 path, mp4 bytes, or a folder of frame images sorted by name (one frame per second).
         num_frames: frames to return; shorter clips repeat their last frame.
         fps: sampling rate in frames per second (the paper uses 1).
-        rng: chooses the start of the clip in longer videos (seeded per sample for exact resume).
+        rng: chooses the start of the clip in longer videos (seeded per sample for exact resume): the training
+            frame policy ``random_window``.
         name: what to call the video in error messages when ``source`` is bytes.
     """
     rng = rng or random.Random(0)

@@ -9,18 +9,16 @@ every process pick its own shard of each global batch.
 
 from __future__ import annotations
 
-import glob
 import os
-import re
-import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from contrastive_encoder.shared.records import SkipCounter, read_jsonl, resolve_media_path
+from contrastive_encoder.shared.shards import TarShards, is_shard_spec
 
-__all__ = ["HFStore", "JsonlStore", "MediaRef", "RecordStore", "TarStore", "expand_shards", "open_store"]
+__all__ = ["HFStore", "JsonlStore", "MediaRef", "RecordStore", "TarStore", "open_store"]
 
 
 @dataclass
@@ -82,98 +80,34 @@ def short_repr(value: Any, width: int = 60) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
 
 
-_BRACE_RE = re.compile(r"\{(\d+)\.\.(\d+)\}")
-
-
-def expand_shards(spec: str | Sequence[str]) -> list[Path]:
-    """Expand WebDataset shard specs: ``shards/{000..009}.tar``, globs, comma lists, or a folder of tars."""
-    specs = [spec] if isinstance(spec, (str, Path)) else list(spec)
-    out: list[Path] = []
-    for s in specs:
-        for part in str(s).split(","):
-            m = _BRACE_RE.search(part)
-            if m:
-                lo, hi = m.group(1), m.group(2)
-                width = len(lo)
-                for k in range(int(lo), int(hi) + 1):
-                    out.append(Path(part[: m.start()] + str(k).zfill(width) + part[m.end():]))
-            elif Path(part).is_dir():
-                out.extend(sorted(Path(part).glob("*.tar")))
-            elif any(c in part for c in "*?["):
-                out.extend(Path(p) for p in sorted(glob.glob(part)))
-            else:
-                out.append(Path(part))
-    missing = [str(p) for p in out if not p.is_file()]
-    if missing:
-        raise FileNotFoundError(f"WebDataset shard(s) not found: {', '.join(missing[:5])}")
-    if not out:
-        raise FileNotFoundError(f"no WebDataset shards match {spec!r}")
-    return out
-
-
-def _split_key(name: str) -> tuple[str, str]:
-    # WebDataset convention: the key is the path up to the first dot of the basename.
-    d, base = os.path.split(name)
-    stem, _, ext = base.partition(".")
-    return (f"{d}/{stem}" if d else stem), ext.lower()
-
-
 class TarStore(RecordStore):
-    """WebDataset shards read with the standard library: one record per key, values are member names.
+    """WebDataset shards (``contrastive_encoder.shared.shards``): one record per sample key.
 
-    A record maps each extension to its member (``{"png": ..., "txt": ...}``); text-like members
+    A record maps each extension to its member name (``{"png": ..., "txt": ...}``); text-like members
     (``txt``, ``json``, ``cls``) are decoded when the record is read, media members when the media is fetched.
     """
 
     TEXT_EXTS = ("txt", "text", "caption", "json", "cls")
 
     def __init__(self, spec: str | Sequence[str], strict: bool = False, skipped: SkipCounter | None = None):
-        self.shards = expand_shards(spec)
-        self.keys: list[tuple[int, str, dict[str, str]]] = []
-        self._handles: dict[int, tarfile.TarFile] = {}
-        self._pid = os.getpid()
-        skipped = skipped if skipped is not None else SkipCounter()
-        for si, shard in enumerate(self.shards):
-            try:
-                with tarfile.open(shard) as tf:
-                    groups: dict[str, dict[str, str]] = {}
-                    for m in tf.getmembers():
-                        if m.isfile():
-                            key, ext = _split_key(m.name)
-                            groups.setdefault(key, {})[ext] = m.name
-            except (tarfile.TarError, OSError) as e:
-                skipped.skip(f"unreadable tar shard ({e})", str(shard), strict)
-                continue
-            self.keys.extend((si, k, g) for k, g in groups.items())
-
-    def _tar(self, si: int) -> tarfile.TarFile:
-        if os.getpid() != self._pid:  # DataLoader workers must not share file offsets with the parent
-            self._handles, self._pid = {}, os.getpid()
-        if si not in self._handles:
-            self._handles[si] = tarfile.open(self.shards[si])
-        return self._handles[si]
-
-    def read_member(self, si: int, name: str) -> bytes:
-        fh = self._tar(si).extractfile(name)
-        if fh is None:
-            raise KeyError(name)
-        return fh.read()
+        self.tars = TarShards(spec, strict=strict, skipped=skipped)
+        self.shards = self.tars.shards
 
     def __len__(self) -> int:
-        return len(self.keys)
+        return len(self.tars)
 
     def where(self, i: int) -> str:
-        si, key, _ = self.keys[i]
-        return f"{self.shards[si]}:{key}"
+        return self.tars.where(i)
 
     def record(self, i: int) -> dict[str, Any]:
         import json
 
-        si, key, group = self.keys[i]
-        rec: dict[str, Any] = {"__members__": group}
-        for ext, name in group.items():
+        sample = self.tars[i]
+        rec: dict[str, Any] = {"__members__": {ext: m.name for ext, m in sample.members.items()}}
+        for ext, member in sample.members.items():
+            name = member.name
             if ext in self.TEXT_EXTS:
-                data = self.read_member(si, name)
+                data = self.tars.read(sample.shard, member)
                 try:
                     raw = data.decode("utf-8")
                     obj = json.loads(raw) if ext == "json" else None
@@ -192,21 +126,22 @@ class TarStore(RecordStore):
         return rec
 
     def media(self, i: int, ref: Any) -> MediaRef:
-        si, key, group = self.keys[i]
+        sample = self.tars[i]
+        shard = self.shards[sample.shard]
         if not isinstance(ref, str) or not ref:
             raise ValueError(f"media entry {short_repr(ref)} is not a member name (expected a non-empty string)")
-        name = group.get(ref, ref)
-        where = f"{self.shards[si]}:{name}"
+        member = sample.members.get(ref)
+        name = member.name if member is not None else ref
         try:
-            return MediaRef(self.read_member(si, name), where)
+            return MediaRef(self.tars.read(sample.shard, member if member is not None else name), f"{shard}:{name}")
         except KeyError:
             # interleaved records may name members relative to the sample's folder
-            d = os.path.dirname(key)
+            d = os.path.dirname(sample.key)
             alt = f"{d}/{name}" if d else name
             try:
-                return MediaRef(self.read_member(si, alt), f"{self.shards[si]}:{alt}")
+                return MediaRef(self.tars.read(sample.shard, alt), f"{shard}:{alt}")
             except KeyError:
-                return MediaRef(None, f"{where} (member not in shard)")
+                return MediaRef(None, f"{shard}:{name} (member not in shard)")
 
 
 class HFStore(RecordStore):
@@ -261,7 +196,7 @@ def open_store(spec: str | Path | Any, required: Sequence[str] = (), strict: boo
     if p.is_dir() and ((p / "dataset_info.json").exists() or (p / "state.json").exists()
                        or (p / "dataset_dict.json").exists()):
         return HFStore(p)
-    if ".tar" in s or _BRACE_RE.search(s) or any(c in s for c in "*?[") or p.is_dir():
+    if is_shard_spec(s):
         return TarStore(s, strict=strict, skipped=skipped)
     raise FileNotFoundError(f"data source {s!r}: expected a .jsonl file, WebDataset .tar shard(s), or a "
                             "datasets folder written by save_to_disk")
