@@ -38,7 +38,7 @@ def main(argv=None) -> int:
 
     from flamingo_core.config import load_config
     from flamingo_core.data import FlamingoCollator, make_loader
-    from flamingo_core.flamingo import create_model
+    from flamingo_core.factory import create_model
     from flamingo_core.lm_adapter import enable_gradient_checkpointing
     from flamingo_core.mixture import DEFAULT_WEIGHTS
     from flamingo_core.train import TrainConfig, param_groups, source_batch_sizes, train_step

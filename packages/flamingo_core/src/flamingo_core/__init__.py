@@ -1,7 +1,8 @@
 """Flamingo stage 2 (arXiv 2204.14198): Perceiver Resampler and gated XATTN-DENSE layers on a frozen causal LM."""
 
 from .config import FlamingoConfig, list_models, load_config
-from .flamingo import Flamingo, create_model
+from .factory import create_model
+from .flamingo import Flamingo
 from .gated_xattn import GatedCrossAttentionBlock, MaskedCrossAttention
 from .generation import ContinuationScores, generate, score_continuations
 from .labels import IGNORE_INDEX, make_labels

@@ -57,7 +57,8 @@ def load_model(name: str, device: str):
     import torch
 
     from .config import load_config
-    from .flamingo import Flamingo, create_model
+    from .factory import create_model
+    from .flamingo import Flamingo
 
     try:
         if Path(name).is_dir():

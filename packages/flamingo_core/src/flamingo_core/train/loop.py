@@ -66,7 +66,7 @@ def _check_inputs(cfg: TrainConfig, accelerator, model) -> dict[str, float]:
 
 def _build_model(cfg: TrainConfig):
     from flamingo_core.config import load_config
-    from flamingo_core.flamingo import create_model
+    from flamingo_core.factory import create_model
 
     # names go into the config (create_model's vision_encoder= / lm= take built modules)
     overrides = {k: v for k, v in (("vision_encoder", cfg.vision_encoder), ("lm", cfg.lm)) if v}
