@@ -15,7 +15,7 @@ from ce_helpers import write_class_folders, write_pairs
 from contrastive_encoder import create_model
 from contrastive_encoder.cli import main
 from contrastive_encoder.data.pairs import PairDataset, UnreadableSourceError
-from contrastive_encoder.data.sources import JsonlPairs
+from contrastive_encoder.data.sources import open_source
 from contrastive_encoder.shared.records import BadSampleError, SkipCounter, read_jsonl
 from contrastive_encoder.transforms import EvalTransform
 from contrastive_encoder.zero_shot import load_retrieval_set
@@ -119,10 +119,10 @@ def test_non_string_image_path_is_a_bad_row(tmp_path, capsys):
     lines[2] = json.dumps({"image": "images/train_0002.png", "text": {"en": "a caption object"}})
     pairs.write_text("\n".join(lines) + "\n")
     skipped = SkipCounter()
-    assert len(JsonlPairs(pairs, skipped=skipped)) == 2 and sum(skipped.values()) == 2
+    assert len(open_source(pairs, skipped=skipped)) == 2 and sum(skipped.values()) == 2
     assert any("'image' is an integer, expected a string" in reason for reason in skipped)
     with pytest.raises(BadSampleError, match=f"{pairs}:2: 'image' is an integer"):
-        JsonlPairs(pairs, strict=True)
+        open_source(pairs, strict=True)
     # the training CLI names the row before any work
     assert main(["train", "--model", "tiny", "--data", str(pairs), "--strict", "--max-steps", "1", "--num-workers", "0",
                  "--no-progress", "--out", str(tmp_path / "run")]) == 2
@@ -160,13 +160,13 @@ def all_bad_source(root: Path, n: int = 3) -> Path:
 
 def test_a_source_without_one_readable_sample_stops_with_the_true_count(tmp_path):
     data = all_bad_source(tmp_path / "d")
-    dataset = PairDataset([JsonlPairs(data)], EvalTransform(32))
+    dataset = PairDataset([open_source(data)], EvalTransform(32))
     with pytest.raises(UnreadableSourceError, match=rf"all 3 samples of {data} are unreadable \(first: .*\.png"):
         dataset[(0, 1, 0)]
     with pytest.raises(UnreadableSourceError, match="all 3 samples"):  # again: bounded, known-bad skipped
         dataset[(0, 2, 0)]
     big = all_bad_source(tmp_path / "big", n=10)
-    dataset = PairDataset([JsonlPairs(big)], EvalTransform(32), max_replacements=3)
+    dataset = PairDataset([open_source(big)], EvalTransform(32), max_replacements=3)
     with pytest.raises(UnreadableSourceError, match=r"4 unreadable samples in a row from index 0 \(4 of 10 bad"):
         dataset[(0, 0, 0)]
 

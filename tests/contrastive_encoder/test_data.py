@@ -13,7 +13,7 @@ from PIL import Image
 
 from contrastive_encoder.data.mixing import StepPlanner
 from contrastive_encoder.data.pairs import PairDataset
-from contrastive_encoder.data.sources import HFPairs, JsonlPairs, TarPairs, open_source
+from contrastive_encoder.data.sources import ImageTextPairs, open_source
 from contrastive_encoder.transforms import TrainTransform, swap_left_right
 
 
@@ -22,29 +22,31 @@ def pixels_of(image: Image.Image) -> bytes:
 
 
 def test_tar_and_datasets_sources_match_jsonl(tmp_path, pairs_file):
-    jsonl = JsonlPairs(pairs_file)
+    jsonl = open_source(pairs_file)
+    rows = [(str(pairs_file.parent / r["image"]), r["text"]) for r in map(json.loads, pairs_file.read_text().splitlines())]
     shard = tmp_path / "shard-000.tar"
     with tarfile.open(shard, "w") as tar:
-        for i, (image, text, _) in enumerate(jsonl.items):
+        for i, (image, text) in enumerate(rows):
             for name, data in ((f"{i:05d}.png", open(image, "rb").read()), (f"{i:05d}.txt", text.encode())):
                 info = tarfile.TarInfo(name)
                 info.size = len(data)
                 tar.addfile(info, io.BytesIO(data))
     tars = open_source(str(tmp_path / "shard-*.tar"))
-    assert isinstance(tars, TarPairs) and len(tars) == len(jsonl)
+    assert isinstance(tars, ImageTextPairs) and len(tars) == len(jsonl)
     import datasets
 
     ds = datasets.Dataset.from_dict(
-        {"image": [im for im, _, _ in jsonl.items], "text": [t for _, t, _ in jsonl.items]}
+        {"image": [im for im, _ in rows], "text": [t for _, t in rows]}
     ).cast_column("image", datasets.Image())
-    hf = HFPairs(ds)
+    hf = open_source(ds)
     for i in (0, 5, len(jsonl) - 1):
         ref_img, ref_text = jsonl.load(i)
         for source in (tars, hf):
             img, text = source.load(i)
             assert text == ref_text and pixels_of(img) == pixels_of(ref_img)
-    with pytest.raises(ValueError, match="missing column"):
-        HFPairs(ds.rename_column("text", "caption"))
+    assert open_source(ds.rename_column("text", "caption")).load(i)[1] == ref_text  # the stores' key rule
+    with pytest.raises(ValueError, match="no records with both an image"):
+        open_source(ds.rename_column("text", "description"))
 
 
 def test_unknown_source_is_named(tmp_path):
@@ -95,7 +97,7 @@ def test_swap_left_right():
 
 
 def test_flip_swaps_caption_and_augmentation_is_keyed(pairs_file):
-    source = JsonlPairs(pairs_file)
+    source = open_source(pairs_file)
     flip = TrainTransform(32, flip_p=1.0, brightness=0, contrast=0, saturation=0)
     image, text = source.load(0)
     x, new_text = flip(image, text, torch.Generator().manual_seed(0))
@@ -118,5 +120,5 @@ def test_jsonl_bad_rows_counted_and_caption_lists_expanded(tmp_path, pairs_file)
     from contrastive_encoder.shared.records import SkipCounter
 
     skipped = SkipCounter()
-    source = JsonlPairs(pairs_file, skipped=skipped)
+    source = open_source(pairs_file, skipped=skipped)
     assert len(source) == len(rows) + 1 and sum(skipped.values()) == 2

@@ -17,7 +17,7 @@ from contrastive_encoder import create_model
 from contrastive_encoder.cli import main
 from contrastive_encoder.data.mixing import StepPlanner
 from contrastive_encoder.data.pairs import PairDataset, collate_pairs
-from contrastive_encoder.data.sources import JsonlPairs
+from contrastive_encoder.data.sources import open_source
 from contrastive_encoder.loss import ClipLoss
 from contrastive_encoder.shared.checkpoint import latest_checkpoint
 from contrastive_encoder.transforms import EvalTransform
@@ -61,7 +61,7 @@ def test_accumulation_gradient_is_weighted_sum_of_dataset_gradients(tmp_path):
     model = create_model("tiny")
     before = {k: v.clone() for k, v in model.state_dict().items()}
     cfg = model.config
-    dataset = PairDataset([JsonlPairs(a), JsonlPairs(b)], EvalTransform(cfg.image_size, cfg.image_mean, cfg.image_std))
+    dataset = PairDataset([open_source(a), open_source(b)], EvalTransform(cfg.image_size, cfg.image_mean, cfg.image_std))
     planner = StepPlanner(dataset.sizes(), batch, list(weights), "accumulation", seed=0)
     micro = planner.plan(0)
     assert [m.weight for m in micro] == list(weights) and {k[0] for k in micro[1].keys} == {1}
@@ -118,7 +118,7 @@ def break_images(pairs_file: Path) -> tuple[str, str]:
 
 def test_bad_images_skipped_and_counted(tmp_path, pairs_file):
     corrupt, missing = break_images(pairs_file)
-    source = JsonlPairs(pairs_file)
+    source = open_source(pairs_file)
     dataset = PairDataset([source], EvalTransform(32))
     samples = [dataset[(0, i, 0)] for i in range(len(source))]
     assert sum(sum(s["skipped"].values()) for s in samples) == 2

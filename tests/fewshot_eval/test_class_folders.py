@@ -4,6 +4,7 @@ explanation when it is not a class-folder set."""
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -26,3 +27,30 @@ def test_a_parent_of_class_folder_sets_is_explained_by_both(classify_dir, tmp_pa
         load_classification_set(nested / "val")
     with pytest.raises(DataError, match="did you mean"):
         load_classification(nested, "val")
+
+
+@pytest.mark.parametrize("names, expected", [
+    # a list holding every folder: the class order
+    (lambda folders: folders[::-1], lambda folders: folders[::-1]),
+    # a {folder: name} object: renamed classes
+    (lambda folders: {f: f"the {f} one" for f in folders}, lambda folders: [f"the {f} one" for f in sorted(folders)]),
+    # another list of as many names: the sorted folders' names
+    (lambda folders: [f"class {k}" for k in range(len(folders))], lambda folders: [f"class {k}" for k in range(len(folders))]),
+])
+def test_both_stages_name_classes_by_one_classes_json_rule(classify_dir, tmp_path, names, expected):
+    root = tmp_path / "set"
+    shutil.copytree(classify_dir, root)
+    folders = sorted(p.name for p in (root / "val").iterdir())
+    (root / "classes.json").write_text(json.dumps(names(folders)))
+    _, classes = load_classification_set(root / "val")
+    assert classes == load_classification(root, "val").class_names == expected(folders)
+
+
+def test_a_classes_json_that_fits_no_rule_is_named_by_both(classify_dir, tmp_path):
+    root = tmp_path / "set"
+    shutil.copytree(classify_dir, root)
+    (root / "classes.json").write_text(json.dumps(["only one name"]))
+    with pytest.raises(ValueError, match="classes.json: 1 class names but"):
+        load_classification_set(root / "val")
+    with pytest.raises(DataError, match="classes.json: 1 class names but"):
+        load_classification(root, "val")

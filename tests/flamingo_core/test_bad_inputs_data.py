@@ -52,7 +52,7 @@ def _load_both(kind: str, path, index: int, **options):
 BAD_PAIRS = {
     "caption object": {"text": {"a": 1}},
     "caption number": {"text": 5},
-    "caption list": {"text": None, "caption": ["a", "b"]},
+    "caption list of numbers": {"text": None, "caption": [1, 2]},
     "literal image": {"text": "a red <image> square"},
     "literal eoc": {"text": "a red square<EOC> and more"},
     "image number": {"image": 123},
@@ -69,6 +69,20 @@ def test_bad_pair_rows_are_skipped_or_named_when_strict(tmp_path, case):
     assert "pairs.jsonl" in skip.where and "pairs.jsonl" in strict and "\n" not in strict
     items, _ = build_source("s", "pairs", path).load(0, random.Random(0))
     assert items[1] == GOOD + EOC  # the good row is untouched
+
+
+def test_a_caption_list_is_read_by_both_stages(tmp_path):
+    """One rule for a record's fields in both stages: stage 1 makes a pair of each caption, stage 2 draws one per
+    sample from the sample's seeded rng (so it is the same draw in a resumed run)."""
+    from contrastive_encoder.data.sources import open_source
+
+    image = _png(tmp_path / "a.png")
+    path = _jsonl(tmp_path / "pairs.jsonl", [{"image": image, "caption": ["a red one", "a round one"]}])
+    assert [open_source(path).load(i)[1] for i in range(2)] == ["a red one", "a round one"]
+    source = build_source("s", "pairs", path)
+    drawn = {source.load(0, random.Random(seed))[0][1] for seed in range(20)}
+    assert drawn == {"a red one" + EOC, "a round one" + EOC}
+    assert source.load(0, random.Random(3))[0][1] == source.load(0, random.Random(3))[0][1]
 
 
 @pytest.mark.parametrize("texts, images, what", [

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from .data.sources import IMAGE_ERRORS, open_image
 from .model import DualEncoder
-from .shared.class_folders import read_class_folders
+from .shared.class_folders import find_class_names, label_classes, name_classes, read_class_folders
+from .shared.media import MediaError, load_image
 from .shared.readers import read_json
 from .shared.records import SkipCounter, read_jsonl, resolve_media_path
 from .transforms import EvalTransform
@@ -41,7 +41,8 @@ def load_classification_set(
     path: str | Path, skipped: SkipCounter | None = None, strict: bool = False,
 ) -> tuple[list[tuple[Path, int]], list[str]]:
     """Images and labels of a class-folder set (``<root>/<class>/*.png``) or a JSON Lines set
-    (``{"image", "label"}``). Class order comes from a ``classes.json`` in the folder or its parent, else sorted.
+    (``{"image", "label"}``). Class names and order: ``shared.class_folders`` (a ``classes.json`` in the folder or its parent, else the
+    sorted folder names or labels).
 
     Args:
         path: the folder or the .jsonl file.
@@ -54,21 +55,18 @@ def load_classification_set(
         ValueError: no class folders, fewer than 2 classes (top-1 over one class is always 100%), or no images.
     """
     path = Path(path)
-    classes = None
-    for candidate in (path / "classes.json", path.parent / "classes.json"):
-        if candidate.is_file():
-            classes = [str(c) for c in read_json(candidate, expect=list)]
-            break
+    names_file, names = find_class_names(path if path.is_dir() else path.parent)
     if path.is_dir():
-        found = {c: images for c, images in read_class_folders(path, _CLASS_FOLDERS).items() if images}
-        classes = classes if classes and set(found) <= set(classes) else list(found)
-        items = [(f, classes.index(c)) for c, images in found.items() for f in images]
+        found = read_class_folders(path, _CLASS_FOLDERS)
+        ordered = name_classes(list(found), names, names_file or "classes.json")
+        classes = [name for _, name in ordered]
+        items = [(f, k) for k, (folder, _) in enumerate(ordered) for f in found.get(folder, [])]
     elif path.suffix == ".jsonl":
         rows = list(read_jsonl(path, required=("image", "label"), strict=strict, skipped=skipped,
                                types={"image": str, "label": (str, int)}))
-        labels = sorted({str(r["label"]) for r in rows})
-        classes = classes if classes and set(labels) <= set(classes) else labels
-        items = [(resolve_media_path(r["image"], path.parent), classes.index(str(r["label"]))) for r in rows]
+        classes, index = label_classes([r["label"] for r in rows], names)
+        items = [(resolve_media_path(r["image"], path.parent), index[str(r["label"])]) for r in rows
+                 if str(r["label"]) in index]
     else:
         raise FileNotFoundError(f"classification set {path}: expected a folder of class folders or a .jsonl file")
     if not items:
@@ -96,11 +94,11 @@ def _embed_images(model: DualEncoder, paths: list[Path], batch_size: int, skippe
     kept, chunks, batch, batch_idx, first_bad = [], [], [], [], None
     for i, p in enumerate(paths):
         try:
-            batch.append(transform(open_image(p)))
+            batch.append(transform(load_image(p)))
             batch_idx.append(i)
-        except IMAGE_ERRORS as e:
-            skipped.skip(f"unreadable image ({type(e).__name__})", str(p), strict)
-            first_bad = first_bad or f"{p}: {e.strerror if isinstance(e, OSError) and e.strerror else e}"
+        except MediaError as e:
+            skipped.skip("unreadable image", str(p), strict)
+            first_bad = first_bad or str(e)
         if len(batch) == batch_size or (i == len(paths) - 1 and batch):
             chunks.append(model.encode_image(torch.stack(batch).to(device)).float())
             kept += batch_idx

@@ -17,7 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from contrastive_encoder.shared.class_folders import ClassFolderError, read_class_folders
+from contrastive_encoder.shared.class_folders import (
+    ClassFolderError,
+    find_class_names,
+    label_classes,
+    name_classes,
+    read_class_folders,
+)
 from contrastive_encoder.shared.readers import CorruptFileError, read_json
 from contrastive_encoder.shared.records import SkipCounter, read_jsonl, resolve_media_path
 from fewshot_eval.model import EOC, IMAGE_TOKEN
@@ -302,16 +308,6 @@ def load_vqa(path: str | Path, split: str, image_template: str = DEFAULT_IMAGE_T
 CLASSIFY = "a folder <data>/<split>/<class>/*.png (optionally <data>/classes.json) or <data>/<split>.jsonl rows {'image', 'label'}"
 
 
-def _class_names_file(root: Path) -> list[str] | dict | None:
-    f = root / "classes.json"
-    if not f.is_file():
-        return None
-    names = _read_json(f, "a JSON list of class names")
-    if not isinstance(names, list | dict) or not names:
-        raise DataError(f"{f}: expected a non-empty JSON list of class names (or {{folder: name}})")
-    return names
-
-
 def load_classification(path: str | Path, split: str) -> EvalSet:
     """Classification split from class folders or JSON Lines.
 
@@ -322,59 +318,44 @@ def load_classification(path: str | Path, split: str) -> EvalSet:
     root = Path(path)
     if not root.is_dir():
         raise DataError(f"{root}: no such folder; expected {CLASSIFY}")
-    names = _class_names_file(root)
     jsonl, folder = root / f"{split}.jsonl", root / split
     skipped = SkipCounter()
     examples: list[Example] = []
-    if folder.is_dir():
-        try:
+    try:
+        names_file, names = find_class_names(folder)
+        if folder.is_dir():
             images = read_class_folders(folder, expected=CLASSIFY)
-        except ClassFolderError as e:
-            raise DataError(str(e)) from None
-        dirs = [folder / name for name in images]
-        if isinstance(names, dict):
-            class_names = [str(names.get(d.name, d.name)) for d in dirs]
-        elif isinstance(names, list):
-            folder_names = [d.name for d in dirs]
-            if sorted(folder_names) == sorted(names):
-                class_names = [str(n) for n in names]
-                dirs = [folder / n for n in names]
-            elif len(names) == len(dirs):
-                class_names = [str(n) for n in names]  # classes.json gives the names of the folders, in order
-            else:
-                raise DataError(f"{root / 'classes.json'}: {len(names)} class names but {len(dirs)} class folders in {folder}")
-        else:
-            class_names = [d.name for d in dirs]
-        for d, name in zip(dirs, class_names):
-            for f in images[d.name]:
-                examples.append(Example(id=f"{split}/{d.name}/{f.name}", media=f, target=name, references=(name,)))
+            ordered = name_classes(list(images), names, names_file or "classes.json")
+        elif jsonl.is_file():
+            rows = list(read_jsonl(jsonl, required=("image",), skipped=skipped))
+            if rows and "label" not in rows[0] and "class" not in rows[0]:
+                raise DataError(f"{jsonl}: rows have no 'label'; task 'classify' expects rows {{'image', 'label'}}")
+            labels = [row.get("label", row.get("class")) for row in rows]
+            usable = [x for x in labels if isinstance(x, (str, int)) and not isinstance(x, bool) and str(x).strip()]
+            class_names, index = label_classes(usable, names)
+    except ClassFolderError as e:
+        raise DataError(str(e)) from None
+    if folder.is_dir():
+        class_names = [name for _, name in ordered]
+        for d, name in ordered:
+            for f in images.get(d, []):
+                examples.append(Example(id=f"{split}/{d}/{f.name}", media=f, target=name, references=(name,)))
         source = folder
     elif jsonl.is_file():
-        rows = list(read_jsonl(jsonl, required=("image",), skipped=skipped))
-        if rows and "label" not in rows[0] and "class" not in rows[0]:
-            raise DataError(f"{jsonl}: rows have no 'label'; task 'classify' expects rows {{'image', 'label'}}")
-        class_names = [str(n) for n in names] if isinstance(names, list) else None
-        labels = []
-        for row in rows:
-            lab = row.get("label", row.get("class"))
-            if isinstance(lab, int) and class_names is not None and 0 <= lab < len(class_names):
-                lab = class_names[lab]
-            labels.append(str(lab) if isinstance(lab, (str, int)) and str(lab).strip() else None)
-        if class_names is None:
-            class_names = sorted({lab for lab in labels if lab is not None})
         for i, (row, lab) in enumerate(zip(rows, labels)):
-            if lab is None:
+            if not isinstance(lab, (str, int)) or isinstance(lab, bool) or not str(lab).strip():
                 skipped.skip("no label", f"{jsonl}: row {i + 1}", strict=False)
                 continue
             if not isinstance(row["image"], str):
                 skipped.skip("'image' is not a path", f"{jsonl}: row {i + 1}", strict=False)
                 continue
-            if lab not in class_names:
+            if str(lab) not in index:
                 skipped.skip(f"label not among the {len(class_names)} classes", f"{jsonl}: row {i + 1}", strict=False)
                 continue
+            name = class_names[index[str(lab)]]
             ex_id = str(row.get("id", row["image"]))  # the path: unique, and shared with the support set only if
             # the same image is in both
-            examples.append(Example(ex_id, resolve_media_path(row["image"], jsonl.parent), lab, (lab,)))
+            examples.append(Example(ex_id, resolve_media_path(row["image"], jsonl.parent), name, (name,)))
         source = jsonl
     else:
         raise DataError(f"{root}: neither {folder.name}/ nor {jsonl.name} found; expected {CLASSIFY}")

@@ -1,6 +1,6 @@
 """Media of evaluation examples: checking that every file is there (and readable) before long work starts,
-and decoding images and videos (mp4 through PyAV, or folders of frames), each file once per run. Videos are
-read with the evaluation frame policy ``evenly_spaced`` (``contrastive_encoder.shared.frames`` says why training
+and decoding images and videos (``contrastive_encoder.shared.media``), each file once per run. Videos are read
+with the evaluation frame policy ``evenly_spaced`` (``contrastive_encoder.shared.frames`` says why training
 uses another one)."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from contrastive_encoder.shared.class_folders import IMAGE_SUFFIXES
-from contrastive_encoder.shared.frames import evenly_spaced
+from contrastive_encoder.shared.media import IMAGE_SUFFIXES, MediaError, load_image, load_video
 from fewshot_eval.datasets import DataError, Example
 
 __all__ = ["check_media", "load_media"]
@@ -41,33 +40,16 @@ def check_media(examples: Sequence[Example], source: Path | str, open_images: bo
                     raise DataError(f"{ex.media} (named in {source}) is not a readable image ({e})") from None
 
 
-def _read_video(path: Path, max_frames: int) -> list[Image.Image]:
-    if path.is_dir():
-        files = sorted(f for f in path.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
-        frames = [Image.open(f).convert("RGB") for f in files]
-    else:
-        import av
-
-        with av.open(str(path)) as container:
-            frames = [fr.to_image().convert("RGB") for fr in container.decode(video=0)]
-    if not frames:
-        raise DataError(f"{path}: video has no frames")
-    return [frames[i] for i in evenly_spaced(len(frames), max_frames)]  # the evaluation frame policy
-
-
 @lru_cache(maxsize=4096)
 def _load_cached(path: Path, max_frames: int):
     if path.is_dir() or path.suffix.lower() not in IMAGE_SUFFIXES:
-        return _read_video(path, max_frames)
-    with Image.open(path) as im:
-        return im.convert("RGB")
+        return load_video(path, max_frames, policy="evenly_spaced")  # the evaluation frame policy
+    return load_image(path)
 
 
 def load_media(example: Example, max_frames: int = 8) -> Image.Image | list[Image.Image]:
     """Decode an example's image (RGB) or video (list of RGB frames); each file is decoded once per run."""
     try:
         return _load_cached(example.media, max_frames)
-    except DataError:
-        raise
-    except Exception as e:  # noqa: BLE001
+    except MediaError as e:
         raise DataError(f"{example.media}: cannot read media ({e})") from None

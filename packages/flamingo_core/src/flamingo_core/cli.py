@@ -79,9 +79,9 @@ def load_model(name: str, device: str):
 
 
 def load_image(path: str):
-    """Open an image as the training data loader does (``data.media.load_image``: decompression bombs refused)."""
-    from .data.media import MediaError
-    from .data.media import load_image as decode
+    """Open an image as the training data loader does (``shared.media.load_image``: decompression bombs refused)."""
+    from contrastive_encoder.shared.media import MediaError
+    from contrastive_encoder.shared.media import load_image as decode
 
     try:
         return decode(path)

@@ -14,9 +14,10 @@ from typing import Any
 
 import torch
 
+from ..shared.media import MediaError
 from ..shared.records import BadSampleError
 from ..transforms import EvalTransform, TrainTransform
-from .sources import IMAGE_ERRORS, PairSource
+from .sources import ImageTextPairs
 
 __all__ = ["PairDataset", "UnreadableSourceError", "collate_pairs"]
 
@@ -36,7 +37,7 @@ class PairDataset(torch.utils.data.Dataset):
     """
 
     def __init__(
-        self, sources: list[PairSource], transform: TrainTransform | EvalTransform, strict: bool = False,
+        self, sources: list[ImageTextPairs], transform: TrainTransform | EvalTransform, strict: bool = False,
         max_replacements: int = 64,
     ):
         self.sources = list(sources)
@@ -79,9 +80,10 @@ class PairDataset(torch.utils.data.Dataset):
             try:
                 loaded = source.load(i)
                 break
-            except IMAGE_ERRORS as e:
+            except (ValueError, OSError, KeyError) as e:  # MediaError, or a tar member that cannot be read
                 # "No such file or directory" rather than an errno repr that repeats the path named by where()
-                reason = e.strerror if isinstance(e, OSError) and e.strerror else f"{type(e).__name__}: {e}"
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else (
+                    str(e) if isinstance(e, MediaError) else f"{type(e).__name__}: {e}")
                 reason = reason.splitlines()[0]
                 if self.strict:
                     raise BadSampleError(

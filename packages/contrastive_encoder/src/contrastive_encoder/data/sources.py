@@ -1,174 +1,93 @@
-"""Where image-text pairs come from: JSON Lines + image files, WebDataset tar shards, or a `datasets` dataset.
+"""Where image-text pairs come from: any record store of ``shared.stores`` (JSON Lines + image files, WebDataset
+tar shards, a ``datasets`` dataset), the reader family stage 2 reads its sources with too.
 
-Every source is a random-access list of pairs with three methods: ``len(source)``, ``source.load(i)`` giving
-``(PIL image, caption)`` (raising on a corrupt or missing image) and ``source.where(i)`` naming the file, for
-error messages. WebDataset shards are read by ``shared.shards`` (the reader stage 2 uses too): members sharing
-a key (the path up to the first dot of the basename) form a sample, e.g. ``000012.png`` + ``000012.txt``.
+``ImageTextPairs`` is a random-access list of pairs over a store: ``len(pairs)``, ``pairs.load(i)`` giving
+``(PIL image, caption)`` (raising ``MediaError`` for a corrupt or missing image) and ``pairs.where(i)`` naming the
+file, for error messages. A record's image and caption are found by the stores' key rules (``IMAGE_KEYS``,
+``TEXT_KEYS``: the same fields as stage 2's pair sources). A record whose caption is a list gives one pair per
+caption when the store holds its records in memory (JSON Lines) and its first caption otherwise (tar samples,
+``datasets`` rows: indexing them reads no member and no row).
 """
 
 from __future__ import annotations
 
-import io
-import json
-import os
-import tarfile
-from pathlib import Path
 from typing import Any
 
 from PIL import Image
 
-from ..shared.records import SkipCounter, read_jsonl, resolve_media_path
-from ..shared.shards import TarShards, is_shard_spec
+from ..shared.media import MediaError, load_image
+from ..shared.records import SkipCounter
+from ..shared.stores import IMAGE_KEYS, TEXT_KEYS, JsonlStore, RecordStore, first_field, open_store
 
-__all__ = ["IMAGE_ERRORS", "HFPairs", "JsonlPairs", "PairSource", "TarPairs", "open_image", "open_source"]
+__all__ = ["ImageTextPairs", "open_source"]
 
-IMAGE_EXTS = ("png", "jpg", "jpeg", "webp", "bmp")
-# what a missing, truncated, corrupt or oversized image raises while ``open_image`` decodes it
-IMAGE_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, KeyError, EOFError)
-TEXT_EXTS = ("txt", "text", "caption")
-
-
-def open_image(data: Any) -> Image.Image:
-    """Decode a path, bytes, a ``{"bytes"|"path"}`` dict (datasets' Image feature) or a PIL image, fully."""
-    if isinstance(data, Image.Image):
-        image = data
-    elif isinstance(data, dict):
-        image = Image.open(io.BytesIO(data["bytes"])) if data.get("bytes") else Image.open(data["path"])
-    elif isinstance(data, (bytes, bytearray)):
-        image = Image.open(io.BytesIO(data))
-    else:
-        image = Image.open(data)
-    image.load()  # decode now, so a truncated file fails here and not inside a transform
-    return image.convert("RGB")
+# JSON Lines rows are checked as they are read: a media path given as a number or a caption given as an object
+# is a bad row (skipped and counted), not a crash or a caption reading "{'a': 1}" later
+_ROW_TYPES = {**{k: str for k in IMAGE_KEYS}, **{k: (str, [str]) for k in TEXT_KEYS}}
 
 
-class PairSource:
-    """Random-access image-text pairs."""
-
-    name: str = "pairs"
-
-    def __len__(self) -> int:
-        raise NotImplementedError
-
-    def load(self, index: int) -> tuple[Image.Image, str]:
-        raise NotImplementedError
-
-    def where(self, index: int) -> str:
-        return f"{self.name}[{index}]"
-
-
-class JsonlPairs(PairSource):
-    """Rows ``{"image": path, "text": caption | [captions]}``; a list of captions gives one pair each.
+class ImageTextPairs:
+    """The (image, caption) pairs of a record store.
 
     Args:
-        path: the JSON Lines file (image paths are relative to its folder).
-        strict / skipped: the bad-row policy of ``read_jsonl``.
+        store: the records.
+        name: what to call the source in logs and errors (default: the store's path or name).
+        strict / skipped: a record without an image or a caption is skipped and counted in ``skipped``
+            (raises ``BadSampleError`` when strict).
     """
 
-    def __init__(
-        self, path: str | Path, image_key: str = "image", text_key: str = "text", strict: bool = False,
-        skipped: SkipCounter | None = None,
-    ):
-        self.path = Path(path)
-        self.name = str(self.path)
-        base = self.path.parent
-        self.items: list[tuple[str, str, int]] = []
-        rows = read_jsonl(self.path, required=(image_key, text_key), strict=strict, skipped=skipped,
-                          types={image_key: str, text_key: (str, [str])})
-        for lineno, row in enumerate(rows, 1):
-            texts = row[text_key] if isinstance(row[text_key], list) else [row[text_key]]
-            image = str(resolve_media_path(row[image_key], base))
-            self.items += [(image, t, lineno) for t in texts if t.strip()]
+    def __init__(self, store: RecordStore, name: str | None = None, strict: bool = False,
+                 skipped: SkipCounter | None = None):
+        self.store = store
+        self.name = name or str(getattr(store, "path", None) or getattr(store, "name", None) or "pairs")
+        skipped = skipped if skipped is not None else SkipCounter()
+        # (record, caption): the caption's index into a list held in memory, or None for the record's first one
+        self.items: list[tuple[int, int | None]] = []
+        for i in range(len(store)):
+            if isinstance(store, JsonlStore):
+                pairs = [(i, j) for j in range(len(self._captions(store.record(i))))]
+            else:
+                fields = store.fields(i)
+                pairs = [(i, None)] if fields & set(IMAGE_KEYS) and fields & {*TEXT_KEYS, "json"} else []
+            if not pairs:
+                skipped.skip(f"no image ({'/'.join(IMAGE_KEYS[:3])}...) and caption ({'/'.join(TEXT_KEYS)})",
+                             store.where(i), strict)
+            self.items += pairs
         if not self.items:
-            raise ValueError(f"{self.path}: no usable image-text rows (expected keys '{image_key}', '{text_key}')")
+            raise ValueError(f"{self.name}: no records with both an image ({'/'.join(IMAGE_KEYS)}) and a caption "
+                             f"({'/'.join(TEXT_KEYS)})")
+
+    @staticmethod
+    def _captions(record: dict[str, Any]) -> list[str]:
+        if first_field(record, IMAGE_KEYS)[0] is None:
+            return []
+        _, text = first_field(record, TEXT_KEYS)
+        texts = text if isinstance(text, list) else [text] if text is not None else []
+        return [str(t).strip() for t in texts if str(t).strip()]
 
     def __len__(self) -> int:
         return len(self.items)
 
     def load(self, index: int) -> tuple[Image.Image, str]:
-        image, text, _ = self.items[index]
-        return open_image(image), text
+        i, j = self.items[index]
+        record = self.store.record(i)
+        captions = self._captions(record)
+        if not captions:
+            raise MediaError(f"{self.where(index)}: no image and caption in the record")
+        _, ref = first_field(record, IMAGE_KEYS)
+        media = self.store.media(i, ref) if not isinstance(ref, Image.Image) else None
+        if media is not None and media.value is None:
+            raise MediaError(f"image not found: {media.where}")
+        image = load_image(ref if media is None else media.value, name=None if media is None else media.where)
+        return image, captions[j or 0]
 
     def where(self, index: int) -> str:
-        image, _, row = self.items[index]
-        return f"{image} (record {row} of {self.path})"
+        return self.store.where(self.items[index][0])
 
 
-class TarPairs(PairSource):
-    """WebDataset shards (``shared.shards``: a file, a folder of ``*.tar``, a glob or a ``{000..009}`` range):
-    the samples with an image member and a caption member (``txt``/``text``/``caption``, or ``json`` with a
-    ``text`` or ``caption`` field). An unreadable shard is skipped and counted (raises when strict)."""
-
-    def __init__(self, spec: str | Path, strict: bool = False, skipped: SkipCounter | None = None):
-        self.name = str(spec)
-        self.tars = TarShards(spec, strict=strict, skipped=skipped)
-        self.samples: list[tuple[int, tarfile.TarInfo, tarfile.TarInfo]] = []  # (sample, image, caption)
-        for i, sample in enumerate(self.tars.samples):
-            image = next((sample.members[e] for e in IMAGE_EXTS if e in sample.members), None)
-            text = next((sample.members[e] for e in TEXT_EXTS + ("json",) if e in sample.members), None)
-            if image is not None and text is not None:
-                self.samples.append((i, image, text))
-        if not self.samples:
-            raise ValueError(f"{spec}: no samples with both an image ({'/'.join(IMAGE_EXTS)}) and a caption")
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def load(self, index: int) -> tuple[Image.Image, str]:
-        i, image_member, text_member = self.samples[index]
-        shard = self.tars[i].shard
-        raw = self.tars.read(shard, text_member).decode("utf-8")
-        if text_member.name.lower().endswith(".json"):
-            meta = json.loads(raw)
-            raw = meta.get("text") or meta.get("caption") or ""
-        return open_image(self.tars.read(shard, image_member)), raw.strip()
-
-    def where(self, index: int) -> str:
-        i, image_member, _ = self.samples[index]
-        sample = self.tars[i]
-        return f"{image_member.name} (sample '{sample.key}' of {self.tars.shards[sample.shard]})"
-
-
-class HFPairs(PairSource):
-    """Any Hugging Face ``datasets`` dataset with an image column and a text column."""
-
-    def __init__(self, dataset, image_column: str = "image", text_column: str = "text", name: str = "dataset"):
-        missing = [c for c in (image_column, text_column) if c not in dataset.column_names]
-        if missing:
-            raise ValueError(f"{name}: missing column(s) {missing}; it has {dataset.column_names}")
-        self.dataset, self.image_column, self.text_column, self.name = dataset, image_column, text_column, name
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def load(self, index: int) -> tuple[Image.Image, str]:
-        row = self.dataset[index]
-        text = row[self.text_column]
-        return open_image(row[self.image_column]), str(text[0] if isinstance(text, list) else text)
-
-
-def open_source(spec: str, strict: bool = False, skipped: SkipCounter | None = None) -> PairSource:
-    """Open a data source from a command-line spec.
-
-    Args:
-        spec: ``path.jsonl``; ``shard.tar`` / a folder of shards / ``shards-*.tar`` / ``shards-{000..009}.tar``; or
-            ``hf:<folder saved by save_to_disk or hub name>[:split]`` for a `datasets` dataset.
-    """
-    if spec.startswith("hf:"):
-        import datasets
-
-        target, _, split = spec[3:].partition(":")
-        if os.path.isdir(target):
-            ds = datasets.load_from_disk(target)
-        else:
-            ds = datasets.load_dataset(target)
-        if isinstance(ds, datasets.DatasetDict):
-            split = split or ("train" if "train" in ds else next(iter(ds)))
-            ds = ds[split]
-        return HFPairs(ds, name=spec)
-    path = Path(spec)
-    if path.suffix == ".jsonl":
-        return JsonlPairs(path, strict=strict, skipped=skipped)
-    if is_shard_spec(spec):
-        return TarPairs(spec, strict=strict, skipped=skipped)
-    raise ValueError(f"unknown data source '{spec}': expected a .jsonl file, .tar shard(s), or hf:<dataset>")
+def open_source(spec: Any, strict: bool = False, skipped: SkipCounter | None = None) -> ImageTextPairs:
+    """Open a data source from a command-line spec (``shared.stores.open_store``: ``path.jsonl``; ``shard.tar`` /
+    a folder of shards / ``shards-*.tar`` / ``shards-{000..009}.tar``; ``hf:<saved folder or dataset>[:split]``;
+    a ``datasets.Dataset``). A bad JSON Lines row is skipped and counted in ``skipped`` (raises when strict)."""
+    store = open_store(spec, strict=strict, skipped=skipped, types=_ROW_TYPES)
+    return ImageTextPairs(store, name=str(spec), strict=strict, skipped=skipped)

@@ -2,11 +2,11 @@
 
 Training and evaluation sample differently, on purpose:
 
-- ``random_window`` (training, ``flamingo_core.data.media.load_video``): ``num_frames`` frames ``1/fps``
+- ``random_window`` (training, ``shared.media.load_video``): ``num_frames`` frames ``1/fps``
   seconds apart from a random start. Flamingo trains on clips sampled at 1 frame per second (Alayrac et al.,
   2022, arXiv 2204.14198, appendix A.3.3, VTP); the random start is augmentation over clip positions, and it is
   drawn from the sample's seeded rng, so a resumed run reads the same frames.
-- ``evenly_spaced`` (evaluation, ``fewshot_eval.media.load_media``): frames spread evenly over the whole clip,
+- ``evenly_spaced`` (evaluation, ``fewshot_eval.media.load_media``, through the same ``load_video``): frames spread evenly over the whole clip,
   first and last kept. An evaluation must be deterministic and see the whole clip (a caption or an answer may
   depend on any part of it), whatever its length.
 """

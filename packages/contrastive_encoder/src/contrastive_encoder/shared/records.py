@@ -85,7 +85,8 @@ def read_jsonl(
     strict: bool = False,
     skipped: SkipCounter | None = None,
     types: Mapping[str, TypeSpec] | None = None,
-) -> Iterator[dict[str, Any]]:
+    line_numbers: bool = False,
+) -> Iterator[dict[str, Any]] | Iterator[tuple[int, dict[str, Any]]]:
     """Yield the JSON objects of a JSON Lines file.
 
     Args:
@@ -96,6 +97,7 @@ def read_jsonl(
         types: the JSON types some keys must have when present, e.g. ``{"image": str, "text": (str, [str])}``
             (``[str]``: a list of strings); a media path given as a number or a caption given as an object is a
             bad row, not a crash or a caption reading ``{'a': 1}`` later.
+        line_numbers: yield ``(line number, record)`` pairs (1-based), for messages that name the row.
 
     Raises:
         FileNotFoundError: the file does not exist (named in the message).
@@ -134,4 +136,4 @@ def read_jsonl(
                 k = wrong[0]
                 skipped.skip(f"'{k}' is {_json_type(record[k])}, expected {_describe(types[k])}", where, strict)
                 continue
-            yield record
+            yield (lineno, record) if line_numbers else record

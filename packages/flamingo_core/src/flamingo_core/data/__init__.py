@@ -4,6 +4,8 @@ Stores read JSON Lines (docs/formats.md), WebDataset tar shards or Hugging Face 
 records into interleaved item lists; the loader shards, resumes and collates them with labels.
 """
 
+from contrastive_encoder.shared.media import MediaError, load_image, load_video
+from contrastive_encoder.shared.stores import HFStore, JsonlStore, TarStore, open_store
 from flamingo_core.data.loader import (
     IGNORE_INDEX,
     FlamingoCollator,
@@ -13,7 +15,6 @@ from flamingo_core.data.loader import (
     make_loader,
     sample_rng,
 )
-from flamingo_core.data.media import MediaError, load_image, load_video
 from flamingo_core.data.sources import (
     EOC,
     KINDS,
@@ -25,7 +26,6 @@ from flamingo_core.data.sources import (
     build_source,
     m3w_items,
 )
-from flamingo_core.data.stores import HFStore, JsonlStore, TarStore, open_store
 
 __all__ = [
     "EOC",

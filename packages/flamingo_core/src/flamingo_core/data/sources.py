@@ -24,9 +24,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from contrastive_encoder.shared.media import MediaError, load_image, load_video
 from contrastive_encoder.shared.records import BadSampleError, SkipCounter
-from flamingo_core.data.media import MediaError, load_image, load_video
-from flamingo_core.data.stores import RecordStore, open_store, short_repr
+from contrastive_encoder.shared.stores import (
+    IMAGE_KEYS,
+    TEXT_KEYS,
+    VIDEO_KEYS,
+    RecordStore,
+    first_field,
+    open_store,
+    short_repr,
+)
 
 __all__ = [
     "EOC",
@@ -43,10 +51,6 @@ __all__ = [
 EOC = "<EOC>"
 KINDS = ("interleaved", "pairs", "video")
 
-_IMAGE_KEYS = ("image", "jpg", "jpeg", "png", "webp")
-_TEXT_KEYS = ("text", "caption", "txt")
-_VIDEO_KEYS = ("video", "mp4", "frames")
-
 
 @dataclass
 class SkippedSample:
@@ -54,15 +58,6 @@ class SkippedSample:
 
     reason: str
     where: str
-
-
-def _first(record: dict[str, Any], keys: Sequence[str]) -> tuple[str | None, Any]:
-    """The first of ``keys`` with a value (not null, not a blank string): ``(key, value)``, or ``(None, None)``."""
-    for k in keys:
-        v = record.get(k)
-        if v is not None and not (isinstance(v, str) and not v.strip()):
-            return k, v
-    return None, None
 
 
 @dataclass
@@ -104,9 +99,12 @@ class Source:
                 raise ValueError(f"{what} holds a literal {token}, a special token of the model: {short_repr(text)}")
         return text
 
-    def caption(self, record: dict[str, Any]) -> str | None:
-        """The record's caption (first of ``text`` / ``caption`` / ``txt``), checked by ``check_text``."""
-        key, text = _first(record, _TEXT_KEYS)
+    def caption(self, record: dict[str, Any], rng: random.Random | None = None) -> str | None:
+        """The record's caption (first of ``TEXT_KEYS``), checked by ``check_text``. A list of captions (as stage 1
+        reads them: one pair each) gives one per sample, drawn from the sample's seeded ``rng``."""
+        key, text = first_field(record, TEXT_KEYS)
+        if isinstance(text, list) and text:
+            text = rng.choice(text) if rng is not None else text[0]
         return None if key is None else self.check_text(text, f"'{key}'").strip()
 
     def build(self, index: int, record: dict[str, Any], rng: random.Random) -> list[Any]:
@@ -135,7 +133,7 @@ class PairSource(Source):
     kind: str = field(default="pairs", init=False)
 
     def build(self, index: int, record: dict[str, Any], rng: random.Random) -> list[Any]:
-        text, (_, ref) = self.caption(record), _first(record, _IMAGE_KEYS)
+        text, (_, ref) = self.caption(record, rng), first_field(record, IMAGE_KEYS)
         if text is None or ref is None:
             raise ValueError(f"record needs an image and a text, has keys {sorted(record)}")
         return [self._image(index, ref), text + EOC]
@@ -150,7 +148,7 @@ class VideoSource(Source):
     kind: str = field(default="video", init=False)
 
     def build(self, index: int, record: dict[str, Any], rng: random.Random) -> list[Any]:
-        text, (_, ref) = self.caption(record), _first(record, _VIDEO_KEYS)
+        text, (_, ref) = self.caption(record, rng), first_field(record, VIDEO_KEYS)
         if text is None or ref is None:
             raise ValueError(f"record needs a video and a text, has keys {sorted(record)}")
         if isinstance(ref, list):  # a list of decoded frames (datasets) or frame paths
@@ -162,7 +160,7 @@ class VideoSource(Source):
             m = self.store.media(index, ref)
             if m.value is None:
                 raise MediaError(m.where)
-            frames = load_video(m.value, self.num_frames, self.fps, rng, name=m.where)
+            frames = load_video(m.value, self.num_frames, fps=self.fps, rng=rng, name=m.where)
         return [frames, text + EOC]
 
 

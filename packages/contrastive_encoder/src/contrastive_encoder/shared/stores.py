@@ -1,24 +1,44 @@
-"""Random-access record stores: JSON Lines files, WebDataset tar shards and Hugging Face ``datasets``.
+"""Random-access record stores, the one reader family of both training stages: JSON Lines files, WebDataset
+tar shards (``shared.shards``) and Hugging Face ``datasets``.
 
 A store is a list of raw records (dicts) plus a way to fetch the media they name. Media references come in
 three shapes and ``MediaRef`` unifies them: a path relative to the JSONL file (docs/formats.md), the name of a
 member of a WebDataset tar (``<key>.png``), or an object a ``datasets`` column already decoded (PIL image, or
 ``{"bytes", "path"}`` for undecoded image columns). Random access (not streaming) keeps resume exact and lets
 every process pick its own shard of each global batch.
+
+Which field of a record holds what is written once here too: ``IMAGE_KEYS``, ``TEXT_KEYS`` and ``VIDEO_KEYS``,
+the first present one wins (``first_field``), so a JSON Lines row, a tar sample (``0001.png`` + ``0001.txt``) and
+a ``datasets`` row name their image and caption the same way in stage 1 and stage 2.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from contrastive_encoder.shared.records import SkipCounter, read_jsonl, resolve_media_path
-from contrastive_encoder.shared.shards import TarShards, is_shard_spec
+from .media import IMAGE_SUFFIXES
+from .records import SkipCounter, TypeSpec, read_jsonl, resolve_media_path
+from .shards import TarShards, is_shard_spec
 
-__all__ = ["HFStore", "JsonlStore", "MediaRef", "RecordStore", "TarStore", "open_store"]
+__all__ = ["IMAGE_KEYS", "TEXT_KEYS", "VIDEO_KEYS", "HFStore", "JsonlStore", "MediaRef", "RecordStore", "TarStore",
+           "first_field", "open_store", "short_repr"]
+
+IMAGE_KEYS = ("image", *(suffix[1:] for suffix in IMAGE_SUFFIXES))  # a column / JSON key, or a tar member's extension
+TEXT_KEYS = ("text", "caption", "txt")
+VIDEO_KEYS = ("video", "mp4", "frames")
+
+
+def first_field(record: Mapping[str, Any], keys: Sequence[str]) -> tuple[str | None, Any]:
+    """The first of ``keys`` with a value (not null, not a blank string): ``(key, value)``, or ``(None, None)``."""
+    for k in keys:
+        v = record.get(k)
+        if v is not None and not (isinstance(v, str) and not v.strip()):
+            return k, v
+    return None, None
 
 
 @dataclass
@@ -46,18 +66,25 @@ class RecordStore:
     def where(self, i: int) -> str:
         raise NotImplementedError
 
+    def fields(self, i: int) -> set[str]:
+        """The keys ``record(i)`` has, without decoding the record (indexing a store reads no member or image)."""
+        raise NotImplementedError
+
     def media(self, i: int, ref: Any) -> MediaRef:
         raise NotImplementedError
 
 
 class JsonlStore(RecordStore):
-    """A JSON Lines file as written by the ShapesWorld generator; media paths are relative to its folder."""
+    """A JSON Lines file (docs/formats.md); media paths are relative to its folder. ``required`` and ``types`` are
+    ``read_jsonl``'s row checks: a row that fails them is skipped and counted (raises when strict)."""
 
     def __init__(self, path: str | Path, required: Sequence[str] = (), strict: bool = False,
-                 skipped: SkipCounter | None = None):
+                 skipped: SkipCounter | None = None, types: Mapping[str, TypeSpec] | None = None):
         self.path = Path(path)
         self.base = self.path.parent
-        self.records = list(read_jsonl(self.path, required=required, strict=strict, skipped=skipped))
+        rows = list(read_jsonl(self.path, required, strict, skipped, types, line_numbers=True))
+        self.lines = [lineno for lineno, _ in rows]  # where(i) names the file's line, not the i-th kept row
+        self.records = [record for _, record in rows]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -66,7 +93,10 @@ class JsonlStore(RecordStore):
         return self.records[i]
 
     def where(self, i: int) -> str:
-        return f"{self.path} (record {i})"
+        return f"{self.path}:{self.lines[i]}"
+
+    def fields(self, i: int) -> set[str]:
+        return set(self.records[i])
 
     def media(self, i: int, ref: Any) -> MediaRef:
         if not isinstance(ref, str) or not ref:
@@ -98,6 +128,12 @@ class TarStore(RecordStore):
 
     def where(self, i: int) -> str:
         return self.tars.where(i)
+
+    def fields(self, i: int) -> set[str]:
+        # a text member becomes the record's "text"; a json member may add any key, which only reading tells
+        exts = set(self.tars[i].members)
+        return (exts - set(self.TEXT_EXTS)) | ({"text"} if exts & set(self.TEXT_EXTS) - {"json"} else set()) | (
+            {"json"} & exts)
 
     def record(self, i: int) -> dict[str, Any]:
         import json
@@ -145,18 +181,21 @@ class TarStore(RecordStore):
 
 
 class HFStore(RecordStore):
-    """A Hugging Face ``datasets.Dataset`` (or a folder written by ``save_to_disk``)."""
+    """A Hugging Face ``datasets.Dataset``: given, or named as a folder written by ``save_to_disk`` or a dataset
+    the ``datasets`` cache holds (``name[:split]``; the split defaults to ``train``)."""
 
     def __init__(self, dataset: Any, name: str = "datasets"):
         if isinstance(dataset, (str, Path)):
             import datasets
 
             name = str(dataset)
-            dataset = datasets.load_from_disk(str(dataset))
+            target, _, split = name.partition(":") if not os.path.isdir(name) else (name, "", "")
+            dataset = datasets.load_from_disk(target) if os.path.isdir(target) else datasets.load_dataset(target)
             if isinstance(dataset, datasets.DatasetDict):
-                if "train" not in dataset:
-                    raise ValueError(f"{name}: a DatasetDict needs a 'train' split, found {list(dataset)}")
-                dataset = dataset["train"]
+                split = split or "train"
+                if split not in dataset:
+                    raise ValueError(f"{name}: no split '{split}' in the dataset, it has {list(dataset)}")
+                dataset = dataset[split]
         self.dataset = dataset
         self.name = name
 
@@ -168,6 +207,9 @@ class HFStore(RecordStore):
 
     def where(self, i: int) -> str:
         return f"{self.name} (row {i})"
+
+    def fields(self, i: int) -> set[str]:
+        return set(self.dataset.column_names) if hasattr(self.dataset, "column_names") else set(self.dataset[int(i)])
 
     def media(self, i: int, ref: Any) -> MediaRef:
         if isinstance(ref, dict):  # undecoded Image feature
@@ -182,9 +224,10 @@ class HFStore(RecordStore):
 
 
 def open_store(spec: str | Path | Any, required: Sequence[str] = (), strict: bool = False,
-               skipped: SkipCounter | None = None) -> RecordStore:
+               skipped: SkipCounter | None = None, types: Mapping[str, TypeSpec] | None = None) -> RecordStore:
     """Pick the store for a path: ``*.jsonl`` -> JSON Lines, ``*.tar`` / brace / glob / folder of tars ->
-    WebDataset, a ``save_to_disk`` folder (or ``hf:<folder>``) or a ``datasets.Dataset`` -> HFStore."""
+    WebDataset, a ``save_to_disk`` folder, ``hf:<folder or dataset name>[:split]`` or a ``datasets.Dataset`` ->
+    HFStore. ``types``: JSON Lines row checks (``read_jsonl``)."""
     if not isinstance(spec, (str, Path)):
         return HFStore(spec)
     s = str(spec)
@@ -192,11 +235,11 @@ def open_store(spec: str | Path | Any, required: Sequence[str] = (), strict: boo
         return HFStore(s[3:])
     p = Path(s)
     if p.suffix == ".jsonl" or p.suffix == ".json":
-        return JsonlStore(p, required=required, strict=strict, skipped=skipped)
+        return JsonlStore(p, required=required, strict=strict, skipped=skipped, types=types)
     if p.is_dir() and ((p / "dataset_info.json").exists() or (p / "state.json").exists()
                        or (p / "dataset_dict.json").exists()):
         return HFStore(p)
     if is_shard_spec(s):
         return TarStore(s, strict=strict, skipped=skipped)
-    raise FileNotFoundError(f"data source {s!r}: expected a .jsonl file, WebDataset .tar shard(s), or a "
-                            "datasets folder written by save_to_disk")
+    raise ValueError(f"unknown data source {s!r}: expected a .jsonl file, WebDataset .tar shard(s), a datasets "
+                     "folder written by save_to_disk, or hf:<dataset>")
