@@ -7,10 +7,11 @@ A field becomes an option when its metadata has a help text (``option(...)`` bui
 
 - the flag is ``--max-steps`` (the field name, underscores -> dashes) unless ``flag=`` names another
   (``--source`` for a field ``sources``, its value then shown as ``SOURCE``); ``dest`` is always the field name;
-- ``type`` (an argparse type: the validators of ``shared/argtypes.py``), ``choices``, ``metavar`` and ``nargs``
-  come from the metadata; without ``type`` an ``int`` / ``float`` field parses as one;
+- ``type`` (an argparse type: the validators of ``shared/argtypes.py``), ``choices``, ``metavar``, ``nargs`` and
+  ``const`` (the value of a bare ``nargs="?"`` flag) come from the metadata; without ``type`` an ``int`` /
+  ``float`` field parses as one;
 - the default is the field's (metadata may not hold one); ``--help`` shows it unless the help text says
-  ``(default ...)`` itself;
+  ``(default ...)`` itself; a field without a default is a required option;
 - a ``bool`` field is a pair ``--x / --no-x`` (``argparse.BooleanOptionalAction``; a ``bool | None`` field stays
   None unless given), or, when ``flag=`` is a ``--no-...`` flag, that single flag sets it to False;
 - a ``list`` field is a repeatable flag whose values replace the default (``--data a --data b``), or one flag
@@ -32,13 +33,14 @@ from typing import Any
 
 __all__ = ["add_config_arguments", "config_from_args", "option"]
 
-_KEYS = {"help", "flag", "type", "choices", "metavar", "nargs"}
+_KEYS = {"help", "flag", "type", "choices", "metavar", "nargs", "const"}
 
 
 def option(help: str, *, flag: str | None = None, type: Callable[[str], Any] | None = None,
-           choices: Sequence[str] | None = None, metavar: str | None = None, nargs: str | None = None) -> dict:
+           choices: Sequence[str] | None = None, metavar: str | None = None, nargs: str | None = None,
+           const: Any = None) -> dict:
     """The ``field(metadata=...)`` of a config field that is also a command-line option."""
-    given = {"flag": flag, "type": type, "choices": choices, "metavar": metavar, "nargs": nargs}
+    given = {"flag": flag, "type": type, "choices": choices, "metavar": metavar, "nargs": nargs, "const": const}
     return {"help": help, **{k: v for k, v in given.items() if v is not None}}
 
 
@@ -81,6 +83,11 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
         outer, element = _unwrap(hints[f.name])
         flag = meta.pop("flag", "--" + f.name.replace("_", "-"))
         kw: dict[str, Any] = {"dest": f.name, "default": _default(f), **meta}
+        if kw["default"] is dataclasses.MISSING:  # e.g. the model to evaluate: nothing to default to
+            if outer is bool:
+                raise TypeError(f"{cls.__name__}.{f.name}: a bool option needs a default")
+            del kw["default"]
+            kw["required"] = True
         if outer is bool and flag.startswith("--no-"):
             if kw["default"] is not True:
                 raise TypeError(f"{cls.__name__}.{f.name}: a single {flag} flag needs the default True")
@@ -93,7 +100,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls) -> None:
                 kw["action"] = _Repeat
             if "flag" in f.metadata and "choices" not in kw:  # argparse would name the value after dest
                 kw.setdefault("metavar", flag.lstrip("-").replace("-", "_").upper())
-            if kw["default"] is not None and "(default" not in kw["help"]:
+            if kw.get("default") is not None and "(default" not in kw["help"]:
                 kw["help"] += " (default: %(default)s)"
         parser.add_argument(flag, **kw)
 
