@@ -27,6 +27,21 @@ class Small:
     extras: dict = field(default_factory=dict)  # no help: Python only
 
 
+@dataclass
+class Required:
+    model: str = field(metadata=option("no default: a required flag"))
+    resume: str | None = field(default=None, metadata=option("bare = latest", nargs="?", const="latest"))
+
+
+def test_a_field_without_default_is_required_and_const_is_a_bare_flags_value(capsys):
+    assert _parse(Required, ["--model", "m"]) == Required(model="m")
+    assert _parse(Required, ["--model", "m", "--resume"]) == Required(model="m", resume="latest")
+    assert _parse(Required, ["--model", "m", "--resume", "step_3"]).resume == "step_3"
+    with pytest.raises(SystemExit) as exit_info:
+        _parse(Required, [])
+    assert exit_info.value.code == 2 and "--model" in capsys.readouterr().err
+
+
 def _parse(cls, argv):
     p = OneLineParser(prog="small")
     add_config_arguments(p, cls)
