@@ -13,10 +13,8 @@ import sys
 from pathlib import Path
 
 from .shared.argtypes import OneLineParser, positive_int
+from .shared.command import run_command
 from .shared.configcli import add_config_arguments, config_from_args
-from .shared.nonfinite import EXIT_NONFINITE, NonFiniteLossError
-from .shared.pretrained import PretrainedError
-from .shared.records import BadSampleError
 from .train_config import WORLD, TrainConfig
 
 __all__ = ["main", "parse_args"]
@@ -144,18 +142,9 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = parse_args(argv)
-    except SystemExit as e:  # the parser has printed its one line (or --help): return its code like the others
-        return int(e.code or 0)
-    try:
-        return {"train": _train, "eval": _eval, "export": _export}[args.command](args)
-    except NonFiniteLossError as e:
-        print(f"contrastive-encoder {args.command}: {e}", file=sys.stderr)
-        return EXIT_NONFINITE
-    except (FileNotFoundError, ValueError, BadSampleError, PretrainedError) as e:
-        print(f"contrastive-encoder {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    commands = {"train": _train, "eval": _eval, "export": _export}
+    return run_command(lambda args: f"contrastive-encoder {args.command}", lambda: parse_args(argv),
+                       lambda args: commands[args.command](args))
 
 
 if __name__ == "__main__":
