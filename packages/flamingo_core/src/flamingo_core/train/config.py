@@ -43,7 +43,8 @@ class TrainConfig(RunOptions):
     model: str = field(default="smollm2", metadata=option(
         "Flamingo model: a preset name (flamingo_core/presets, e.g. smollm2, tiny) or a JSON config"))
     vision_encoder: str | None = field(default="runs/stage1/export", metadata=option(
-        "frozen vision encoder: the stage-1 export folder or a stage-1 preset ('' = the model preset's)"))
+        "frozen vision encoder: the stage-1 export folder, a stage-1 preset, or open_clip:<model>, hf:<hub id or "
+        "folder>, timm:<model> (docs/interfaces.md; '' = the model preset's)"))
     lm: str | None = field(default=None, metadata=option(
         "frozen causal LM name or folder (default: the model preset's)"))
     batch_size: int = field(default=4, metadata=option(

@@ -52,9 +52,15 @@ def _check_inputs(cfg: TrainConfig, accelerator, model) -> dict[str, float]:
     weights = parse_weights(cfg.weights or DEFAULT_WEIGHTS, names=list(parse_source_specs(cfg.sources, cfg.data)))
     source_batch_sizes(cfg, [n for n, w in weights.items() if w > 0])
     check_sources(cfg, weights)
-    if model is None and cfg.vision_encoder and "/" in cfg.vision_encoder and not Path(cfg.vision_encoder).exists():
-        raise FileNotFoundError(f"vision encoder not found: {cfg.vision_encoder} (export the stage-1 encoder there "
-                                "with contrastive_encoder, or pass --vision-encoder <folder or preset>)")
+    if model is None and cfg.vision_encoder:
+        from flamingo_core.vision import BACKENDS, check_vision_encoder_name
+
+        if cfg.vision_encoder.partition(":")[0] not in BACKENDS and "/" in cfg.vision_encoder and not Path(
+                cfg.vision_encoder).exists():
+            raise FileNotFoundError(f"vision encoder not found: {cfg.vision_encoder} (export the stage-1 encoder "
+                                    "there with contrastive_encoder, or pass --vision-encoder <folder, preset or "
+                                    "open_clip: / hf: / timm: name>)")
+        check_vision_encoder_name(cfg.vision_encoder)
     if cfg.resume:
         check_resume_strategy(resolve_resume(cfg.resume, cfg.out), cfg.strategy)
     for spec in cfg.eval_probes:
