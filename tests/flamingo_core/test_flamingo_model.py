@@ -160,7 +160,7 @@ def test_save_load_roundtrip(tmp_path):
     expected = model(**enc).logits
     model.save_pretrained(tmp_path / "m")
     saved = set((tmp_path / "m").iterdir())
-    assert {p.name for p in saved} == {"config.json", "model.safetensors", ".written.json"}  # + the manifest
+    assert {p.name for p in saved} == {"config.json", "model.safetensors", "tokenizer", ".written.json"}  # + manifest
     from safetensors.torch import load_file
 
     keys = set(load_file(str(tmp_path / "m" / "model.safetensors")))

@@ -301,6 +301,16 @@ def test_bf16_autocast_keeps_fp32_parameters(world, tmp_path):
     assert all(v.dtype == torch.float32 for v in weights.values())
 
 
+def test_bf16_frozen_parts_train_and_the_model_reloads_in_bf16(world, tmp_path):
+    """The paper's layout: frozen LM and tower in bf16, the trained parts with fp32 weights and optimizer."""
+    result = train(_cfg(world, tmp_path / "frozen-bf16", frozen_dtype="bfloat16", max_steps=2, save_every=2))
+    assert result.step == 2 and all(v == v for v in result.losses.values())
+    step = _ckpt(tmp_path / "frozen-bf16", 2)
+    assert all(v.dtype == torch.float32 for v in load_file(str(step / "model" / "model.safetensors")).values())
+    model = fc.Flamingo.from_pretrained(step / "model")
+    assert {p.dtype for p in model.lm.parameters()} == {torch.bfloat16}
+
+
 def test_summary_of_a_resumed_run_has_no_nan_first_loss():
     """A resumed run has no evaluation before it (seen on an H100: 'held-out loss nan -> 9.1840')."""
     from flamingo_core.train.loop import _held_out_summary

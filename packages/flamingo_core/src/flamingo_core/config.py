@@ -10,9 +10,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-__all__ = ["FlamingoConfig", "list_models", "load_config"]
+__all__ = ["FROZEN_DTYPES", "FlamingoConfig", "list_models", "load_config"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
+FROZEN_DTYPES = ("float32", "bfloat16", "float16")
 
 
 @dataclass
@@ -39,6 +40,9 @@ class FlamingoConfig:
     # attention sink) is a token it knows rather than the trainable <image>: "auto" = the tokenizer's BOS, else
     # its EOS (GPT-2, GPT-NeoX: <|endoftext|>); or a token string; None = nothing
     doc_start_token: str | None = "auto"
+    # dtype of the frozen LM and vision encoder: "float32", or "bfloat16" as the paper trains (frozen parts and
+    # activations in bf16, the trained parts keeping fp32 master weights, Appendix B.1.2), or "float16"
+    frozen_dtype: str = "float32"
     seed: int = 0  # seed of the trainable parts' initialisation
     name: str = ""  # preset name, informational
     extra: dict = field(default_factory=dict)  # free-form metadata carried in saved configs
@@ -59,6 +63,8 @@ class FlamingoConfig:
             raise ValueError(f"cross_attn_every must be >= 1, got {self.cross_attn_every}")
         if self.num_latents < 1 or self.max_frames < 1:
             raise ValueError("num_latents and max_frames must be >= 1")
+        if self.frozen_dtype not in FROZEN_DTYPES:
+            raise ValueError(f"frozen_dtype {self.frozen_dtype!r}: expected one of {', '.join(FROZEN_DTYPES)}")
 
 
 def list_models() -> list[str]:
@@ -110,6 +116,9 @@ def load_config(name_or_path: str | Path | FlamingoConfig, **overrides) -> Flami
             if not isinstance(d, dict):
                 raise CorruptFileError(f"{path}: 'flamingo' must be a JSON object of FlamingoConfig fields")
             d.setdefault("doc_start_token", None)  # saved before the field existed: trained without a start token
+            for key in ("lm", "tokenizer", "vision_encoder"):  # parts saved inside the folder, named relative to it
+                if isinstance(d.get(key), str) and not Path(d[key]).is_absolute() and (path.parent / d[key]).exists():
+                    d[key] = str(path.parent / d[key])
         try:
             FlamingoConfig.from_dict(d)
         except (TypeError, ValueError) as e:  # wrong field names or values in the file, not in the overrides

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
+TOKENIZER_DIR = "tokenizer"  # a saved model's tokenizer, named relative to its folder
+VISION_DIR = "vision_encoder"  # a vision encoder copied into a saved model (save_pretrained(copy_vision_encoder=True))
 TRAINABLE_PREFIXES = ("perceiver.", "xattn_layers.", "new_tokens.")
 
 
@@ -100,9 +102,8 @@ class Flamingo(nn.Module):
             wrapped[i] = FlamingoDecoderLayer(layers[i], block, block_index)
         setattr(parent, attr, nn.ModuleList(wrapped))
         self._wrappers = [m for m in wrapped if isinstance(m, FlamingoDecoderLayer)]
-        dtype = in_emb.weight.dtype
-        self.perceiver.to(dtype)
-        self.xattn_layers.to(dtype)
+        # the trained parts stay fp32 whatever the frozen parts' dtype (the paper's fp32 master weights); their
+        # inputs and outputs are cast at the boundaries (encode_media, GatedCrossAttentionBlock, NewTokenRows)
         self.fused_head_loss = True
 
     # ------------------------------------------------------------------ freezing and parameters
@@ -111,6 +112,17 @@ class Flamingo(nn.Module):
 
     def freeze_vision_encoder(self) -> None:
         freeze_module(self.vision_encoder)
+
+    def place_on_lm_devices(self) -> None:
+        """After the frozen LM was placed by a ``device_map``: each cross-attention block goes to the device of the
+        LM layer it wraps, the resampler, the new token rows and the vision encoder to the input embedding's."""
+        first = self.lm.get_input_embeddings().weight.device
+        for module in (self.perceiver, self.new_tokens, self.vision_encoder):
+            module.to(first)
+        for wrapper in self._wrappers:
+            layer = next(wrapper.decoder_layer.parameters(), None)
+            if layer is not None:
+                wrapper._xattn.to(layer.device)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -191,8 +203,10 @@ class Flamingo(nn.Module):
         if media_mask is not None:
             valid = media_mask.reshape(b * n).to(torch.bool)
         frame_mask = None if media_frame_mask is None else media_frame_mask.reshape(b * n, t)[valid]
+        tower = next(self.vision_encoder.parameters(), None)
+        pixels = flat[valid] if tower is None else flat[valid].to(tower.dtype)  # a bf16 tower takes bf16 pixels
         with torch.no_grad():
-            x_f = self.vision_encoder(flat[valid])  # (M, T, S, d)
+            x_f = self.vision_encoder(pixels)  # (M, T, S, d)
         tokens = self.perceiver(x_f.to(self.perceiver.latents.dtype), frame_mask)  # (M, R, d)
         out = tokens.new_zeros(b * n, *tokens.shape[1:])
         out = out.index_copy(0, valid.nonzero().squeeze(1), tokens)
@@ -414,37 +428,55 @@ class Flamingo(nn.Module):
 
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, overwrite: bool = False,
-                        weights: dict[str, torch.Tensor] | None = None) -> Path:
-        """Write ``config.json`` (names the LM, vision encoder, tokens) and the trained weights only.
+                        weights: dict[str, torch.Tensor] | None = None, copy_vision_encoder: bool = False) -> Path:
+        """Write a self-contained folder: ``config.json`` (names the LM, vision encoder, tokens), the trained
+        weights only, and the tokenizer (``tokenizer/``, the added tokens included).
 
-        ``directory`` may be missing, empty or a previous save (replaced atomically); a folder with other files
-        is refused unless ``overwrite`` (``contrastive_encoder.shared.outputs.atomic_save_dir``). ``weights``
-        replaces this module's trained weights (FSDP: the gathered full state, the module holding shards).
+        The frozen parts stay where they are, named so the folder loads from any working directory and from a
+        copy of it: packaged names and hub ids as given, local folders by absolute path; ``copy_vision_encoder``
+        copies a vision encoder folder (a stage-1 export) into ``vision_encoder/`` instead. ``directory`` may be
+        missing, empty or a previous save (replaced atomically); a folder with other files is refused unless
+        ``overwrite`` (``contrastive_encoder.shared.outputs.atomic_save_dir``). ``weights`` replaces this module's
+        trained weights (FSDP: the gathered full state, the module holding shards).
         """
+        import shutil
+
         from safetensors.torch import save_file
 
         from contrastive_encoder.shared.outputs import atomic_save_dir
 
         directory = Path(directory)
+        config = self.config.to_dict()
+        for key in ("lm", "vision_encoder"):
+            if isinstance(config[key], str) and Path(config[key]).exists():
+                config[key] = str(Path(config[key]).resolve())
+        config["tokenizer"] = TOKENIZER_DIR
         meta = {
             "format": "flamingo_core",
             "format_version": 1,
-            "flamingo": self.config.to_dict(),
+            "flamingo": config,
             "added_tokens": {self.config.media_token: self.media_token_id, self.config.eoc_token: self.eoc_token_id},
             "vision_encoder_identifier": getattr(self.vision_encoder, "identifier", None),
         }
         weights = {k: v.detach().contiguous().cpu()
                    for k, v in (weights if weights is not None else self.trainable_state_dict()).items()}
         with atomic_save_dir(directory, overwrite=overwrite, by="Flamingo.save_pretrained") as tmp:
+            if copy_vision_encoder and Path(config["vision_encoder"]).is_dir():
+                shutil.copytree(config["vision_encoder"], tmp / VISION_DIR)
+                config["vision_encoder"] = VISION_DIR
+            self.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
             (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
             save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
         return directory
 
     @classmethod
     def from_pretrained(
-        cls, directory: str | Path, lm=None, vision_encoder=None, tokenizer=None, **overrides
+        cls, directory: str | Path, lm=None, vision_encoder=None, tokenizer=None, dtype=None, device_map=None,
+        **overrides,
     ) -> Flamingo:
-        """Rebuild a saved model: the frozen parts from the names in its config (or the ones given).
+        """Rebuild a saved model: the frozen parts from the names in its config (or the ones given; ``dtype`` and
+        ``device_map`` as ``create_model``'s). Names relative to the folder (its tokenizer, a copied vision
+        encoder) resolve against it.
 
         A config that is not JSON, or weights that are truncated or do not fit the config, raise ``ValueError``
         naming the file (``contrastive_encoder.shared.readers``); both are read before the frozen parts are built.
@@ -459,7 +491,7 @@ class Flamingo(nn.Module):
         from .factory import create_model
 
         model = create_model(load_config(directory, **overrides), lm=lm, vision_encoder=vision_encoder,
-                             tokenizer=tokenizer)
+                             tokenizer=tokenizer, dtype=dtype, device_map=device_map)
         saved_ids = meta.get("added_tokens", {})
         got = {model.config.media_token: model.media_token_id, model.config.eoc_token: model.eoc_token_id}
         if saved_ids and saved_ids != got:

@@ -92,9 +92,12 @@ class FlamingoDecoderLayer(nn.Module):
         if ctx is not None:
             in_kwargs = "hidden_states" in kwargs
             hidden = kwargs["hidden_states"] if in_kwargs else args[0]
-            kv = ctx.kv[self._block_index] if ctx.kv is not None else self._xattn.media_kv(ctx.visual)
+            device = self._xattn.alpha_xattn.device  # an LM spread by a device_map: the block runs on its layer's
+            kv = ctx.kv[self._block_index] if ctx.kv is not None else self._xattn.media_kv(ctx.visual.to(device))
             mask = ctx.media_mask(kv[0].shape[2] // ctx.num_latents, self._xattn.attn.only_immediate)
-            hidden = self._xattn(hidden, ctx.phi, kv, ctx.num_latents, mask)
+            kv, phi = tuple(t.to(device) for t in kv), ctx.phi.to(device)  # no-ops on one device
+            mask = mask if mask is None else mask.to(device)
+            hidden = self._xattn(hidden.to(device), phi, kv, ctx.num_latents, mask)
             if in_kwargs:
                 kwargs["hidden_states"] = hidden
             else:
@@ -137,7 +140,7 @@ class NewTokenRows(nn.Module):
     def _init_rows(weight: torch.Tensor, n: int, gen: torch.Generator) -> torch.Tensor:
         w = weight.detach().float().cpu()
         noise = torch.randn(n, w.shape[1], generator=gen) * w.std(dim=0, keepdim=True) * 0.01
-        return (w.mean(dim=0, keepdim=True) + noise).to(weight.dtype)  # (n, D)
+        return w.mean(dim=0, keepdim=True) + noise  # (n, D), fp32 master weights whatever the LM's dtype
 
     @property
     def tied(self) -> bool:

@@ -169,13 +169,17 @@ def _from_pretrained(auto_cls, name: str, **kwargs):
         ) from e
 
 
-def load_causal_lm(name: str, dtype=None, trust_remote_code: bool = False):
-    """Load a causal LM (``AutoModelForCausalLM``) by packaged name, folder or hub id, in eval mode."""
+def load_causal_lm(name: str, dtype=None, trust_remote_code: bool = False, device_map=None):
+    """Load a causal LM (``AutoModelForCausalLM``) by packaged name, folder or hub id, in eval mode.
+
+    ``dtype`` (default float32) and ``device_map`` (``"auto"``, a device, or a ``{module: device}`` map; needs
+    accelerate, which the suite depends on) are transformers' own."""
     import torch
     from transformers import AutoModelForCausalLM
 
+    extra = {} if device_map is None else {"device_map": device_map}
     model = _from_pretrained(
-        AutoModelForCausalLM, name, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code
+        AutoModelForCausalLM, name, dtype=dtype or torch.float32, trust_remote_code=trust_remote_code, **extra
     )
     return model.eval()
 

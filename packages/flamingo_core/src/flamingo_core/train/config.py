@@ -47,6 +47,10 @@ class TrainConfig(RunOptions):
         "folder>, timm:<model> (docs/interfaces.md; '' = the model preset's)"))
     lm: str | None = field(default=None, metadata=option(
         "frozen causal LM name or folder (default: the model preset's)"))
+    frozen_dtype: str | None = field(default=None, metadata=option(
+        "dtype of the frozen LM and vision encoder (default: the model preset's, float32); bfloat16 halves their "
+        "memory as the paper trains, the trained parts keep fp32 weights", choices=("float32", "bfloat16",
+                                                                                    "float16")))
     batch_size: int = field(default=4, metadata=option(
         "samples per process per step for image-text pairs; M3W gets a quarter, VTP half", type=positive_int))
     batch_sizes: str | None = field(default=None, metadata=option(

@@ -75,7 +75,8 @@ def _build_model(cfg: TrainConfig):
     from flamingo_core.factory import create_model
 
     # names go into the config (create_model's vision_encoder= / lm= take built modules)
-    overrides = {k: v for k, v in (("vision_encoder", cfg.vision_encoder), ("lm", cfg.lm)) if v}
+    overrides = {k: v for k, v in (("vision_encoder", cfg.vision_encoder), ("lm", cfg.lm),
+                                   ("frozen_dtype", cfg.frozen_dtype)) if v}
     return create_model(load_config(cfg.model, **overrides))
 
 
