@@ -73,11 +73,18 @@ def chat(root: Path, script: str, monkeypatch, capsys, *extra: str) -> tuple[int
 @pytest.mark.parametrize("command", ["generate", "chat"])
 @pytest.mark.parametrize("flag, value", [("--num-beams", "0"), ("--max-new-tokens", "-3"), ("--max-new-tokens", "0"),
                                          ("--top-p", "0"), ("--top-p", "1.5"), ("--temperature", "0"),
-                                         ("--top-k", "-1")])
+                                         ("--top-k", "-1"), ("--repetition-penalty", "0"),
+                                         ("--no-repeat-ngram-size", "-1"), ("--min-new-tokens", "-2"),
+                                         ("--length-penalty", "long")])
 def test_decoding_arguments_out_of_range_are_one_line(command, flag, value, capsys):
     argv = [command, "--model", "unused", flag, value] + (["--prompt", "x"] if command == "generate" else [])
     rc = cli.main(argv)
     one_error_line(capsys, rc, flag, value)
+
+
+def test_num_return_sequences_out_of_range_is_one_line(capsys):
+    rc = cli.main(["generate", "--model", "unused", "--prompt", "x", "--num-return-sequences", "0"])
+    one_error_line(capsys, rc, "--num-return-sequences", "0")
 
 
 @pytest.mark.parametrize("kwargs, name", [({"do_sample": True, "top_p": 0.0}, "top_p"),

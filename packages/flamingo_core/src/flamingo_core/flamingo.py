@@ -414,11 +414,13 @@ class Flamingo(nn.Module):
         return CausalLMOutputWithPast(loss=loss, logits=logits, past_key_values=past)
 
     # ------------------------------------------------------------------ generation and scoring
-    def generate(self, input_ids, attention_mask=None, media=None, max_new_tokens: int = 20, **kwargs):
-        """Generate continuations; see ``flamingo_core.generation.generate`` for all options."""
+    def generate(self, input_ids, attention_mask=None, media=None, generation_config=None, **kwargs):
+        """New token ids after each prompt, with transformers' decoding options (a ``GenerationConfig`` and/or
+        keywords such as ``max_new_tokens``, ``num_beams``, ``do_sample``, ``repetition_penalty``,
+        ``stop_strings``, ``streamer``); see ``flamingo_core.generation.generate`` for all of them."""
         from .generation import generate
 
-        return generate(self, input_ids, attention_mask, media, max_new_tokens=max_new_tokens, **kwargs)
+        return generate(self, input_ids, attention_mask, media, generation_config, **kwargs)
 
     def score_continuations(self, prefix_ids, continuations, media=None, **kwargs):
         """Summed log-likelihood of each continuation after one prefix; see ``generation.score_continuations``."""

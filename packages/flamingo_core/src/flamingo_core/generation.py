@@ -1,24 +1,32 @@
 """Decoding and scoring for Flamingo (arXiv 2204.14198, Section 3: open-ended generation with beam search of
 3 beams stopping at ``<EOC>``; close-ended tasks ranked by log-likelihood).
 
-Visual tokens are computed once per prompt, and each GATED XATTN-DENSE block's keys/values of them once
-(``Flamingo.media_kv_cache``), then reused at every decoding step together with the LM's own KV cache. New
-tokens' phi is the prompt's last media (``<image>`` is never generated). ``use_cache=False`` recomputes the
-whole sequence, vision included, at every step: the reference the cached path is tested against.
+``generate`` runs inside transformers' ``GenerationMixin`` (as IDEFICS and Mllama do), so greedy decoding,
+sampling, beam search, the logits processors, stopping criteria and streamers are transformers' own, token for
+token. The model it decodes is ``FlamingoForGeneration``: a causal LM whose forward runs the frozen LM with the
+media context. Visual tokens are computed once per prompt, and each GATED XATTN-DENSE block's keys/values of
+them once (``Flamingo.media_kv_cache``), then reused at every step with the LM's own KV cache; each prompt
+runs through the LM once, and the rows transformers makes of it for beams or returned sequences share its
+cache and media. New tokens' phi is the prompt's
+last media (``<image>`` is never generated). ``use_cache=False`` recomputes the whole sequence, vision included,
+at every step: the reference the cached path is tested against.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from transformers import DynamicCache
+from transformers import DynamicCache, GenerationConfig, GenerationMixin, PreTrainedModel
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
+from .decoding_options import SUPPORTED_MODES, decoding_config
 from .lm_adapter import MediaContext
 
-__all__ = ["ContinuationScores", "check_context", "generate", "score_continuations"]
+__all__ = ["ContinuationScores", "FlamingoForGeneration", "check_context", "generate", "score_continuations"]
 
 
 class ContinuationScores(NamedTuple):
@@ -34,105 +42,102 @@ def _media_visual(model, media, media_mask, media_frame_mask, media_tokens):
     return model.encode_media(media.to(model.device), media_mask, media_frame_mask)
 
 
-class _CachedDecoder:
-    """Prompt once, then one token per step with the LM cache and (optionally) the media KV cache."""
-
-    def __init__(self, model, input_ids, attention_mask, visual, use_media_cache: bool):
-        self.model, self.visual = model, visual
-        self.mask = attention_mask
-        phi = model.phi(input_ids)
-        self.kv = model.media_kv_cache(visual) if (visual is not None and use_media_cache) else None
-        self.cache = DynamicCache(config=model.lm.config)
-        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        ctx = self._context(phi)
-        self.logits, self.cache, _ = model.run_lm(
-            input_ids, attention_mask, positions, ctx, self.cache, use_cache=True, logits_slice=slice(-1, None),
-            decoding=True,
-        )
-        self.position = positions[:, -1]
-        self.phi = phi[:, -1]
-
-    def _context(self, phi):
-        if self.visual is None:
-            return None
-        return MediaContext(phi, self.visual, self.kv, self.model.config.num_latents)
-
-    def expand(self, k: int) -> None:
-        """Repeat every row k times (beam search); all beams of a sample share its media."""
-        rep = lambda t: t.repeat_interleave(k, dim=0)  # noqa: E731
-        self.cache.batch_repeat_interleave(k)
-        self.mask, self.position, self.phi, self.logits = map(rep, (self.mask, self.position, self.phi, self.logits))
-        if self.visual is not None:
-            self.visual = rep(self.visual)
-            if self.kv is not None:
-                self.kv = [(rep(key), rep(value)) for key, value in self.kv]
-
-    def step(self, tokens: torch.Tensor, beam_idx: torch.Tensor | None = None) -> torch.Tensor:
-        if beam_idx is not None:
-            # beams are reordered within a sample only, so the media (and its K/V) rows stay the same
-            self.cache.reorder_cache(beam_idx)
-            self.mask, self.position, self.phi = self.mask[beam_idx], self.position[beam_idx], self.phi[beam_idx]
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], dim=1)
-        self.position = self.position + 1
-        self.phi = self.phi + (tokens == self.model.media_token_id).long()
-        logits, self.cache, _ = self.model.run_lm(
-            tokens[:, None], self.mask, self.position[:, None], self._context(self.phi[:, None]), self.cache, True,
-            decoding=True,
-        )
-        return logits[:, -1]
+def _repeat_rows(t: torch.Tensor | None, r: int) -> torch.Tensor | None:
+    return None if t is None else t.repeat_interleave(r, dim=0)
 
 
-class _RecomputeDecoder:
-    """Reference path: the full forward (vision included) on the whole sequence at every step."""
+class FlamingoForGeneration(PreTrainedModel, GenerationMixin):
+    """A ``Flamingo`` with one call's media, as transformers' ``generate`` sees a causal LM.
 
-    def __init__(self, model, input_ids, attention_mask, media_args):
-        self.model, self.ids, self.mask, self.media_args = model, input_ids, attention_mask, media_args
-        self.logits = self._forward()
+    Holds the prompts' visual tokens and media keys/values (cached path) or their raw media arguments
+    (``use_cache=False``), one row per prompt. ``generate`` repeats each prompt for its beams / returned
+    sequences (consecutive, identical rows); the first cached forward runs each prompt once and repeats its LM
+    cache, logits and media rows to match (transformers' beam search would run the prompt ``num_beams`` times).
+    Beams are reordered within a prompt only, so the media rows never move. Not a submodule of the Flamingo, and
+    it owns no parameters.
 
-    def _forward(self):
-        return self.model(self.ids, self.mask, **self.media_args).logits[:, -1:]
+    Args:
+        flamingo: the model.
+        batch: B, the number of prompts.
+        visual: (B, N, R, d) visual tokens, or None (text only or ``use_cache=False``).
+        media_kv: per-block (k, v) of ``visual`` (``Flamingo.media_kv_cache``), or None to compute them at every
+            step (``use_media_cache=False``).
+        media_args: ``Flamingo.forward``'s media arguments for the ``use_cache=False`` reference path.
+    """
 
-    def expand(self, k: int) -> None:
-        rep = lambda t: None if t is None else t.repeat_interleave(k, dim=0)  # noqa: E731
-        self.ids, self.mask, self.logits = rep(self.ids), rep(self.mask), rep(self.logits)
-        self.media_args = {key: rep(v) for key, v in self.media_args.items()}
+    _supports_sdpa = _supports_flash_attn = _supports_flex_attn = _supports_attention_backend = True
+    _supported_generation_modes = list(SUPPORTED_MODES)
 
-    def step(self, tokens: torch.Tensor, beam_idx: torch.Tensor | None = None) -> torch.Tensor:
-        if beam_idx is not None:
-            self.ids, self.mask = self.ids[beam_idx], self.mask[beam_idx]
-        self.ids = torch.cat([self.ids, tokens[:, None]], dim=1)
-        self.mask = torch.cat([self.mask, self.mask.new_ones(len(tokens), 1)], dim=1)
-        return self._forward()[:, -1]
+    def __init__(self, flamingo, batch: int, visual=None, media_kv=None, media_args: dict | None = None):
+        super().__init__(copy.copy(flamingo.lm.config))  # a copy: the init may set its attention implementation
+        self.generation_config = GenerationConfig()  # decoding options come from generate, not the LM's config
+        object.__setattr__(self, "flamingo", flamingo)
+        self.visual, self.media_kv, self.media_args = visual, media_kv, dict(media_args or {})
+        self.rows = batch
+        self.phi_last = None  # (B', 1) the prompt's last media index, set by the first cached forward
 
+    @property
+    def device(self) -> torch.device:
+        return self.flamingo.device
 
-def _process_logits(logits: torch.Tensor, media_token_id: int, banned: torch.Tensor | None = None) -> torch.Tensor:
-    logits = logits.float().clone()
-    logits[:, media_token_id] = float("-inf")  # media come from the prompt only
-    if banned is not None:
-        logits[:, banned] = float("-inf")  # stop tokens before min_new_tokens
-    return logits
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.flamingo.lm.dtype
 
+    def _expand_to(self, n: int) -> None:
+        """Repeat each prompt's media row for the ``n // B`` rows generate made of it (beams, returned sequences)."""
+        if self.rows == n:
+            return
+        r = n // self.rows
+        self.visual = _repeat_rows(self.visual, r)
+        if self.media_kv is not None:
+            self.media_kv = [(_repeat_rows(k, r), _repeat_rows(v, r)) for k, v in self.media_kv]
+        self.media_args = {key: _repeat_rows(v, r) for key, v in self.media_args.items()}
+        self.rows = n
 
-def _sample(logits, temperature: float, top_k: int, top_p: float, generator) -> torch.Tensor:
-    logits = logits / max(temperature, 1e-5)
-    if top_k and top_k > 0:
-        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = logits.sort(dim=-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        drop = cum - sorted_logits.softmax(-1) >= top_p  # keep the smallest prefix reaching top_p
-        logits = logits.masked_fill(drop.scatter(-1, order, drop), float("-inf"))
-    probs = logits.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    def forward(self, input_ids, attention_mask=None, position_ids=None, past_key_values=None, use_cache=None,
+                logits_to_keep: int = 0, **kwargs) -> CausalLMOutputWithPast:
+        """Logits (B', L', V) of this step's tokens (the last ``logits_to_keep`` of them), ``<image>`` at -inf."""
+        f = self.flamingo
+        keep = slice(-logits_to_keep, None) if logits_to_keep else None
+        if not use_cache:  # the reference path: the whole sequence, vision included
+            self._expand_to(len(input_ids))
+            logits = f(input_ids, attention_mask, **self.media_args).logits
+            logits, past = (logits if keep is None else logits[:, keep]), None
+        else:
+            if past_key_values is None:
+                past_key_values = DynamicCache(config=f.lm.config)
+            if position_ids is None:
+                mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+                position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
+            if self.phi_last is None:
+                logits, past = self._prompt_once(input_ids, attention_mask, position_ids, past_key_values, keep)
+            else:  # new tokens: <image> is never generated, so phi stays the prompt's last media
+                logits, past = self._run(input_ids, attention_mask, position_ids, past_key_values, keep,
+                                         self.phi_last.expand(-1, input_ids.shape[1]))
+        logits[..., f.media_token_id] = float("-inf")  # media come from the prompt only
+        return CausalLMOutputWithPast(logits=logits, past_key_values=past)
 
+    def _prompt_once(self, input_ids, attention_mask, position_ids, cache, keep):
+        """The prompts' forward on one of each prompt's r identical rows, then its cache and logits repeated."""
+        r = len(input_ids) // self.rows
+        one = slice(None, None, r)
+        mask = None if attention_mask is None else attention_mask[one]
+        phi = self.flamingo.phi(input_ids[one])  # (B, L)
+        logits, cache = self._run(input_ids[one], mask, position_ids[one], cache, keep, phi)
+        self.phi_last = phi[:, -1:]
+        if r > 1:
+            cache.batch_repeat_interleave(r)
+            logits, self.phi_last = _repeat_rows(logits, r), _repeat_rows(self.phi_last, r)
+            self._expand_to(len(input_ids))
+        return logits, cache
 
-def _pad_outputs(seqs: list[list[int]], pad_id: int, device) -> torch.Tensor:
-    width = max((len(s) for s in seqs), default=0)
-    out = torch.full((len(seqs), width), pad_id, dtype=torch.long, device=device)
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.tensor(s, dtype=torch.long)
-    return out
+    def _run(self, input_ids, attention_mask, position_ids, cache, keep, phi):
+        f = self.flamingo
+        ctx = None if self.visual is None else MediaContext(phi, self.visual, self.media_kv, f.config.num_latents)
+        logits, cache, _ = f.run_lm(input_ids, attention_mask, position_ids, ctx, cache, use_cache=True,
+                                    logits_slice=keep, decoding=True)
+        return logits, cache
 
 
 def check_context(model, prompt_len: int, extra: int, what: str) -> None:
@@ -144,84 +149,132 @@ def check_context(model, prompt_len: int, extra: int, what: str) -> None:
                          f"context of {limit} tokens")
 
 
-def _check_decoding_args(max_new_tokens: int, min_new_tokens: int, num_beams: int, do_sample: bool,
-                         temperature: float, top_k: int, top_p: float) -> None:
-    if max_new_tokens < 0 or min_new_tokens < 0:
-        raise ValueError(f"max_new_tokens and min_new_tokens must be >= 0, got {max_new_tokens}, {min_new_tokens}")
-    if num_beams < 1:
-        raise ValueError(f"num_beams must be >= 1, got {num_beams}")
-    if do_sample and not temperature > 0:
-        raise ValueError(f"temperature must be > 0 for sampling, got {temperature}")
-    if top_k < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = all tokens), got {top_k}")
-    if not 0 < top_p <= 1:  # top_p 0 keeps no token: multinomial on an all -inf row
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-
-
 @torch.no_grad()
 def generate(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None = None,
     media: torch.Tensor | None = None,
-    max_new_tokens: int = 20,
-    min_new_tokens: int = 0,
-    num_beams: int = 1,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    top_k: int = 0,
-    top_p: float = 1.0,
-    length_penalty: float = 1.0,
+    generation_config: GenerationConfig | None = None,
+    *,
     media_mask: torch.Tensor | None = None,
     media_frame_mask: torch.Tensor | None = None,
     media_tokens: torch.Tensor | None = None,
-    use_cache: bool = True,
     use_media_cache: bool = True,
     stop_token_ids: list[int] | None = None,
+    streamer=None,
+    tokenizer=None,
     generator: torch.Generator | None = None,
+    seed: int | None = None,
+    **options,
 ) -> torch.Tensor:
-    """Generate up to ``max_new_tokens`` tokens after each (left-padded) prompt.
+    """Generate after each (left-padded) prompt with transformers' decoding and Flamingo's media context.
+
+    Supported options (``generation_config`` fields, or keywords over it, as in transformers' ``generate``):
+    max_new_tokens (default 20) / max_length, min_new_tokens, do_sample, temperature, top_k (transformers'
+    default 50 when sampling; 0 = all), top_p, min_p, typical_p, num_beams, length_penalty, early_stopping,
+    repetition_penalty, no_repeat_ngram_size, bad_words_ids, suppress_tokens, sequence_bias,
+    num_return_sequences, eos_token_id (int or list; default ``<EOC>`` and the tokenizer's EOS), pad_token_id
+    (default the tokenizer's pad), stop_strings, max_time, use_cache. Refused with a one-line error: contrastive
+    search, assisted decoding, DoLa, group and constrained beam search, classifier-free guidance, token healing,
+    chunked prefill, static caches, ``return_dict_in_generate`` / ``output_*``.
 
     Args:
         model: a ``Flamingo``.
         input_ids, attention_mask: (B, L) prompts; pad on the left for batches.
         media, media_mask, media_frame_mask, media_tokens: as in ``Flamingo.forward``.
-        max_new_tokens, min_new_tokens: bounds on the number of new tokens (stop tokens are banned before
-            ``min_new_tokens``).
-        num_beams: beam search with this many beams when > 1 (the paper uses 3).
-        do_sample, temperature, top_k, top_p: sampling (ignored by beam search).
-        length_penalty: beam hypotheses are ranked by sum logprob / length ** length_penalty.
-        use_cache: False recomputes everything each step (reference path, slow).
+        generation_config: a ``transformers.GenerationConfig`` (copied, never changed); ``options`` override it.
         use_media_cache: False recomputes the media keys/values at every step (as OpenFlamingo does).
-        stop_token_ids: defaults to ``<EOC>`` and the tokenizer's EOS.
-        generator: random generator for sampling.
+        stop_token_ids: the former name of ``eos_token_id``.
+        streamer: a transformers ``BaseStreamer`` (``put`` / ``end``, e.g. ``TextStreamer``); one prompt and
+            ``num_beams=1`` (transformers' rule).
+        tokenizer: the one ``stop_strings`` are matched with (default the model's).
+        generator, seed: draw the samples from this ``torch.Generator`` (advanced as if it had drawn them) or from
+            a fresh one seeded so; the global RNG is left as it was. Without either, sampling draws from the
+            global RNG, as transformers' ``generate`` does: ``torch.manual_seed(s)`` then either gives the same
+            tokens.
 
     Returns:
-        (B, L_new) new token ids, each row ending with its stop token when one was produced, padded with the
-        tokenizer's pad id.
+        (B * num_return_sequences, L_new) new token ids (the rows of one prompt together), each row ending with
+        its stop token when one was produced, padded with ``pad_token_id``.
     """
     model.eval()
-    device = model.device
     input_ids, attention_mask = _prompt(model, input_ids, attention_mask)
-    _check_decoding_args(max_new_tokens, min_new_tokens, num_beams, do_sample, temperature, top_k, top_p)
-    check_context(model, input_ids.shape[1], max_new_tokens, "new tokens (max_new_tokens)")
-    stop = torch.tensor(stop_token_ids or model.stop_token_ids, device=device)
-    pad_id = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else int(stop[0])
+    options = dict(options)
+    if stop_token_ids:
+        if "eos_token_id" in options:
+            raise ValueError("give stop_token_ids or eos_token_id, not both (stop_token_ids is its former name)")
+        options["eos_token_id"] = list(stop_token_ids)
+    config = decoding_config(generation_config, options)
+    extra = _flamingo_defaults(model, config, tokenizer, streamer, input_ids)
     media_args = _media_args(model, input_ids, {"media": media, "media_mask": media_mask,
                                                 "media_frame_mask": media_frame_mask, "media_tokens": media_tokens})
-    if use_cache:
-        decoder = _CachedDecoder(model, input_ids, attention_mask, _media_visual(model, **media_args), use_media_cache)
+    if config.max_new_tokens == 0:
+        return input_ids.new_empty(len(input_ids) * (config.num_return_sequences or 1), 0)
+    if config.use_cache is False:
+        lm = FlamingoForGeneration(model, len(input_ids),
+                                   media_args={k: v for k, v in media_args.items() if v is not None})
     else:
-        decoder = _RecomputeDecoder(model, input_ids, attention_mask, media_args)
-    if max_new_tokens == 0:
-        return torch.empty(len(input_ids), 0, dtype=torch.long, device=device)
-    if num_beams > 1:
-        seqs = _beam_search(model, decoder, len(input_ids), num_beams, max_new_tokens, stop, length_penalty,
-                            min_new_tokens)
-        return _pad_outputs(seqs, pad_id, device)
-    pick = ((lambda scores: _sample(scores, temperature, top_k, top_p, generator)) if do_sample
-            else (lambda scores: scores.argmax(-1)))
-    return _greedy(model, decoder, pick, max_new_tokens, min_new_tokens, stop, pad_id)
+        visual = _media_visual(model, **media_args)
+        kv = model.media_kv_cache(visual) if (visual is not None and use_media_cache) else None
+        lm = FlamingoForGeneration(model, len(input_ids), visual, kv)
+    with _sampling_rng(generator, seed, model.device):
+        try:
+            out = lm.generate(input_ids, attention_mask=attention_mask, generation_config=config, **extra)
+        except ValueError as e:  # transformers' checks at run time (a streamer's batch size, ...): one line
+            raise ValueError(" ".join(str(e).split())) from e
+    return out[:, input_ids.shape[1]:]
+
+
+def _flamingo_defaults(model, config: GenerationConfig, tokenizer, streamer, input_ids: torch.Tensor) -> dict:
+    """Fill ``config``'s stop ids (``<EOC>``, EOS), pad id and ``max_new_tokens`` (from ``max_length`` or 20, as
+    transformers counts) where unset; check the streamer and the context length. Returns ``generate``'s
+    ``streamer`` / ``tokenizer`` keywords (the tokenizer ``stop_strings`` are matched with)."""
+    extra = {"streamer": streamer}
+    if config.stop_strings:
+        tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError(f"stop_strings={config.stop_strings!r} need a tokenizer: pass tokenizer= (the model "
+                             "has none)")
+        extra["tokenizer"] = tokenizer
+    if config.eos_token_id is None:
+        config.eos_token_id = model.stop_token_ids
+    if config.pad_token_id is None:
+        pad_id = model.tokenizer.pad_token_id
+        config.pad_token_id = pad_id if pad_id is not None else model.stop_token_ids[0]
+    if streamer is not None and ((config.num_beams or 1) > 1 or len(input_ids) > 1):
+        raise ValueError(f"a streamer needs one prompt and num_beams=1, got {len(input_ids)} prompts and "
+                         f"num_beams={config.num_beams}")
+    if config.max_new_tokens is None:
+        config.max_new_tokens = 20 if config.max_length is None else max(config.max_length - input_ids.shape[1], 0)
+    config.max_length = None  # max_new_tokens rules
+    check_context(model, input_ids.shape[1], config.max_new_tokens, "new tokens (max_new_tokens)")
+    return extra
+
+
+@contextlib.contextmanager
+def _sampling_rng(generator: torch.Generator | None, seed: int | None, device: torch.device):
+    """Run transformers' sampling (``torch.multinomial`` on the global RNG) on ``generator``'s stream, or on a
+    fresh one seeded ``seed``; the global RNG is restored afterwards and ``generator`` advanced."""
+    if generator is None and seed is None:
+        yield
+        return
+    if generator is not None and seed is not None:
+        raise ValueError("give generator or seed, not both")
+    if generator is None:
+        generator = torch.Generator(device=device).manual_seed(seed)
+    if generator.device.type != device.type or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"generator must be a cpu or cuda torch.Generator on the model's device ({device}), "
+                         f"got one on {generator.device}")
+    cuda = device.type == "cuda"
+    index = device.index if device.index is not None else torch.cuda.current_device() if cuda else None
+    with torch.random.fork_rng(devices=[index] if cuda else [], device_type="cuda"):
+        if cuda:
+            torch.cuda.set_rng_state(generator.get_state(), index)
+        else:
+            torch.set_rng_state(generator.get_state())
+        yield
+        generator.set_state(torch.cuda.get_rng_state(index) if cuda else torch.get_rng_state())
 
 
 def _prompt(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None):
@@ -244,74 +297,21 @@ def _media_args(model, input_ids: torch.Tensor, media_args: dict) -> dict:
     return media_args
 
 
-def _greedy(model, decoder, pick, max_new_tokens: int, min_new_tokens: int, stop, pad_id: int) -> torch.Tensor:
-    """Greedy decoding or sampling (``pick(scores) -> tokens``); finished rows continue with ``pad_id``."""
-    logits = decoder.logits[:, -1]
-    finished = torch.zeros(len(logits), dtype=torch.bool, device=logits.device)
-    out = []
-    for step in range(max_new_tokens):
-        scores = _process_logits(logits, model.media_token_id, stop if step < min_new_tokens else None)
-        tokens = torch.where(finished, pad_id, pick(scores))
-        out.append(tokens)
-        finished |= torch.isin(tokens, stop)
-        if finished.all() or step == max_new_tokens - 1:
-            break
-        logits = decoder.step(tokens)
-    return torch.stack(out, dim=1)
+class _CachedPrefix:
+    """One prompt run once (LM cache, visual tokens, media keys/values) for ``score_continuations``."""
 
-
-def _beam_search(model, decoder, batch: int, k: int, max_new_tokens: int, stop, length_penalty: float,
-                 min_new_tokens: int = 0):
-    """Beam search with ``k`` beams; a sample is done once it holds ``k`` finished hypotheses."""
-    device = decoder.logits.device
-    decoder.expand(k)
-    logits = decoder.logits[:, -1]  # (B*k, V)
-    beam_scores = torch.zeros(batch, k, device=device)
-    beam_scores[:, 1:] = float("-inf")  # all beams start identical: keep one
-    beams: list[list[int]] = [[] for _ in range(batch * k)]
-    hyps: list[list[tuple[float, list[int]]]] = [[] for _ in range(batch)]
-    done = [False] * batch
-    stop_set = set(stop.tolist())
-    for step in range(max_new_tokens):
-        banned = stop if step < min_new_tokens else None
-        logp = F.log_softmax(_process_logits(logits, model.media_token_id, banned), dim=-1)  # (B*k, V)
-        vocab = logp.shape[-1]
-        cand = (beam_scores.view(-1, 1) + logp).view(batch, k * vocab)
-        top_scores, top_idx = cand.topk(2 * k, dim=-1)  # (B, 2k)
-        top_scores, top_idx = top_scores.tolist(), top_idx.tolist()
-        next_scores = torch.full((batch, k), float("-inf"), device=device)
-        next_tokens = torch.zeros(batch, k, dtype=torch.long, device=device)
-        next_src = torch.zeros(batch, k, dtype=torch.long, device=device)
-        new_beams: list[list[int]] = []
-        for b in range(batch):
-            chosen = 0
-            for rank, (score, idx) in enumerate(zip(top_scores[b], top_idx[b])):
-                src, tok = b * k + idx // vocab, idx % vocab
-                if not done[b] and tok in stop_set:
-                    if rank < k:  # a finished hypothesis only counts if it is among the k best
-                        seq = beams[src] + [tok]
-                        hyps[b].append((score / len(seq) ** length_penalty, seq))
-                    continue
-                next_scores[b, chosen], next_tokens[b, chosen], next_src[b, chosen] = score, tok, src
-                new_beams.append(beams[src] + [tok])
-                chosen += 1
-                if chosen == k:
-                    break
-            if len(hyps[b]) >= k:
-                done[b] = True
-        beams = new_beams
-        beam_scores = next_scores
-        if all(done) or step == max_new_tokens - 1:
-            break
-        logits = decoder.step(next_tokens.view(-1), next_src.view(-1))
-    results = []
-    for b in range(batch):
-        if not done[b]:
-            for j in range(k):
-                seq = beams[b * k + j]
-                hyps[b].append((float(beam_scores[b, j]) / max(len(seq), 1) ** length_penalty, seq))
-        results.append(max(hyps[b], key=lambda h: h[0])[1])
-    return results
+    def __init__(self, model, input_ids, attention_mask, visual):
+        self.kv = model.media_kv_cache(visual) if visual is not None else None
+        self.cache = DynamicCache(config=model.lm.config)
+        positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        phi = model.phi(input_ids)
+        ctx = None if visual is None else MediaContext(phi, visual, self.kv, model.config.num_latents)
+        self.logits, self.cache, _ = model.run_lm(
+            input_ids, attention_mask, positions, ctx, self.cache, use_cache=True, logits_slice=slice(-1, None),
+            decoding=True,
+        )
+        self.position = positions[:, -1]
+        self.phi = phi[:, -1]
 
 
 @torch.no_grad()
@@ -354,7 +354,7 @@ def score_continuations(
     num_media = torch.tensor([0 if visual is None else (int(media_mask.sum()) if media_mask is not None
                                                          else visual.shape[1])], device=device)
     model._check_media_count(model.phi(prefix), num_media)
-    prefix_dec = _CachedDecoder(model, prefix, mask, visual, use_media_cache=True)
+    prefix_dec = _CachedPrefix(model, prefix, mask, visual)
     first_logp = F.log_softmax(prefix_dec.logits[:, -1].float(), dim=-1)  # (1, V)
     logprobs = torch.zeros(len(conts), device=device)
     counts = torch.tensor([len(c) for c in conts], device=device)
