@@ -5,7 +5,6 @@ Resampler and GATED XATTN-DENSE blocks, modelling p(y | x) = prod_l p(y_l | y_<l
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from .config import FlamingoConfig, load_config
+from .config import FlamingoConfig
 from .gated_xattn import GatedCrossAttentionBlock
 from .head_loss import ChunkedHeadNLL, LinearHeadNLL, default_chunks
 from .labels import IGNORE_INDEX
@@ -28,10 +27,6 @@ __all__ = ["Flamingo"]
 
 logger = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "model.safetensors"
-CONFIG_NAME = "config.json"
-TOKENIZER_DIR = "tokenizer"  # a saved model's tokenizer, named relative to its folder
-VISION_DIR = "vision_encoder"  # a vision encoder copied into a saved model (save_pretrained(copy_vision_encoder=True))
 TRAINABLE_PREFIXES = ("perceiver.", "xattn_layers.", "new_tokens.")
 
 
@@ -431,45 +426,17 @@ class Flamingo(nn.Module):
     # ------------------------------------------------------------------ persistence
     def save_pretrained(self, directory: str | Path, overwrite: bool = False,
                         weights: dict[str, torch.Tensor] | None = None, copy_vision_encoder: bool = False) -> Path:
-        """Write a self-contained folder: ``config.json`` (names the LM, vision encoder, tokens), the trained
-        weights only, and the tokenizer (``tokenizer/``, the added tokens included).
+        """Write a self-contained folder (``saved_model``): ``config.json`` naming the LM and vision encoder, the
+        trained weights only, and the tokenizer with the added tokens.
 
-        The frozen parts stay where they are, named so the folder loads from any working directory and from a
-        copy of it: packaged names and hub ids as given, local folders by absolute path; ``copy_vision_encoder``
-        copies a vision encoder folder (a stage-1 export) into ``vision_encoder/`` instead. ``directory`` may be
-        missing, empty or a previous save (replaced atomically); a folder with other files is refused unless
-        ``overwrite`` (``contrastive_encoder.shared.outputs.atomic_save_dir``). ``weights`` replaces this module's
-        trained weights (FSDP: the gathered full state, the module holding shards).
+        Local frozen parts are named by absolute path, or ``copy_vision_encoder`` copies a vision encoder folder
+        (a stage-1 export) in. ``directory`` may be missing, empty or a previous save (replaced atomically); a
+        folder with other files is refused unless ``overwrite``. ``weights`` replaces this module's trained
+        weights (FSDP: the gathered full state, the module holding shards).
         """
-        import shutil
+        from .saved_model import save_flamingo
 
-        from safetensors.torch import save_file
-
-        from contrastive_encoder.shared.outputs import atomic_save_dir
-
-        directory = Path(directory)
-        config = self.config.to_dict()
-        for key in ("lm", "vision_encoder"):
-            if isinstance(config[key], str) and Path(config[key]).exists():
-                config[key] = str(Path(config[key]).resolve())
-        config["tokenizer"] = TOKENIZER_DIR
-        meta = {
-            "format": "flamingo_core",
-            "format_version": 1,
-            "flamingo": config,
-            "added_tokens": {self.config.media_token: self.media_token_id, self.config.eoc_token: self.eoc_token_id},
-            "vision_encoder_identifier": getattr(self.vision_encoder, "identifier", None),
-        }
-        weights = {k: v.detach().contiguous().cpu()
-                   for k, v in (weights if weights is not None else self.trainable_state_dict()).items()}
-        with atomic_save_dir(directory, overwrite=overwrite, by="Flamingo.save_pretrained") as tmp:
-            if copy_vision_encoder and Path(config["vision_encoder"]).is_dir():
-                shutil.copytree(config["vision_encoder"], tmp / VISION_DIR)
-                config["vision_encoder"] = VISION_DIR
-            self.tokenizer.save_pretrained(str(tmp / TOKENIZER_DIR))
-            (tmp / CONFIG_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-            save_file(weights, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
-        return directory
+        return save_flamingo(self, directory, overwrite, weights, copy_vision_encoder)
 
     @classmethod
     def from_pretrained(
@@ -477,35 +444,8 @@ class Flamingo(nn.Module):
         **overrides,
     ) -> Flamingo:
         """Rebuild a saved model: the frozen parts from the names in its config (or the ones given; ``dtype`` and
-        ``device_map`` as ``create_model``'s). Names relative to the folder (its tokenizer, a copied vision
-        encoder) resolve against it.
+        ``device_map`` as ``create_model``'s). A config that is not JSON, or weights that are truncated or do not
+        fit the config, raise ``ValueError`` naming the file before the frozen parts are built."""
+        from .saved_model import load_flamingo
 
-        A config that is not JSON, or weights that are truncated or do not fit the config, raise ``ValueError``
-        naming the file (``contrastive_encoder.shared.readers``); both are read before the frozen parts are built.
-        """
-        from contrastive_encoder.shared.readers import load_weights, read_json
-
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-            raise ValueError(f"{directory} is not a saved Flamingo model: expected {CONFIG_NAME} and {WEIGHTS_NAME}")
-        meta = read_json(directory / CONFIG_NAME)
-        weights = load_weights(directory / WEIGHTS_NAME)
-        from .factory import create_model
-
-        model = create_model(load_config(directory, **overrides), lm=lm, vision_encoder=vision_encoder,
-                             tokenizer=tokenizer, dtype=dtype, device_map=device_map)
-        saved_ids = meta.get("added_tokens", {})
-        got = {model.config.media_token: model.media_token_id, model.config.eoc_token: model.eoc_token_id}
-        if saved_ids and saved_ids != got:
-            raise ValueError(f"tokenizer gives the added tokens ids {got} but the model was saved with {saved_ids}")
-        expected = model.trainable_state_dict()
-        missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
-        reshaped = sorted(k for k in set(expected) & set(weights) if weights[k].shape != expected[k].shape)
-        if missing or unexpected or reshaped:
-            detail = [f"{label} {names[:5]}" for label, names in (("missing", missing), ("unexpected", unexpected))
-                      if names]
-            detail += [f"{k} is {tuple(weights[k].shape)}, expected {tuple(expected[k].shape)}" for k in reshaped[:3]]
-            raise ValueError(f"{directory / WEIGHTS_NAME} does not match {directory / CONFIG_NAME}: "
-                             + "; ".join(detail))
-        model.load_state_dict(weights, strict=False)
-        return model
+        return load_flamingo(directory, lm, vision_encoder, tokenizer, dtype, device_map, **overrides)

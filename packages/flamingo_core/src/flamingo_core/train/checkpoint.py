@@ -101,7 +101,7 @@ def read_resume_state(path: Path) -> tuple[dict[str, Any], dict[str, Any] | None
 def load_checkpoint(path: str | Path, model: torch.nn.Module) -> dict[str, Any]:
     """Load the trained parameters of a checkpoint into ``model`` (unwrapped); return its state.json."""
     from contrastive_encoder.shared.readers import load_weights, read_json
-    from flamingo_core.flamingo import WEIGHTS_NAME
+    from flamingo_core.saved_model import WEIGHTS_NAME
 
     path = Path(path)
     state = read_json(path / STATE_FILE)  # first: a checkpoint folder that is not one fails before any work
