@@ -1,6 +1,8 @@
 """RowSplitLinear: the few-row (decoding) product split across threads equals F.linear, and is taken only then
 (the decoding head too); the blocks share one media mask per LM call."""
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -97,3 +99,50 @@ def test_decoding_head_takes_the_split_product(two_threads, monkeypatch, arch):
         split = model.compute_logits(hidden, decoding=True)
     assert calls and calls[0][0] * calls[0][1] == model.lm_vocab_size // 2 * 2  # the head's rows, as blocks
     torch.testing.assert_close(split, exact, rtol=1e-5, atol=1e-5)
+
+
+@pytest.fixture
+def auto_policy(monkeypatch, tmp_path):
+    """``SPLIT_POLICY = auto`` with an empty per-machine cache in tmp_path."""
+    import flamingo_core.linear as linear
+
+    monkeypatch.setattr(linear, "SPLIT_POLICY", "auto")
+    monkeypatch.setattr(linear, "_decisions", {})
+    monkeypatch.setattr(linear, "_loaded", False)
+    monkeypatch.setenv("FLAMINGO_CACHE_DIR", str(tmp_path))
+    return linear
+
+
+def test_the_split_is_taken_only_where_the_measurement_on_this_machine_says_it_pays(auto_policy, monkeypatch,
+                                                                                   two_threads):
+    linear = auto_policy
+    x, w = torch.randn(1, 32), torch.randn(64, 32)
+    for pays in (False, True):
+        monkeypatch.setattr(linear, "_decisions", {})
+        monkeypatch.setattr(linear, "_measure", lambda weight, splits, pays=pays: pays)
+        calls = count_bmm(monkeypatch)
+        torch.testing.assert_close(row_split_linear(x, w), F.linear(x, w))
+        assert bool(calls) == pays
+    # the choice is cached per machine: a new process reads it instead of measuring again
+    cached = json.loads((auto_policy._cache_file()).read_text())
+    assert cached == {linear._machine(): {f"{tuple(w.shape)}|{w.dtype}|2 threads": True}}
+    monkeypatch.setattr(linear, "_decisions", {})
+    monkeypatch.setattr(linear, "_loaded", False)
+    monkeypatch.setattr(linear, "_measure", lambda weight, splits: pytest.fail("measured again"))
+    assert linear.split_pays(w, 2) is True
+
+
+def test_a_forced_policy_never_measures(auto_policy, monkeypatch, two_threads):
+    linear = auto_policy
+    monkeypatch.setattr(linear, "_measure", lambda weight, splits: pytest.fail("measured"))
+    x, w = torch.randn(1, 32), torch.randn(64, 32)
+    for policy, expect_split in (("never", False), ("always", True)):
+        monkeypatch.setattr(linear, "SPLIT_POLICY", policy)
+        calls = count_bmm(monkeypatch)
+        row_split_linear(x, w)
+        assert bool(calls) == expect_split
+    assert not (auto_policy._cache_file()).exists()
+
+
+def test_the_measurement_runs_on_the_real_weight_and_gives_a_choice(auto_policy, two_threads):
+    assert auto_policy._measure(torch.randn(256, 64), 2) in (True, False)
