@@ -25,6 +25,8 @@ $(STAMP): $(SETUP_INPUTS)
 	@touch $(STAMP)
 
 test: setup
+	@# the OpenFlamingo peer of tests/flamingo_core/test_openflamingo.py (idempotent; into benchmarks/.peer-site)
+	PYTHON=$(CURDIR)/$(BIN)/python bash benchmarks/peers/install_openflamingo.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 demo: setup

@@ -20,8 +20,8 @@ Measures:
     then their median.
 
 Setup (benchmark environment only): `bash benchmarks/peers/install_openflamingo.sh`, which puts OpenFlamingo
-and the modules its import needs into benchmarks/.peer-site. Patches OpenFlamingo needs on transformers 5 are
-applied here, never in the packages.
+and the modules its import needs into benchmarks/.peer-site. ``peers/openflamingo_peer.py`` imports it from there
+with the patches it needs on transformers 5 (shared with the tests), never in the packages.
 
 On a GPU (``--device cuda``, fp32 like the CPU run) every model and batch lives on the device, timings wait for
 it (``torch.cuda.synchronize``), and the training results add ``cuda_peak_mb`` (max allocated during the steps)
@@ -45,7 +45,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-PEER_SITE = ROOT / "benchmarks" / ".peer-site"
+sys.path.insert(0, str(ROOT / "benchmarks" / "peers"))
+import openflamingo_peer  # noqa: E402  (benchmarks/peers: OpenFlamingo from the peer site, patched)
+
 BATCH, SEQ, NEW_TOKENS = 4, 64, 20
 DEVICE = torch.device("cpu")  # set from --device in each worker
 PRECISION = "fp32"  # set from --precision in each worker: fp32, or bf16 autocast with fp32 parameters
@@ -145,20 +147,12 @@ def _measure_training(step, n: int, turns: bool = False) -> dict:
 # OpenFlamingo
 # ---------------------------------------------------------------------------------------------------------
 def _openflamingo(lm_name: str, every: int):
-    sys.path.insert(0, str(PEER_SITE))
+    openflamingo_peer.import_openflamingo()
     from open_flamingo.src.flamingo import Flamingo as OFFlamingo
     from open_flamingo.src.flamingo_lm import FlamingoLMMixin
     from open_flamingo.src.utils import extend_instance
 
     from contrastive_encoder.shared.pretrained import load_causal_lm, load_tokenizer
-
-    # transformers 5's generate() drops an all-ones attention mask: OpenFlamingo's forward must accept None.
-    original_forward = FlamingoLMMixin.forward
-
-    def forward(self, input_ids=None, attention_mask=None, **kwargs):
-        return original_forward(self, input_ids, attention_mask, **kwargs)
-
-    FlamingoLMMixin.forward = forward
 
     vision = _vision()
 
@@ -440,8 +434,8 @@ def main(argv=None) -> int:
     if args.worker:
         print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0
-    if not (PEER_SITE / "open_flamingo").is_dir():
-        print("run `bash benchmarks/peers/install_openflamingo.sh` first", file=sys.stderr)
+    if not openflamingo_peer.is_installed():
+        print(f"run `{openflamingo_peer.INSTALL_COMMAND}` first", file=sys.stderr)
         return 2
     import statistics
 

@@ -7,6 +7,7 @@ from .gated_xattn import GatedCrossAttentionBlock, MaskedCrossAttention
 from .generation import ContinuationScores, generate, score_continuations
 from .labels import IGNORE_INDEX, make_labels
 from .lm_adapter import find_decoder_layers
+from .openflamingo import convert_openflamingo, from_openflamingo
 from .perceiver import PerceiverResampler
 from .processor import FlamingoProcessor
 from .tokenization import add_flamingo_tokens, build_byte_tokenizer
@@ -23,7 +24,9 @@ __all__ = [
     "PerceiverResampler",
     "add_flamingo_tokens",
     "build_byte_tokenizer",
+    "convert_openflamingo",
     "create_model",
+    "from_openflamingo",
     "IGNORE_INDEX",
     "make_labels",
     "find_decoder_layers",

@@ -1,5 +1,6 @@
 """``flamingo`` command line: ``generate`` (one prompt with images), ``chat`` (a terminal visual dialogue, as the
-paper's dialogue examples, arXiv 2204.14198 Figure 1) and ``train`` (flamingo_core.train)."""
+paper's dialogue examples, arXiv 2204.14198 Figure 1), ``convert-openflamingo`` (an OpenFlamingo checkpoint to a
+saved model, ``flamingo_core.openflamingo``) and ``train`` (flamingo_core.train)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     chat.add_argument("--assistant-prefix", default="Assistant:",
                       help="text before each model answer (without a chat template; also printed before answers)")
     sub.add_parser("train", help="train a Flamingo model (see `flamingo train --help`)", add_help=False)
+    from .openflamingo import add_convert_parser
+
+    add_convert_parser(sub)
     return parser.parse_args(argv)
 
 
@@ -293,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
     except SystemExit as e:  # argparse has printed its one line (or --help); return its code like the others
         return int(e.code or 0)
+    if args.command == "convert-openflamingo":
+        from .openflamingo import run_convert
+
+        return run_convert(args)  # its own one-line errors, exit 2
     try:
         if args.command == "generate":
             return run_generate(args)

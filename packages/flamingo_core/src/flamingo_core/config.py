@@ -10,10 +10,19 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-__all__ = ["FROZEN_DTYPES", "FlamingoConfig", "list_models", "load_config"]
+__all__ = ["CROSS_ATTN_PLACEMENTS", "FROZEN_DTYPES", "FlamingoConfig", "list_models", "load_config"]
 
 PRESET_DIR = Path(__file__).parent / "presets"
 FROZEN_DTYPES = ("float32", "bfloat16", "float16")
+# Where the GATED XATTN-DENSE blocks go among L decoder layers, every n-th (n = cross_attn_every); a block at
+# index i runs on layer i's input:
+#   "openflamingo": before layers i with (i + 1) % n == 0, the last of each group of n (n-1, 2n-1, ...), as
+#       OpenFlamingo 2.0.1 (and so its checkpoints) places them: floor(L / n) blocks.
+#   "paper": before layers i with i % n == 0, "starting from the very first layer and before every n-th
+#       transformer block" (Appendix B.1.1): ceil(L / n) blocks. The paper gives the 80B model 12 blocks over
+#       Chinchilla's 80 layers with n = 7, which only this rule yields (0, 7, ..., 77; the other gives 11); for
+#       the 9B (40 layers, n = 4) both give 10, for the 3B (n = 1) both put one before every layer.
+CROSS_ATTN_PLACEMENTS = ("openflamingo", "paper")
 
 
 @dataclass
@@ -24,6 +33,7 @@ class FlamingoConfig:
     tokenizer: str | None = None  # tokenizer name; None = the LM's; "byte" = built-in byte-level tokenizer
     vision_encoder: str = "nano-minilm"  # contrastive_encoder preset or checkpoint folder; "conv-tiny" = test stem
     cross_attn_every: int = 4  # a GATED XATTN-DENSE block before every N-th decoder layer (paper: 1/4/7)
+    cross_attn_placement: str = "openflamingo"  # which layers those are: CROSS_ATTN_PLACEMENTS ("paper")
     only_attend_immediate_media: bool = True  # phi masking: attend only to the last preceding media (paper)
     num_latents: int = 64  # R, visual tokens per image/video
     resampler_depth: int = 6  # Perceiver Resampler layers
@@ -61,10 +71,19 @@ class FlamingoConfig:
     def __post_init__(self):
         if self.cross_attn_every < 1:
             raise ValueError(f"cross_attn_every must be >= 1, got {self.cross_attn_every}")
+        if self.cross_attn_placement not in CROSS_ATTN_PLACEMENTS:
+            raise ValueError(f"cross_attn_placement {self.cross_attn_placement!r}: expected one of "
+                             f"{', '.join(CROSS_ATTN_PLACEMENTS)}")
         if self.num_latents < 1 or self.max_frames < 1:
             raise ValueError("num_latents and max_frames must be >= 1")
         if self.frozen_dtype not in FROZEN_DTYPES:
             raise ValueError(f"frozen_dtype {self.frozen_dtype!r}: expected one of {', '.join(FROZEN_DTYPES)}")
+
+    def xattn_layer_indices(self, num_layers: int) -> list[int]:
+        """Indices of the decoder layers (of ``num_layers``) that get a GATED XATTN-DENSE block before them, by
+        ``cross_attn_every`` and ``cross_attn_placement`` (see ``CROSS_ATTN_PLACEMENTS``)."""
+        n, offset = self.cross_attn_every, 1 if self.cross_attn_placement == "openflamingo" else 0
+        return [i for i in range(num_layers) if (i + offset) % n == 0]
 
 
 def list_models() -> list[str]:

@@ -73,8 +73,7 @@ class Flamingo(nn.Module):
                 ff_mult=config.resampler_ff_mult,
             )
             parent, attr, layers = find_decoder_layers(lm)
-            every = config.cross_attn_every
-            self.xattn_layer_indices = [i for i in range(len(layers)) if (i + 1) % every == 0]
+            self.xattn_layer_indices = config.xattn_layer_indices(len(layers))  # cross_attn_every / _placement
             self.xattn_layers = nn.ModuleList(
                 GatedCrossAttentionBlock(
                     dim,
