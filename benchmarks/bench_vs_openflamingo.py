@@ -13,8 +13,9 @@ Measures:
     shared machine hits them alike. tokens/s comes from each implementation's median step; the speed ratios
     are medians of the per-turn ratios (``paired_speedup``);
   - generation: ms per new token, batch 1, two images in the prompt, 20 new tokens, greedy and beam 3
-    (ours with and without the media key/value cache, and with every product through ``F.linear``:
-    ``_no_split``, i.e. without ``RowSplitLinear`` in the blocks and the decoding head). All three models live
+    (ours with and without the media key/value cache; ours with the split products chosen by the measurement on
+    this machine (``flamingo_core.linear``, the default), and with each fixed choice: ``_split`` always,
+    ``_no_split`` never, every product through ``F.linear``). All three models live
     in one process and their calls are interleaved over ``--gen-rounds`` rounds, so a slow spell of a shared
     machine hits all of them; the median call is reported, and the ratios to the plain LM are taken per round,
     then their median.
@@ -324,21 +325,22 @@ def ours_generate_calls(args) -> dict:
 
     import flamingo_core.linear as linear
 
-    def call(beams, cache, split=True):
+    def call(beams, cache, split="auto"):
         def run():
-            few_rows = linear.FEW_ROWS
-            linear.FEW_ROWS = few_rows if split else 0  # 0: every product through F.linear (one MKL thread)
+            policy = linear.SPLIT_POLICY
+            linear.SPLIT_POLICY = split  # auto: the choice measured on this machine; always / never: fixed
             try:
                 out = model.generate(ids, torch.ones_like(ids), pixels, max_new_tokens=NEW_TOKENS,
                                      min_new_tokens=NEW_TOKENS, num_beams=beams, use_media_cache=cache)
             finally:
-                linear.FEW_ROWS = few_rows
+                linear.SPLIT_POLICY = policy
             assert out.shape[-1] >= NEW_TOKENS, out.shape
         return run
 
     calls = {f"ours/beam{b}" + ("" if cache else "_no_media_cache"): call(b, cache)
              for cache in (True, False) for b in (1, 3)}
-    calls.update({f"ours/beam{b}_no_split": call(b, True, split=False) for b in (1, 3)})
+    calls.update({f"ours/beam{b}_{name}": call(b, True, split=policy) for b in (1, 3)
+                  for name, policy in (("split", "always"), ("no_split", "never"))})
     return calls
 
 
