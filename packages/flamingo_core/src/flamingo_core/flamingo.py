@@ -46,6 +46,8 @@ class Flamingo(nn.Module):
 
     ``fused_head_loss`` (default True): the training loss takes the head's gradient inside the forward
     (``label_nll``); False takes it from the logits by autograd, as FSDP needs (the trainer sets it there).
+    ``feature_cache`` (default None): a ``feature_cache.FrozenFeatureCache`` serving the vision encoder's outputs
+    (``use_feature_cache``).
     """
 
     def __init__(self, config: FlamingoConfig, lm: nn.Module, vision_encoder: nn.Module, tokenizer):
@@ -99,6 +101,7 @@ class Flamingo(nn.Module):
         # the trained parts stay fp32 whatever the frozen parts' dtype (the paper's fp32 master weights); their
         # inputs and outputs are cast at the boundaries (encode_media, GatedCrossAttentionBlock, NewTokenRows)
         self.fused_head_loss = True
+        self.feature_cache = None  # a FrozenFeatureCache: the frozen encoder's outputs computed once per image
 
     # ------------------------------------------------------------------ freezing and parameters
     def freeze_lm(self) -> None:
@@ -117,6 +120,17 @@ class Flamingo(nn.Module):
             layer = next(wrapper.decoder_layer.parameters(), None)
             if layer is not None:
                 wrapper._xattn.to(layer.device)
+
+    def use_feature_cache(self, directory: str | Path | None = None):
+        """Compute each image's frozen features once (``feature_cache.FrozenFeatureCache``), in memory or in
+        ``directory``; returns the cache (its ``hits`` / ``misses``)."""
+        from .feature_cache import FrozenFeatureCache
+
+        identifier = getattr(self.vision_encoder, "identifier", None)
+        if identifier is None:
+            raise ValueError(f"{type(self.vision_encoder).__name__} has no identifier to key a feature cache by")
+        self.feature_cache = FrozenFeatureCache(identifier, directory)
+        return self.feature_cache
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -200,7 +214,10 @@ class Flamingo(nn.Module):
         tower = next(self.vision_encoder.parameters(), None)
         pixels = flat[valid] if tower is None else flat[valid].to(tower.dtype)  # a bf16 tower takes bf16 pixels
         with torch.no_grad():
-            x_f = self.vision_encoder(pixels)  # (M, T, S, d)
+            if self.feature_cache is not None:
+                x_f = self.feature_cache.features(self.vision_encoder, pixels)  # (M, T, S, d)
+            else:
+                x_f = self.vision_encoder(pixels)  # (M, T, S, d)
         tokens = self.perceiver(x_f.to(self.perceiver.latents.dtype), frame_mask)  # (M, R, d)
         out = tokens.new_zeros(b * n, *tokens.shape[1:])
         out = out.index_copy(0, valid.nonzero().squeeze(1), tokens)

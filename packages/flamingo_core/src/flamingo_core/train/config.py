@@ -51,6 +51,10 @@ class TrainConfig(RunOptions):
         "dtype of the frozen LM and vision encoder (default: the model preset's, float32); bfloat16 halves their "
         "memory as the paper trains, the trained parts keep fp32 weights", choices=("float32", "bfloat16",
                                                                                     "float16")))
+    feature_cache: str | None = field(default=None, metadata=option(
+        "compute each image's frozen vision features once: 'memory', or a folder kept for later runs (the "
+        "training pixels are not augmented, so the cached features are the ones the encoder would give)",
+        metavar="memory|DIR"))
     batch_size: int = field(default=4, metadata=option(
         "samples per process per step for image-text pairs; M3W gets a quarter, VTP half", type=positive_int))
     batch_sizes: str | None = field(default=None, metadata=option(

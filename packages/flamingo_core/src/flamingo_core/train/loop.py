@@ -214,6 +214,8 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
     unwrapped = accelerator.unwrap_model(model)
     fsdp = accelerator.distributed_type == DistributedType.FSDP
     unwrapped.fused_head_loss = not fsdp  # FSDP: the loss from the logits (Flamingo.label_nll)
+    if cfg.feature_cache:
+        unwrapped.use_feature_cache(None if cfg.feature_cache == "memory" else cfg.feature_cache)
     optimizer, scheduler = _optimizer(cfg, unwrapped, accelerator, fsdp)
     if ckpt:
         _restore(ckpt, optimizer, scheduler, skipped, accelerator, fsdp)
