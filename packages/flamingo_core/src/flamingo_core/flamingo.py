@@ -19,6 +19,7 @@ from .head_loss import ChunkedHeadNLL, LinearHeadNLL, default_chunks
 from .labels import IGNORE_INDEX
 from .linear import row_split_linear
 from .lm_adapter import FlamingoDecoderLayer, MediaContext, NewTokenRows, find_decoder_layers
+from .packing import segment_attention_mask, segment_phi, segment_positions
 from .perceiver import PerceiverResampler
 from .tokenization import add_flamingo_tokens
 from .vision import freeze_module
@@ -317,10 +318,16 @@ class Flamingo(nn.Module):
                 f"images were given (sample {i})"
             )
 
-    def _media_context(self, input_ids, media, media_mask, media_frame_mask, media_tokens) -> MediaContext | None:
+    def _media_context(self, input_ids, media, media_mask, media_frame_mask, media_tokens,
+                       segment_ids=None) -> MediaContext | None:
         """The cross-attention layers' view of the media (None without any), after checking that the text's
-        ``<image>`` tokens do not outnumber the media given."""
+        ``<image>`` tokens do not outnumber the media given. ``segment_ids``: a packed batch (``packing``)."""
         phi = self.phi(input_ids)
+        if segment_ids is not None:
+            if not self.config.only_attend_immediate_media:
+                raise ValueError("packed batches need only_attend_immediate_media: attending to every earlier "
+                                 "media would reach the other samples' images (flamingo train --no-pack)")
+            phi = segment_phi(phi, segment_ids)
         if media_tokens is None and media is not None:
             media_tokens = self.encode_media(media, media_mask, media_frame_mask)
         if media_tokens is None:
@@ -368,6 +375,7 @@ class Flamingo(nn.Module):
         logits_mask: torch.Tensor | None = None,
         loss_reduction: str = "mean",
         loss_chunk: int | None = None,
+        segment_ids: torch.Tensor | None = None,
         **unused,
     ) -> CausalLMOutputWithPast:
         """Logits (and loss when ``labels`` are given) of interleaved text and media.
@@ -389,6 +397,8 @@ class Flamingo(nn.Module):
                 positions and ``logits`` None; the head runs only at the positions that predict a label, by the
                 path ``label_nll`` chooses (``fused_head_loss``).
             loss_chunk: rows per pass of ``label_nll`` (default ``head_loss.default_chunks(device)``).
+            segment_ids: (B, L) a packed batch's samples (1, 2, ...; 0 on padding, ``packing.pack_batch``): each
+                sees only its own tokens and media, its positions restart at 0.
 
         Returns:
             ``CausalLMOutputWithPast`` with ``loss``, ``logits`` (B, L, vocab_size), ``past_key_values``.
@@ -400,7 +410,10 @@ class Flamingo(nn.Module):
             raise ValueError(f"Flamingo.forward: loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        context = self._media_context(input_ids, media, media_mask, media_frame_mask, media_tokens)
+        context = self._media_context(input_ids, media, media_mask, media_frame_mask, media_tokens, segment_ids)
+        positions = position_ids_from_mask(attention_mask)
+        if segment_ids is not None:  # block-diagonal causal self-attention, positions per sample
+            attention_mask, positions = segment_attention_mask(segment_ids), segment_positions(segment_ids)
         if logits_mask is not None and labels is not None:
             raise ValueError("Flamingo.forward: give labels or logits_mask, not both")
         summed = loss_reduction == "sum"
@@ -411,7 +424,7 @@ class Flamingo(nn.Module):
             keep = targets != IGNORE_INDEX  # (B, L-1)
             logits_mask = F.pad(keep, (0, 1), value=False)  # position t predicts label t+1
         logits, past, hidden = self.run_lm(
-            input_ids, attention_mask, position_ids_from_mask(attention_mask), context, past_key_values, use_cache,
+            input_ids, attention_mask, positions, context, past_key_values, use_cache,
             logits_mask=logits_mask, with_logits=not summed,
         )
         if summed:

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from flamingo_core.data.sources import SkippedSample, Source
 from flamingo_core.labels import IGNORE_INDEX, make_labels
+from flamingo_core.packing import pack_batch
 
 __all__ = [
     "IGNORE_INDEX",
@@ -112,11 +113,13 @@ class FlamingoCollator:
         max_tokens: sequence length cap for this source.
         media_token_id: id of ``<image>``.
         extra_masked_ids: other ids never predicted (none by default; ``<EOC>`` is predicted, it ends captions).
+        pack_window: pack the samples into rows of this many tokens (``flamingo_core.packing``; the batch gains
+            ``segment_ids`` and ``packing``, its real tokens / window), or None for one row per sample.
     """
 
     def __init__(self, processor: Any, max_tokens: int, media_token_id: int,
-                 extra_masked_ids: Sequence[int] = ()):
-        self.processor, self.max_tokens = processor, max_tokens
+                 extra_masked_ids: Sequence[int] = (), pack_window: int | None = None):
+        self.processor, self.max_tokens, self.pack_window = processor, max_tokens, pack_window
         self.media_token_id = media_token_id
         self.masked_ids = (media_token_id, *extra_masked_ids)
         params = inspect.signature(processor.__call__).parameters
@@ -142,7 +145,7 @@ class FlamingoCollator:
             frame_mask = None if frame_mask is None else frame_mask[:, :n]
         batch.update(input_ids=ids, attention_mask=mask, media=media, media_mask=media_mask,
                      media_frame_mask=frame_mask, labels=make_labels(ids, mask, self.masked_ids))
-        return batch
+        return batch if self.pack_window is None else pack_batch(batch, self.pack_window)
 
 
 def make_loader(source: Source, collator: FlamingoCollator, batch_size: int, rank: int = 0,

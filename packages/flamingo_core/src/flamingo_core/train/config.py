@@ -51,6 +51,9 @@ class TrainConfig(RunOptions):
         "dtype of the frozen LM and vision encoder (default: the model preset's, float32); bfloat16 halves their "
         "memory as the paper trains, the trained parts keep fp32 weights", choices=("float32", "bfloat16",
                                                                                     "float16")))
+    pack: bool = field(default=True, metadata=option(
+        "pack image-text and video-text pairs into rows of the source's window (exact: each sample sees only its "
+        "own tokens and media; the frozen LM runs no padding); the packing efficiency is logged as packing/<source>"))
     feature_cache: str | None = field(default=None, metadata=option(
         "compute each image's frozen vision features once: 'memory', or a folder kept for later runs (the "
         "training pixels are not augmented, so the cached features are the ones the encoder would give)",

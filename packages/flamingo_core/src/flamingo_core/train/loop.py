@@ -85,7 +85,11 @@ def _data_stream(cfg: TrainConfig, sources, weights, batch_sizes, processor, sta
     batches from them; the ``SourceSchedule`` says which sources a step trains on."""
     schedule = SourceSchedule({n: weights[n] for n in sources}, cfg.strategy)
     drawn = schedule.batches_before(start_step)  # round-robin: each source has given a batch at its turns only
-    loaders = {name: make_loader(src, FlamingoCollator(processor, src.max_tokens, processor.media_token_id),
+    # pairs and videos are packed into rows of the source's window (packing.py: exact); documents fill theirs
+    pack = {name: src.max_tokens if cfg.pack and src.kind in ("pairs", "video") else None
+            for name, src in sources.items()}
+    loaders = {name: make_loader(src, FlamingoCollator(processor, src.max_tokens, processor.media_token_id,
+                                                       pack_window=pack[name]),
                                  batch_sizes[name], accelerator.process_index, accelerator.num_processes, cfg.seed,
                                  drawn[name], cfg.num_workers)
                for name, src in sources.items()}
@@ -147,6 +151,7 @@ class _MixtureRun:
 
     def step(self, i: int) -> StepLog:
         batches = {n: _to(b, self.acc.device) for n, b in self.mixture.next().items()}
+        packing = {f"packing/{n}": b["packing"] for n, b in batches.items() if "packing" in b}  # real tokens / window
         r = train_step(self.model, self.optimizer, batches, self.weights, accelerator=self.acc,
                        scheduler=self.scheduler, grad_clip=self.cfg.grad_clip, trained=self.trained,
                        strategy=self.cfg.strategy)
@@ -156,7 +161,7 @@ class _MixtureRun:
         turn = {"source": next(iter(r.losses))} if self.cfg.strategy == "round-robin" else {}
         return StepLog(loss=r.loss, grad_norm=r.grad_norm, finite=r.finite, losses=r.losses,
                        record={"lr": self.scheduler.get_last_lr()[0], "skipped": sum(self.skipped.values()), **turn,
-                               **{f"loss/{n}": v for n, v in r.losses.items()}},
+                               **{f"loss/{n}": v for n, v in r.losses.items()}, **packing},
                        postfix={n: f"{v:.2f}" for n, v in r.losses.items()})
 
     def save(self, n: int) -> None:
