@@ -15,8 +15,8 @@ media tokens and the last position.
 
 The model contract: the mixture calls the (possibly DDP/FSDP-wrapped) model as ``model(**inputs, ...)``, where
 ``inputs`` are the batch's ``input_ids`` and ``attention_mask`` and, when the batch has them (not None), its
-``media``, ``media_mask``, ``media_frame_mask`` and ``segment_ids`` (a packed batch, ``packing``). ``token_nll`` (the training and held-out loss) reads
-``model(**inputs, labels=labels, loss_reduction="sum").loss``, the summed next-token NLL over the label
+``media``, ``media_mask``, ``media_frame_mask`` and ``segment_ids`` (a packed batch, ``packing``). ``token_nll``
+(the training and held-out loss) reads ``model(**inputs, labels=labels, loss_reduction="sum").loss``, the summed next-token NLL over the label
 positions; ``flamingo_logits`` reads ``model(**inputs).logits`` (B, L, V), or with ``logits_mask=`` (B, L) bool
 the (P, V) logits of those positions. ``Flamingo.forward`` is that model; how it computes the summed loss (the
 fused head loss, or the logits path under FSDP) is its own choice (``Flamingo.label_nll``).
