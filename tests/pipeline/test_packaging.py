@@ -17,7 +17,8 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[2]
 ORDER = ["contrastive_encoder", "flamingo_core", "fewshot_eval"]
 # import name -> distribution name where they differ
-DIST = {"PIL": "pillow", "yaml": "pyyaml", "faiss": "faiss-cpu", "av": "av", "sklearn": "scikit-learn"}
+DIST = {"PIL": "pillow", "yaml": "pyyaml", "faiss": "faiss-cpu", "av": "av", "sklearn": "scikit-learn",
+        "open_clip": "open-clip-torch"}
 
 
 def _imports(package: str) -> dict[str, set[str]]:
