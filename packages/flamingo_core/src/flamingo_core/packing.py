@@ -32,29 +32,25 @@ def segment_attention_mask(segment_ids: torch.Tensor) -> torch.Tensor:
     return ((same & causal & (segment_ids > 0)[:, :, None]) | own)[:, None]
 
 
+def _segment_starts(segment_ids: torch.Tensor) -> torch.Tensor:
+    """(B, L) -> the index of the first token of each token's segment (segments are contiguous runs)."""
+    index = torch.arange(segment_ids.shape[1], device=segment_ids.device).expand_as(segment_ids)
+    is_start = torch.ones_like(segment_ids, dtype=torch.bool)
+    is_start[:, 1:] = segment_ids[:, 1:] != segment_ids[:, :-1]
+    return torch.where(is_start, index, torch.zeros_like(index)).cummax(dim=1).values
+
+
 def segment_positions(segment_ids: torch.Tensor) -> torch.Tensor:
     """(B, L) -> positions counted from 0 within each segment (padding: 0)."""
-    positions = torch.zeros_like(segment_ids)
-    for b in range(segment_ids.shape[0]):
-        seg = segment_ids[b]
-        for s in seg.unique():
-            if s > 0:
-                idx = (seg == s).nonzero().squeeze(1)
-                positions[b, idx] = torch.arange(len(idx), device=seg.device)
-    return positions
+    index = torch.arange(segment_ids.shape[1], device=segment_ids.device)
+    return torch.where(segment_ids > 0, index - _segment_starts(segment_ids), torch.zeros_like(segment_ids))
 
 
 def segment_phi(phi: torch.Tensor, segment_ids: torch.Tensor) -> torch.Tensor:
     """phi of a packed row (the index of the last media at or before each token, counted over the row) with the
     tokens of a segment before its own first media set to 0: they attend to no media, as in the sample alone."""
-    before = torch.zeros_like(phi)  # media before each token's segment starts
-    for b in range(phi.shape[0]):
-        seg = segment_ids[b]
-        for s in seg.unique():
-            if s > 0:
-                idx = (seg == s).nonzero().squeeze(1)
-                start = int(idx[0])
-                before[b, idx] = phi[b, start - 1] if start > 0 else 0
+    starts = _segment_starts(segment_ids)
+    before = torch.where(starts > 0, phi.gather(1, (starts - 1).clamp(min=0)), torch.zeros_like(phi))
     return torch.where(phi > before, phi, torch.zeros_like(phi))
 
 
