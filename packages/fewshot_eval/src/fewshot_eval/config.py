@@ -21,6 +21,8 @@ from contrastive_encoder.shared.configcli import option
 from fewshot_eval.bootstrap import N_BOOTSTRAP
 from fewshot_eval.datasets import DEFAULT_IMAGE_TEMPLATE, TASKS
 from fewshot_eval.ensemble import DEFAULT_ENSEMBLE
+from fewshot_eval.metrics.coco_caption import CAPTION_SCORERS
+from fewshot_eval.metrics.vqa import SCORERS as VQA_SCORERS
 from fewshot_eval.prompts import ZERO_SHOT_DEMOS
 from fewshot_eval.selection import SELECTIONS
 
@@ -83,6 +85,15 @@ class EvalConfig:
         "generation length (default per task)", type=positive_int))
     template: str | None = field(default=None, metadata=option(
         "prompt template, e.g. '<image>Q: {question} A: {answer}<EOC>'"))
+    # scoring
+    vqa_scorer: str = field(default="official", metadata=option(
+        "VQA accuracy as computed by: official (today's official VQA code; VizWiz's own for vizwiz), official-2017 "
+        "(the VQA code before its 2021 fix), openflamingo (OpenFlamingo 2.0.1's copy, to compare with its numbers)",
+        choices=VQA_SCORERS))
+    caption_scorer: str = field(default="auto", metadata=option(
+        "CIDEr / BLEU-4 / ROUGE-L computed by: pycocoevalcap (the COCO caption evaluation; needs Java), python "
+        "(this package's ports, equal to it), auto (pycocoevalcap where it and Java are installed)",
+        choices=CAPTION_SCORERS))
     # the run: --seed and --progress/--no-progress as in the training commands; --device as in `flamingo generate`
     # (any torch device: the training commands' --cpu cannot name cuda:1 or mps)
     seed: int = field(default=0, metadata=option("seed of random selection and ensembling"))
@@ -110,4 +121,5 @@ class EvalConfig:
         return dict(trials=self.trials, ensemble=self.ensemble, out_dir=self.out, resume=self.resume is not None,
                     batch_size=self.batch_size, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
                     template=self.template, cache_dir=self.cache_dir, seed=self.seed, progress=self.progress,
-                    n_bootstrap=self.bootstrap, **self.data_kwargs())  # fmt: skip
+                    n_bootstrap=self.bootstrap, vqa_scorer=self.vqa_scorer,
+                    caption_scorer=self.caption_scorer, **self.data_kwargs())  # fmt: skip

@@ -30,6 +30,7 @@ from fewshot_eval.model import EOC, IMAGE_TOKEN
 
 __all__ = [
     "TASKS",
+    "VQA_TASKS",
     "DataError",
     "EvalSet",
     "Example",
@@ -40,7 +41,10 @@ __all__ = [
     "load_vqa",
 ]
 
-TASKS = ("caption", "vqa", "classify", "video-caption", "video-qa")
+# image VQA benchmarks: one format (VQAv2's questions + annotations), each scored as its evaluation does
+# (metrics/vqa_benchmarks.py)
+VQA_TASKS = ("vqa", "okvqa", "vizwiz", "textvqa")
+TASKS = ("caption", *VQA_TASKS, "classify", "video-caption", "video-qa")
 DEFAULT_IMAGE_TEMPLATE = "images/{image_id:012d}.png"
 RESERVED_TOKENS = (IMAGE_TOKEN, EOC)  # the prompt's own markers: in a text they would shift media and chunks
 
@@ -425,7 +429,7 @@ def load_video_jsonl(path: str | Path, split: str, task: str) -> EvalSet:
 
 DEFAULT_SPLITS = {  # (support, query)
     "caption": ("train", "test"),
-    "vqa": ("train", "val"),
+    **{t: ("train", "val") for t in VQA_TASKS},
     "classify": ("train", "val"),
     "video-caption": ("train", "val"),
     "video-qa": ("train", "val"),
@@ -436,7 +440,7 @@ def load_split(task: str, data: str | Path, split: str, image_template: str = DE
     """One split of ``data`` in the format of ``task``."""
     if task == "caption":
         return load_karpathy(data, split)
-    if task == "vqa":
+    if task in VQA_TASKS:
         return load_vqa(data, split, image_template)
     if task == "classify":
         return load_classification(data, split)

@@ -30,6 +30,7 @@ from fewshot_eval.context import check_prompt_lengths, shortest_demos
 from fewshot_eval.datasets import (
     DEFAULT_IMAGE_TEMPLATE,
     TASKS,
+    VQA_TASKS,
     DataError,
     EvalSet,
     Example,
@@ -37,7 +38,13 @@ from fewshot_eval.datasets import (
 )
 from fewshot_eval.distributed import _Dist, claim_output
 from fewshot_eval.media import check_media, load_media
-from fewshot_eval.metrics import cider, vqa_accuracy
+from fewshot_eval.metrics import SCORERS, vqa_task_accuracy
+from fewshot_eval.metrics.coco_caption import (
+    CAPTION_METRICS,
+    CORPUS_METRICS,
+    caption_scores,
+    resolve_caption_scorer,
+)
 from fewshot_eval.model import EvalModel
 from fewshot_eval.nonce import BUILT_IN, EVAL_NONCE_WORDS, LABELS, check_nonce_words, read_nonce_words
 from fewshot_eval.predictions import load_predictions, pred_files, predict
@@ -51,11 +58,12 @@ __all__ = [
     "claim_output", "evaluate", "prepare_data", "score_predictions", "task_metrics",
 ]  # fmt: skip
 
-MAX_NEW_TOKENS = {"caption": 30, "vqa": 5, "video-caption": 30, "video-qa": 5}  # paper: short VQA answers
+# paper: short VQA answers
+MAX_NEW_TOKENS = {"caption": 30, **{t: 5 for t in VQA_TASKS}, "video-caption": 30, "video-qa": 5}
 METRICS = {
-    "caption": ["CIDEr"],
-    "video-caption": ["CIDEr"],
-    "vqa": ["VQA accuracy"],
+    "caption": list(CAPTION_METRICS),  # CIDEr, BLEU-4, ROUGE-L (metrics.coco_caption)
+    "video-caption": list(CAPTION_METRICS),
+    **{t: ["VQA accuracy"] for t in VQA_TASKS},
     "video-qa": ["VQA accuracy"],
     "classify": ["top-1 accuracy", "top-5 accuracy"],  # top-5 only over more than 5 classes (task_metrics)
 }
@@ -165,6 +173,10 @@ def prepare_data(
     if any(k < 0 for k in shots):
         raise DataError(f"shot counts must be >= 0, got {list(shots)}")
     _check_flags(task, selection, labels, nonce_words)
+    if task == "okvqa":  # its scoring stems with nltk: a missing package or data set is named before any work
+        from fewshot_eval.metrics.okvqa import check_stemmer
+
+        check_stemmer()
     support, query = load_task_data(task, data, split, support_split, image_template)
     if limit is not None:
         query.examples = spread(query.examples, limit)
@@ -198,19 +210,26 @@ def _embed(model: EvalModel, examples: Sequence[Example], batch_size: int, max_f
     return np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
 
 
-def score_predictions(task: str, records: dict[str, dict], query: EvalSet, per_query: bool = False):
+def score_predictions(task: str, records: dict[str, dict], query: EvalSet, per_query: bool = False,
+                      vqa_scorer: str = "official", caption_scorer: str = "auto"):  # fmt: skip
     """Metric name -> score (papers' scale: CIDEr x100, accuracies in %) of the saved predictions.
 
     With ``per_query``, also metric name -> {query id: score} on the same scale (CIDEr per image with the IDF
     of the whole set, VQA accuracy per question, top-k 0 or 100), whose mean is the score: what the bootstrap
-    resamples.
+    resamples - except for the corpus statistic BLEU-4 (``coco_caption.CORPUS_METRICS``), whose per-image
+    scores do not average to it. ``vqa_scorer``, ``caption_scorer``: see ``evaluate``.
     """
     by_id = {ex.id: ex for ex in query.examples}
     ids = [i for i in by_id if i in records]
-    if task in ("caption", "video-caption", "vqa", "video-qa"):
-        metric, fn = ("CIDEr", cider) if "caption" in task else ("VQA accuracy", vqa_accuracy)
-        score, each = fn({i: records[i]["prediction"] for i in ids}, {i: by_id[i].references for i in ids})
-        means, each_q = {metric: 100 * score}, {metric: {i: 100 * v for i, v in each.items()}}
+    if task in ("caption", "video-caption"):
+        scores = caption_scores({i: records[i]["prediction"] for i in ids}, {i: by_id[i].references for i in ids},
+                                caption_scorer)  # fmt: skip
+        means = {m: 100 * v for m, v in scores.means.items()}
+        each_q = {m: {i: 100 * v for i, v in each.items()} for m, each in scores.per_image.items()}
+    elif task in (*VQA_TASKS, "video-qa"):
+        score, each = vqa_task_accuracy(task, {i: records[i]["prediction"] for i in ids},
+                                        {i: by_id[i].references for i in ids}, vqa_scorer)  # fmt: skip
+        means, each_q = {"VQA accuracy": 100 * score}, {"VQA accuracy": {i: 100 * v for i, v in each.items()}}
     else:
         each_q = {m: {i: 100.0 * (by_id[i].target in records[i]["ranking"][: _TOP_K[m]]) for i in ids}
                   for m in task_metrics(task, query)}  # fmt: skip
@@ -288,12 +307,15 @@ def evaluate(
     nonce_words: str | Path | Sequence[str] | None = None,
     n_bootstrap: int = N_BOOTSTRAP,
     zero_shot_demos: int = ZERO_SHOT_DEMOS,
+    vqa_scorer: str = "official",
+    caption_scorer: str = "auto",
 ) -> list[dict]:
     """Few-shot evaluation of ``model`` on ``task``.
 
     Args:
         model: an ``EvalModel``.
-        task: ``caption``, ``vqa``, ``classify``, ``video-caption`` or ``video-qa``.
+        task: ``caption``, ``vqa`` (or ``okvqa``, ``vizwiz``, ``textvqa``: ``datasets.VQA_TASKS``), ``classify``,
+            ``video-caption`` or ``video-qa``.
         data: the dataset path (see ``datasets``) or a ``TaskData`` from ``prepare_data``.
         shots: shot counts; 0 means two text-only demonstrations.
         selection: ``random`` / ``balanced`` (``trials`` seeded trials; balanced: classify only, classes in
@@ -319,12 +341,22 @@ def evaluate(
         n_bootstrap: resamples of the 95% confidence interval (``bootstrap.bootstrap_ci``, seeded by ``seed``).
         zero_shot_demos: text-only demonstrations of a 0-shot prompt (paper: two; with one, it says, the model
             tends to copy it - the ablation tools/run_ablations.py measures that).
+        vqa_scorer: the VQA accuracy of ``metrics.vqa.SCORERS``: ``official`` (today's official code; VizWiz's
+            own for ``vizwiz``), ``official-2017`` or ``openflamingo`` (to compare with OpenFlamingo's numbers);
+            recorded in each VQA result as ``vqa_scorer``.
+        caption_scorer: CIDEr / BLEU-4 / ROUGE-L computed by ``pycocoevalcap`` (its Java tokenizer), by
+            ``python`` (this package's ports, equal to it) or ``auto`` (pycocoevalcap where it and Java are
+            installed); the one that ran is recorded in each caption result as ``scorer``.
 
     Returns:
         One result record per (selection, shots, metric): task, labels, split, shots, selection, ensembling,
-        metric, n, trials, scores, mean, std, ci95, n_bootstrap, model, data (classify: also classes, chance).
+        metric, n, trials, scores, mean, std, ci95, n_bootstrap, model, data (classify: also classes, chance;
+        VQA accuracy: also vqa_scorer; captions: also scorer).
     """
     _check_args(task, selection, ensemble, trials, batch_size, num_beams, max_new_tokens, n_bootstrap)
+    if vqa_scorer not in SCORERS:
+        raise ValueError(f"unknown VQA scorer {vqa_scorer!r}; expected one of {', '.join(SCORERS)}")
+    caption_scorer = resolve_caption_scorer(caption_scorer)  # before any work: a missing Java is named now
     td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
                                                               image_template, selection, labels, nonce_words,
                                                               zero_shot_demos)  # fmt: skip
@@ -335,7 +367,8 @@ def evaluate(
     runner = Runner(model, task, td.support, get_template(task, template), td.support.class_names, num_beams,
                     max_new_tokens or MAX_NEW_TOKENS.get(task, 0), ensemble, seed, max_frames, words)  # fmt: skip
     run = _Evaluation(model, task, td, runner, _Dist(), Path(out_dir) if out_dir is not None else None, resume,
-                      batch_size, progress, labels, ensemble, seed, n_bootstrap, zero_shot_demos)  # fmt: skip
+                      batch_size, progress, labels, ensemble, seed, n_bootstrap, zero_shot_demos, vqa_scorer,
+                      caption_scorer)  # fmt: skip
     jobs = run.plan(shots, selection, trials, cache_dir, max_frames)
     return run.cells(jobs, selection, shots)
 
@@ -377,6 +410,8 @@ class _Evaluation:
     seed: int
     n_bootstrap: int
     zero_shot_demos: int
+    vqa_scorer: str
+    caption_scorer: str  # resolved: pycocoevalcap or python
 
     def plan(self, shots: list[int], selection: list[str], trials: int, cache_dir, max_frames: int) -> list[Job]:
         """Every job with its saved predictions (``resume``), this process's queries still to predict and their
@@ -408,19 +443,21 @@ class _Evaluation:
         results: list[dict] = []
         for sel in selection:
             for k in shots:
-                per_trial = self._predict_cell(sel, k, [j for j in jobs if (j.sel, j.k) == (sel, k)])
+                per_trial, corpus = self._predict_cell(sel, k, [j for j in jobs if (j.sel, j.k) == (sel, k)])
                 if not self.dist.is_main:
                     continue
-                results.extend(self._cell_results(sel, k, per_trial))
+                results.extend(self._cell_results(sel, k, per_trial, corpus))
                 if self.out is not None:  # results so far, so that an interrupted run still leaves a summary
                     _write_outputs(self.out, results)
         return results
 
-    def _predict_cell(self, sel: str, k: int, jobs: list[Job]) -> dict[str, list[dict[str, float]]]:
-        """Predict every trial (job) of one cell: metric -> each trial's per-query scores, on the main process,
-        which gathers every process's predictions (the others' lists stay empty)."""
+    def _predict_cell(self, sel: str, k: int, jobs: list[Job]) -> tuple[dict[str, list[dict[str, float]]], dict]:
+        """Predict every trial (job) of one cell: metric -> each trial's per-query scores, and metric -> each
+        trial's score, on the main process, which gathers every process's predictions (the others' lists stay
+        empty)."""
         task, query, dist, out = self.task, self.td.query, self.dist, self.out
         per_trial: dict[str, list[dict[str, float]]] = {m: [] for m in task_metrics(task, query)}
+        corpus: dict[str, list[float]] = {m: [] for m in per_trial}
         for job in jobs:
             if out is not None and not self.resume:
                 if dist.is_main:
@@ -433,31 +470,42 @@ class _Evaluation:
             if not dist.is_main:
                 continue
             records = {**job.done, **{r["id"]: r for r in gathered}}
-            for m, each in score_predictions(task, records, query, per_query=True)[1].items():
+            means, each_q = score_predictions(task, records, query, per_query=True, vqa_scorer=self.vqa_scorer,
+                                              caption_scorer=self.caption_scorer)  # fmt: skip
+            for m, each in each_q.items():
                 per_trial[m].append(each)
-        return per_trial
+                corpus[m].append(means[m])
+        return per_trial, corpus
 
-    def _cell_results(self, sel: str, k: int, per_trial: dict[str, list[dict[str, float]]]) -> list[dict]:
+    def _cell_results(self, sel: str, k: int, per_trial: dict[str, list[dict[str, float]]],
+                      corpus: dict[str, list[float]]) -> list[dict]:  # fmt: skip
         """The cell's result records, one per metric (``evaluate``'s Returns)."""
         query, support = self.td.query, self.td.support
         return [{
             "task": self.task, "labels": self.labels, "split": query.split, "support_split": support.split,
             "shots": k, "selection": sel, "ensembling": self.ensemble, "metric": metric,
             **({"zero_shot_demos": self.zero_shot_demos} if k == 0 else {}),
-            **_summary(each, [ex.id for ex in query.examples], self.n_bootstrap, self.seed),
+            **_summary(each, [ex.id for ex in query.examples], self.n_bootstrap, self.seed,
+                       corpus[metric] if metric in CORPUS_METRICS else None),
             **_chance(self.task, metric, query),
             "dataset": query.name, "model": self.model.identifier, "data": query.identifier,
             "support": support.identifier, "skipped": sum(query.skipped.values()),
+            **({"vqa_scorer": self.vqa_scorer} if metric == "VQA accuracy" else {}),
+            **({"scorer": self.caption_scorer} if metric in CAPTION_METRICS else {}),
         } for metric, each in per_trial.items()]  # fmt: skip
 
 
-def _summary(per_trial: list[dict[str, float]], ids: list[str], n_bootstrap: int, seed: int) -> dict:
+def _summary(per_trial: list[dict[str, float]], ids: list[str], n_bootstrap: int, seed: int,
+             corpus: list[float] | None = None) -> dict:  # fmt: skip
     """Mean and std over trials of each trial's mean, and the bootstrap CI over the queries every trial scored
-    (in query order, so that the resampling is paired across trials)."""
-    scores = [sum(t.values()) / len(t) if t else 0.0 for t in per_trial]
+    (in query order, so that the resampling is paired across trials). A corpus statistic (BLEU-4) gives its
+    trials' scores in ``corpus``: their mean and std, and no interval (resampling its per-image scores would
+    bound another number)."""
+    scores = corpus if corpus is not None else [sum(t.values()) / len(t) if t else 0.0 for t in per_trial]
     mean, std = mean_std(scores)
     common = [i for i in ids if all(i in t for t in per_trial)]
-    ci = list(bootstrap_ci([[t[i] for i in common] for t in per_trial], n_bootstrap, seed)) if common else None
+    ci = (list(bootstrap_ci([[t[i] for i in common] for t in per_trial], n_bootstrap, seed))
+          if common and corpus is None else None)  # fmt: skip
     return {"n": len(common), "trials": len(per_trial), "scores": scores, "mean": mean, "std": std, "ci95": ci,
             "n_bootstrap": n_bootstrap}  # fmt: skip
 

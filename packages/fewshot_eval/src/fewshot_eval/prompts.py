@@ -71,6 +71,10 @@ class PromptTemplate:
 DEFAULT_TEMPLATES = {
     "caption": "<image>Output: {answer}" + EOC,
     "vqa": "<image>Question: {question} Answer: {answer}" + EOC,
+    # the other image VQA benchmarks: the same prompt, as in OpenFlamingo's evaluation
+    "okvqa": "<image>Question: {question} Answer: {answer}" + EOC,
+    "vizwiz": "<image>Question: {question} Answer: {answer}" + EOC,
+    "textvqa": "<image>Question: {question} Answer: {answer}" + EOC,
     "classify": "<image>Output: {answer}" + EOC,
     "video-caption": "<image>Output: {answer}" + EOC,
     "video-qa": "<image>Question: {question} Answer: {answer}" + EOC,

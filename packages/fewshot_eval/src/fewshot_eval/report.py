@@ -48,6 +48,11 @@ def _notes(results: Sequence[dict]) -> list[str]:
         )
     if any(not r.get("ci95") and r["trials"] > 1 for r in results):
         notes.append("Cells without an interval: mean ± std over trials.")
+    if any(r["metric"] == "BLEU-4" for r in results):
+        notes.append("BLEU-4 is a corpus statistic (not a mean over images): no bootstrap interval.")
+    scorers = sorted({r["scorer"] for r in results if r.get("scorer")})
+    if scorers:
+        notes.append(f"Caption metrics computed by {' and '.join(scorers)} (--caption-scorer).")
     chance = sorted({(r.get("dataset", ""), r["metric"], r["chance"]) for r in results if r.get("chance")})
     if chance:
         notes.append("Chance: " + ", ".join(f"{m} {c:.2f} on {d}" for d, m, c in chance) + ".")

@@ -4,109 +4,21 @@ Vedantam et al., "CIDEr: Consensus-based Image Description Evaluation" (arXiv 14
 "CIDEr" is the CIDEr-D variant: tf-idf n-gram vectors (n = 1..4) with document frequencies taken from the
 references of the evaluated images, clipped candidate weights, a Gaussian length penalty (sigma = 6), the mean
 over n, averaged over references and multiplied by 10. Captions are first tokenised by Stanford's PTBTokenizer
-(``-preserveLines -lowerCase``) and punctuation tokens are dropped; ``ptb_tokenize`` reproduces that in Python
-for ordinary captions (checked token by token against stanford-corenlp-3.4.1 in the tests).
+and punctuation tokens are dropped (``ptb_tokenizer``, equal to the Java tokenizer token for token).
 
-Quirks kept on purpose so that numbers match the reference: the "length" used by the penalty counts bigrams
-(``if n == 1`` in ``counts2vec``), and bracket tokens survive punctuation removal because ``-lowerCase`` turns
-``-LRB-`` into ``-lrb-``, which is not in the removal list.
+Quirk kept on purpose so that numbers match the reference: the "length" used by the penalty counts bigrams
+(``if n == 1`` in ``counts2vec``).
 """
 
 from __future__ import annotations
 
 import math
-import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from fewshot_eval.metrics.ptb_tokenizer import PUNCTUATIONS, check_captions, ptb_tokenize, tokenize_captions
+
 __all__ = ["PUNCTUATIONS", "cider", "cider_scores", "ptb_tokenize"]
-
-# pycocoevalcap/tokenizer/ptbtokenizer.py: tokens removed after tokenisation.
-PUNCTUATIONS = frozenset(
-    ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
-)
-
-_BRACKETS = {"(": "-lrb-", ")": "-rrb-", "{": "-lcb-", "}": "-rcb-", "[": "-lsb-", "]": "-rsb-"}
-# Clitics PTB splits off a word: "is|n't", "man|'s", "i|'m", "they|'re", "we|'ve", "we|'ll", "he|'d".
-_CLITIC = re.compile(r"^(.+?)(n't|'s|'m|'re|'ve|'ll|'d)$")
-_ABBREV = re.compile(r"^([a-z]\.)+[a-z]?\.?$|^(mr|mrs|ms|dr|st|jr|sr|vs|etc|inc|co|no)\.$")
-_NUMBER = re.compile(r"^[+-]?\d[\d,.:/]*\d$|^\d$")
-
-
-def _split_word(word: str) -> list[str]:
-    """Split one whitespace-delimited chunk (already lower-cased) into PTB tokens."""
-    out: list[str] = []
-    tail: list[str] = []
-    # leading punctuation: brackets, quotes
-    while word and word[0] in "([{\"'`":
-        c = word[0]
-        if c == '"':
-            out.append("``")
-        elif c in "'`":
-            out.append("`")
-        else:
-            out.append(_BRACKETS[c])
-        word = word[1:]
-    # trailing punctuation, peeled from the end
-    while word:
-        m = re.search(r"(\.\.\.|--|[?!]+|[,;:)\]}\"]|')$", word)
-        if m is None:
-            break
-        tok = m.group(1)
-        rest = word[: m.start()]
-        if tok == "'" and rest.endswith("s") and rest:  # plural possessive: cats'
-            tail.insert(0, "'")
-            word = rest
-            continue
-        if tok == ":" and _NUMBER.match(word):
-            break
-        if tok == ",":
-            tail.insert(0, ",")
-        elif tok == '"':
-            tail.insert(0, "''")
-        elif tok == "'":
-            tail.insert(0, "'")
-        else:
-            tail.insert(0, _BRACKETS.get(tok, tok))
-        word = rest
-    if word.endswith(".") and word != "." and not _ABBREV.match(word) and not word.endswith(".."):
-        if not _NUMBER.match(word):
-            tail.insert(0, ".")
-            word = word[:-1]
-    if word:
-        out.extend(_split_inner(word))
-    return out + tail
-
-
-def _split_inner(word: str) -> list[str]:
-    """Split a word with no outer punctuation at clitics and at inner separators (& / ; ? ! brackets)."""
-    if _NUMBER.match(word):
-        return [word]
-    parts = [p for p in re.split(r"([&/;!?()\[\]{}]|\.\.\.)", word) if p]
-    tokens: list[str] = []
-    for p in parts:
-        if p in _BRACKETS:
-            tokens.append(_BRACKETS[p])
-            continue
-        m = _CLITIC.match(p)
-        tokens.extend([m.group(1), m.group(2)] if m else [p])
-    return tokens
-
-
-def ptb_tokenize(text: str) -> str:
-    """Tokenise a caption like pycocoevalcap's PTBTokenizer, then drop its punctuation tokens.
-
-    Args:
-        text: a raw caption.
-
-    Returns:
-        Lower-cased tokens joined by single spaces, e.g. ``"A man's dog, (big)."`` -> ``"a man 's dog -lrb-
-        big -rrb-"``.
-    """
-    tokens: list[str] = []
-    for chunk in text.replace("\n", " ").lower().split():
-        tokens.extend(_split_word(chunk))
-    return " ".join(t for t in tokens if t not in PUNCTUATIONS)
 
 
 def _ngrams(sentence: str, n: int) -> Counter:
@@ -177,17 +89,14 @@ def cider(
     Args:
         predictions: image id -> generated caption.
         references: image id -> reference captions; must hold every id of ``predictions``.
-        tokenize: run ``ptb_tokenize`` on all captions first (as ``COCOEvalCap`` does).
+        tokenize: tokenise all captions first, as ``COCOEvalCap`` does (``ptb_tokenizer.tokenize_captions``).
 
     Returns:
         (mean score, per-image scores), on pycocoevalcap's scale (0.794 where a paper writes 79.4).
     """
-    missing = [k for k in predictions if k not in references]
-    if missing:
-        raise ValueError(f"{len(missing)} predictions have no references, e.g. id {missing[0]!r}")
-    ids = list(predictions)
+    ids = check_captions(predictions, references)
     if not ids:
         return 0.0, {}
-    tok = ptb_tokenize if tokenize else (lambda s: s)
-    per_image = cider_scores([tok(predictions[i]) for i in ids], [[tok(r) for r in references[i]] for i in ids])
+    cands, refs = tokenize_captions(predictions, references, ids, tokenize)
+    per_image = cider_scores(cands, refs)
     return sum(per_image) / len(per_image), dict(zip(ids, per_image))

@@ -1,22 +1,54 @@
-"""VQA accuracy with the official answer normalisation (GT-Vision-Lab/VQA ``vqaEval.py``).
+"""VQA accuracy as the official VQA evaluation computes it (GT-Vision-Lab/VQA ``vqaEval.py``).
 
 Antol et al., "VQA: Visual Question Answering" (arXiv 1505.00468); Goyal et al., VQAv2 (arXiv 1612.00837).
-An answer is right in proportion to how many of the 10 annotators gave it: ``min(#matches / 3, 1)``, averaged
-over the 10 subsets that leave one annotator out. The prediction is normalised (punctuation, number words to
-digits, articles dropped, missing apostrophes restored); the ground-truth answers, which the VQA annotation
-pipeline already normalised, only get punctuation processing and only when annotators disagree - exactly as the
-official script does. Pass ``normalize_references=True`` for user data whose answers were never normalised.
+A predicted answer is right in proportion to how many of the annotators (10 in VQAv2) gave it: with each
+annotator left out in turn, ``min(#other annotators who gave it / 3, 1)``, averaged over the annotators. Before
+the comparison, text may be normalised (``normalize_answer``): tabs and newlines to spaces and stripped, then
+punctuation dropped or spaced out (``process_punctuation``), then lower-cased, number words to digits, articles
+dropped and missing apostrophes restored (``process_digit_article``).
 
-Quirks kept so that numbers match the official script: the period regex ``(?!<=\\d)(\\.)(?!\\d)`` drops every
-period not followed by a digit, and it is applied with ``count=re.UNICODE`` (32 replacements at most).
+What gets normalised is where the versions of that code differ (``SCORERS``), and so do their numbers:
+
+- ``official`` (default): today's official code (commit a013f00, "Fixed processing answers bug", March 2021).
+  Answers and prediction are stripped; then, only when the stripped answers are not all the same string, the
+  answers AND the prediction get the full normalisation. When they are all the same, nothing more is done:
+  ``"Yes."``, ``"Yes"`` or ``"two"`` against ten ``"yes"`` / ``"2"`` scores 0, and so does any prediction
+  against a single reference answer, which is trivially unanimous.
+- ``official-2017``: the official code from 2017 to that fix: the prediction always gets the full normalisation;
+  the answers are not stripped, and get punctuation processing only (no lower-casing, number words or articles),
+  and only when they are not all the same.
+- ``openflamingo``: OpenFlamingo 2.0.1's copy (``open_flamingo/eval/vqa_metric.py``), which its published
+  numbers use: answers and prediction stripped and fully normalised, always.
+
+Quirks of the official normalisation, kept by every scorer so that the numbers match:
+
+- the period rule ``(?!<=\\d)(\\.)(?!\\d)`` (a mistyped look-behind, which as written never refuses a match)
+  drops every period not followed by a digit: ``"5."`` -> ``"5"``, ``"3.5"`` and ``".5"`` stay; it is applied
+  with ``re.UNICODE`` (32) passed as the replacement count, so at most 32 periods go;
+- a punctuation mark is deleted (not replaced by a space) when the original text has it next to a space, and
+  EVERY mark is deleted as soon as the text holds a digit-comma-digit anywhere: ``"1,000"`` -> ``"1000"``, but
+  also ``"1,000 a/b"`` -> ``"1000 ab"``; apostrophes and colons are never touched (``"2:30"``, ``"girl's"``);
+- contractions are looked up after lower-casing, so the table's capitalised keys (``Im``, ``Ive``, ``Id've``)
+  never match, and ``somebody'd`` is mapped to ``somebodyd``;
+- the official code leaves out answer dicts by equality, which is by position for VQA annotations (each has its
+  own ``answer_id``); here it is by position.
+
+The official file is Python 2, where ``\\d`` without ``re.UNICODE`` matches ASCII digits only; in Python 3 (here
+and in OpenFlamingo's copy) it matches any Unicode digit, so the two can differ on an answer with a non-ASCII
+digit next to a period or a comma, and nowhere else.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-__all__ = ["normalize_answer", "process_digit_article", "process_punctuation", "vqa_accuracy", "vqa_score"]
+__all__ = [
+    "SCORERS", "accuracy_by_type", "leave_one_out_accuracy", "normalize_answer", "process_digit_article",
+    "process_punctuation", "vqa_accuracy", "vqa_score",
+]  # fmt: skip
+
+SCORERS = ("official", "official-2017", "openflamingo")
 
 CONTRACTIONS = {
     "aint": "ain't", "arent": "aren't", "cant": "can't", "couldve": "could've", "couldnt": "couldn't",
@@ -53,7 +85,7 @@ NUMBER_WORDS = {
     "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }  # fmt: skip
 ARTICLES = ("a", "an", "the")
-PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]
+PUNCT = [";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!"]  # fmt: skip
 _PERIOD_STRIP = re.compile(r"(?!<=\d)(\.)(?!\d)")
 _COMMA_STRIP = re.compile(r"(\d)(\,)(\d)")
 
@@ -69,58 +101,93 @@ def process_punctuation(text: str) -> str:
     return _PERIOD_STRIP.sub("", out, count=re.UNICODE)  # sic: the official script passes re.UNICODE as count
 
 
-def process_digit_article(text: str) -> str:
-    """``VQAEval.processDigitArticle``: lower-case, number words to digits, drop articles, fix contractions."""
+def process_digit_article(text: str, contractions: Mapping[str, str] = CONTRACTIONS) -> str:
+    """``VQAEval.processDigitArticle``: lower-case, number words to digits, drop articles, fix contractions
+    (``contractions``: the official table; the VizWiz evaluation has its own, ``vizwiz.VIZWIZ_CONTRACTIONS``)."""
     words = [NUMBER_WORDS.get(w, w) for w in text.lower().split()]
     words = [w for w in words if w not in ARTICLES]
-    return " ".join(CONTRACTIONS.get(w, w) for w in words)
+    return " ".join(contractions.get(w, w) for w in words)
+
+
+def _strip(text: str) -> str:
+    return text.replace("\n", " ").replace("\t", " ").strip()
 
 
 def normalize_answer(answer: str) -> str:
-    """The full normalisation the official script applies to a predicted answer."""
-    answer = answer.replace("\n", " ").replace("\t", " ").strip()
-    return process_digit_article(process_punctuation(answer))
+    """The full normalisation: stripped, then ``process_punctuation``, then ``process_digit_article``."""
+    return process_digit_article(process_punctuation(_strip(answer)))
 
 
-def vqa_score(prediction: str, answers: Sequence[str], normalize_references: bool = False) -> float:
-    """VQA accuracy (0-1) of one prediction against the annotators' answers (usually 10).
+def leave_one_out_accuracy(prediction: str, answers: Sequence[str]) -> float:
+    """Mean over the annotators left out in turn of ``min(#others equal to prediction / 3, 1)``; the strings are
+    compared as given (normalise first). Summed in annotator order, as the official code does, so that the
+    float is the same to the last bit."""
+    hits = [a == prediction for a in answers]
+    total = sum(hits)
+    return sum(min(1.0, (total - h) / 3) for h in hits) / len(answers)
+
+
+def _compared(prediction: str, answers: Sequence[str], scorer: str) -> tuple[str, list[str]]:
+    """(prediction, answers) as ``scorer`` compares them (see the module docstring)."""
+    if scorer == "official":
+        pred, refs = _strip(prediction), [_strip(a) for a in answers]
+        if len(set(refs)) > 1:
+            pred, refs = normalize_answer(pred), [normalize_answer(a) for a in refs]
+        return pred, refs
+    if scorer == "official-2017":
+        refs = list(answers)
+        if len(set(refs)) > 1:
+            refs = [process_punctuation(a) for a in refs]
+        return normalize_answer(prediction), refs
+    if scorer == "openflamingo":
+        return normalize_answer(prediction), [normalize_answer(a) for a in answers]
+    raise ValueError(f"unknown VQA scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
+
+
+def vqa_score(prediction: str, answers: Sequence[str], scorer: str = "official") -> float:
+    """VQA accuracy (0-1) of one prediction against the annotators' answers.
 
     Args:
         prediction: the model's answer, raw.
-        answers: the annotators' answers.
-        normalize_references: also apply the full normalisation to ``answers`` (not done by the official
-            script, whose inputs are pre-normalised VQA annotations).
-
-    Returns:
-        The mean over leave-one-annotator-out subsets of ``min(#matches / 3, 1)``.
+        answers: the annotators' answers, raw (usually 10).
+        scorer: which version of the official code to reproduce (``SCORERS``; module docstring).
     """
     if not answers:
-        raise ValueError("a VQA question needs at least one reference answer")
-    pred = normalize_answer(prediction)
-    refs = list(answers)
-    if normalize_references:
-        refs = [normalize_answer(a) for a in refs]
-    elif len(set(refs)) > 1:
-        refs = [process_punctuation(a) for a in refs]
-    accs = []
-    for i in range(len(refs)):
-        matches = sum(1 for j, a in enumerate(refs) if j != i and a == pred)
-        accs.append(min(1.0, matches / 3.0))
-    return sum(accs) / len(accs)
+        raise ValueError("a VQA question needs at least one reference answer, got none")
+    return leave_one_out_accuracy(*_compared(prediction, answers, scorer))
 
 
 def vqa_accuracy(
-    predictions: dict[str, str], answers: dict[str, Sequence[str]], normalize_references: bool = False
+    predictions: Mapping[str, str], answers: Mapping[str, Sequence[str]], scorer: str = "official"
 ) -> tuple[float, dict[str, float]]:
     """Mean VQA accuracy (0-1) over questions, and the per-question scores.
 
     Args:
         predictions: question id -> predicted answer.
         answers: question id -> annotators' answers; must hold every id of ``predictions``.
-        normalize_references: see ``vqa_score``.
+        scorer: see ``vqa_score``.
     """
+    if scorer not in SCORERS:  # named even when there is nothing to score
+        raise ValueError(f"unknown VQA scorer {scorer!r}; expected one of {', '.join(SCORERS)}")
     missing = [k for k in predictions if k not in answers]
     if missing:
         raise ValueError(f"{len(missing)} predictions have no reference answers, e.g. id {missing[0]!r}")
-    per_q = {k: vqa_score(p, answers[k], normalize_references) for k, p in predictions.items()}
+    per_q = {k: vqa_score(p, answers[k], scorer) for k, p in predictions.items()}
     return (sum(per_q.values()) / len(per_q) if per_q else 0.0), per_q
+
+
+def accuracy_by_type(per_question: Mapping[str, float], types: Mapping[str, str]) -> dict[str, float]:
+    """Mean score per question or answer type (the official ``perAnswerType`` / ``perQuestionType``, unrounded).
+
+    Args:
+        per_question: question id -> score (e.g. ``vqa_accuracy``'s second value).
+        types: question id -> its type (VQAv2: ``yes/no``, ``number``, ``other``; VizWiz adds ``unanswerable``);
+            must hold every id of ``per_question``.
+    """
+    missing = [k for k in per_question if k not in types]
+    if missing:
+        raise ValueError(f"{len(missing)} scored questions have no type, e.g. id {missing[0]!r}")
+    groups: dict[str, list[float]] = {}
+    for k, score in per_question.items():
+        groups.setdefault(types[k], []).append(score)
+    return {t: sum(v) / len(v) for t, v in groups.items()}
