@@ -1,6 +1,7 @@
 """Training Flamingo (arXiv 2204.14198, Section 3 and Appendix B.1.2) on the weighted dataset mixture with
-accelerate: one process, DDP (+ ZeRO stage 1 optimizer sharding) on CPU or GPUs, or FSDP through an accelerate
-config (``configs/accelerate/``).
+accelerate: one process, DDP (+ ZeRO stage 1 optimizer sharding) on CPU or GPUs, FSDP2 (``--fsdp``: torch's
+``fully_shard`` of every part, frozen ones too, on CPU processes with gloo as on GPUs; ``train/fsdp.py``), or
+FSDP through an accelerate config (``configs/accelerate/``).
 
 Recipe (paper -> here): AdamW, weight decay on the GATED XATTN-DENSE matrices only (not the resampler, norms,
 gates, biases or token rows); linear warm-up then constant learning rate; gradient clipping (global norm 1)
@@ -14,9 +15,12 @@ parameters: loadable on its own), ``optimizer.safetensors`` + ``optimizer.json``
 ``rng.safetensors`` (torch RNG of every process) and ``state.json`` (step, scheduler, data positions, skip
 counts, config). Resuming restores all of it, so a resumed run equals an uninterrupted one; checkpoints of the
 older layout (``trained.safetensors``, ``optimizer.pt``, ``rng.pt``) still resume. A NaN/inf loss or gradient
-norm stops the run before the optimizer step, leaving the last good checkpoint as the newest. Under FSDP the
-trained parameters are gathered for the checkpoint but the sharded optimizer state is not saved (a resumed FSDP
-run restarts the AdamW moments), and ``<out>/model`` is not written (use the last checkpoint's ``model/``).
+norm stops the run before the optimizer step, leaving the last good checkpoint as the newest. ``--fsdp`` runs
+write sharded checkpoints instead of the optimizer files (``train/dcp_checkpoint.py``, through
+``torch.distributed.checkpoint``: trained weights and AdamW state in ``distributed/``, resumable with another
+number of processes, beside the same ``model/``, per-process ``rng.safetensors`` and ``state.json``). Under
+accelerate's FSDP the trained parameters are gathered for the checkpoint but the sharded optimizer state is not
+saved (a resumed run restarts the AdamW moments), and ``<out>/model`` is not written.
 
 The loop itself (steps, logging, evaluation, checkpoints, the time budget, the non-finite stop) is the suite's
 one trainer skeleton, ``contrastive_encoder.shared.training.run_loop``; held-out evaluation takes task probes
@@ -24,7 +28,7 @@ one trainer skeleton, ``contrastive_encoder.shared.training.run_loop``; held-out
 
 Usage: ``flamingo train --data data/world --vision-encoder runs/stage1/export --max-minutes 16``;
 multi-process: ``accelerate launch --config_file configs/accelerate/ddp_cpu_2proc.yaml -m flamingo_core.train``
-or ``torchrun --nproc_per_node 2 -m flamingo_core.train --cpu``.
+or ``torchrun --nproc_per_node 2 -m flamingo_core.train --cpu`` (add ``--fsdp`` for FSDP2).
 """
 
 from flamingo_core.train.checkpoint import (

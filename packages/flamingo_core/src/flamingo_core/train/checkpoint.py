@@ -1,4 +1,5 @@
-"""Stage-2 checkpoints: ``<out>/checkpoints/step_N/`` written atomically, and resuming from one."""
+"""Stage-2 checkpoints of DDP / single-process runs: ``<out>/checkpoints/step_N/`` written atomically with the
+full optimizer state, and resuming from one (``--fsdp`` runs: ``dcp_checkpoint.py``)."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def save_checkpoint(accelerator, model, optimizer, scheduler, step: int, cfg: Tr
     from contrastive_encoder.shared.outputs import atomic_save_dir
 
     fsdp = accelerator.distributed_type == DistributedType.FSDP
-    # under FSDP the full state dict is gathered (collective); the optimizer state stays sharded, not saved
+    # accelerate's FSDP: the full state dict is gathered (collective); the optimizer state stays sharded, not saved
+    # (torch FSDP2 runs, --fsdp, save it sharded: dcp_checkpoint.py)
     full = accelerator.get_state_dict(model) if fsdp else None
     opt_state = None if fsdp else optimizer_state_dict(optimizer)  # collective under ZeRO
     world = accelerator.num_processes

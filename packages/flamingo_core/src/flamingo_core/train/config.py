@@ -82,6 +82,10 @@ class TrainConfig(RunOptions):
     grad_checkpointing: bool = field(default=False, metadata=option("recompute LM activations during backward"))
     zero: str = field(default="auto", metadata=option(
         "ZeRO-1 optimizer-state sharding (auto: on with more than one DDP process)", choices=("auto", "on", "off")))
+    fsdp: bool = field(default=False, metadata=option(
+        "shard every part (trained parts with fp32 master weights, the frozen LM and vision encoder in "
+        "--frozen-dtype) over the processes with FSDP2 (torch fully_shard), on CPU (gloo) as on GPUs; checkpoints "
+        "are sharded (torch.distributed.checkpoint) and resume with another number of processes"))
     num_workers: int = field(default=0, metadata=option("DataLoader workers per source", type=non_negative_int))
     eval_every: int = field(default=200, metadata=option(
         "held-out loss and sample captions every N steps (0: only before and after training)",

@@ -60,13 +60,14 @@ def visual_token_spread(model, media: torch.Tensor) -> float:
 @torch.no_grad()
 def caption_eval(model, processor, source, num_samples: int, num_captions: int, batch_size: int,
                  device, rank: int = 0, world_size: int = 1, generate: bool = True,
-                 probes: Sequence[Callable] = ()) -> dict[str, Any]:
+                 probes: Sequence[Callable] = (), lockstep: bool = False) -> dict[str, Any]:
     """Held-out caption loss (token mean over ``<image>caption<EOC>``) and greedy captions.
 
     The loss is computed on every process over its shard (sums all-reduced by the caller through the returned
     ``loss_sum`` / ``loss_count``). ``probes`` (``load_probe``) score the greedy captions of the first
     ``num_samples`` images against their records; their metrics join the result. ``visual_std`` is
-    ``visual_token_spread`` over up to 16 of the held-out images.
+    ``visual_token_spread`` over up to 16 of the held-out images. ``lockstep`` (FSDP, whose forward is a
+    collective): every process runs as many loss batches as the process with the most, the extra ones uncounted.
     """
     from flamingo_core.data import make_labels
 
@@ -82,13 +83,17 @@ def caption_eval(model, processor, source, num_samples: int, num_captions: int, 
     mine = good[rank::world_size]
     loss_sum, loss_count = 0.0, 0
     media_id = processor.media_token_id
-    for k in range(0, len(mine), batch_size):
-        chunk = mine[k: k + batch_size]
+    batches = -(-len(good[0::world_size]) // batch_size) if lockstep else -(-len(mine) // batch_size)
+    for i in range(batches):
+        chunk = mine[i * batch_size: (i + 1) * batch_size]
+        counted = bool(chunk)
+        chunk = chunk or good[:batch_size]  # lockstep: a forward whose loss is not counted
         enc = processor([items for items, _ in chunk], padding_side="right")
         enc = {k2: (v.to(device) if torch.is_tensor(v) else v) for k2, v in enc.items()}
         labels = make_labels(enc["input_ids"], enc["attention_mask"], [media_id])
         s, c = token_nll(model, dict(enc, labels=labels))
-        loss_sum, loss_count = loss_sum + float(s), loss_count + int(c)
+        if counted:
+            loss_sum, loss_count = loss_sum + float(s), loss_count + int(c)
     result: dict[str, Any] = {"loss_sum": loss_sum, "loss_count": loss_count, "skipped": len(bad)}
     if generate and rank == 0 and hasattr(model, "encode_media") and len(good) >= 2:  # not under FSDP (sharded)
         enc = processor([[items[0]] for items, _ in good[:16]])
@@ -133,7 +138,7 @@ class HeldOutEvaluation:
         model = self.model if self.fsdp else acc.unwrap_model(self.model)
         r = caption_eval(model, self.processor, self.source, cfg.eval_samples, cfg.num_captions, cfg.batch_size,
                          acc.device, acc.process_index, acc.num_processes, generate=not self.fsdp,
-                         probes=self.probes)
+                         probes=self.probes, lockstep=self.fsdp)
         tot = torch.tensor([r["loss_sum"], r["loss_count"]], dtype=torch.float64, device=acc.device)
         tot = acc.reduce(tot, reduction="sum") if acc.num_processes > 1 else tot
         out = {"eval_loss": float(tot[0] / max(tot[1], 1))}

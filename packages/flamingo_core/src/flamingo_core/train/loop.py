@@ -32,6 +32,13 @@ from flamingo_core.train.checkpoint import (
     trained_parameters,
 )
 from flamingo_core.train.config import RUN_OUTPUTS, TrainConfig, TrainResult
+from flamingo_core.train.dcp_checkpoint import (
+    check_resume_layout,
+    gathered_trained_weights,
+    load_sharded_checkpoint,
+    save_sharded_checkpoint,
+)
+from flamingo_core.train.fsdp import local_tensor, shard_flamingo
 from flamingo_core.train.held_out import HeldOutEvaluation, load_probe
 from flamingo_core.train.optim import param_groups, warmup_constant
 from flamingo_core.train.source_specs import (
@@ -61,13 +68,28 @@ def _check_inputs(cfg: TrainConfig, accelerator, model) -> dict[str, float]:
                                     "there with contrastive_encoder, or pass --vision-encoder <folder, preset or "
                                     "open_clip: / hf: / timm: name>)")
         check_vision_encoder_name(cfg.vision_encoder)
+    _check_fsdp(cfg, accelerator)
     if cfg.resume:
         check_resume_strategy(resolve_resume(cfg.resume, cfg.out), cfg.strategy)
+        check_resume_layout(resolve_resume(cfg.resume, cfg.out), cfg.fsdp)
     for spec in cfg.eval_probes:
         load_probe(spec)
     claim_run_dir(accelerator, cfg.out, "flamingo train", RUN_OUTPUTS, resume=bool(cfg.resume),
                   overwrite=cfg.overwrite, legacy=("checkpoints/step_*/state.json",))
     return weights
+
+
+def _check_fsdp(cfg: TrainConfig, accelerator) -> None:
+    """--fsdp is torch's FSDP2 on the processes torchrun (or accelerate) started, instead of DDP."""
+    from accelerate.utils import DistributedType
+
+    if not cfg.fsdp:
+        return
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise ValueError("--fsdp: this run was launched with an accelerate FSDP config; launch it with torchrun or "
+                         "a DDP/single-process accelerate config, or drop --fsdp")
+    if cfg.zero == "on":
+        raise ValueError("--zero on with --fsdp: FSDP shards the optimizer state itself; drop one of them")
 
 
 def _build_model(cfg: TrainConfig):
@@ -106,6 +128,20 @@ def _data_stream(cfg: TrainConfig, sources, weights, batch_sizes, processor, sta
     return schedule, loaders, mixture
 
 
+def _distribute(cfg: TrainConfig, accelerator, model, total: int):
+    """(the model as the step calls it, the Flamingo itself): sharded by torch's FSDP2 under --fsdp (accelerate
+    still runs the processes, devices and precision), else as ``accelerator.prepare`` wraps it (DDP, FSDP)."""
+    if not cfg.fsdp:
+        prepared = accelerator.prepare(model)
+        return prepared, accelerator.unwrap_model(prepared)
+    model = shard_flamingo(model, accelerator.device, accelerator.mixed_precision,
+                           feature_cache=bool(cfg.feature_cache))
+    held = sum(local_tensor(p).numel() for p in model.parameters())
+    print(f"FSDP2: process {accelerator.process_index} holds {held:,} of the {total:,} parameter values",
+          flush=True)  # every process says its own
+    return model, model
+
+
 def _held_out_source(cfg: TrainConfig, skipped):
     """The held-out pairs (default ``<data>/ltip/val.jsonl``; none when that file is missing)."""
     path = cfg.eval_data or str(Path(cfg.data) / "ltip" / "val.jsonl")
@@ -119,7 +155,8 @@ def _optimizer(cfg: TrainConfig, model, accelerator, fsdp: bool):
     zero = (cfg.zero == "on" or (cfg.zero == "auto" and accelerator.num_processes > 1)) and not fsdp
     optimizer = build_adamw(groups, cfg.lr, zero=zero)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(cfg.warmup_steps))
-    accelerator.print(f"optimizer: {'ZeRO-1 sharded ' if is_zero(optimizer) else ''}AdamW over "
+    sharded = "ZeRO-1 sharded " if is_zero(optimizer) else "FSDP2 sharded " if cfg.fsdp else ""
+    accelerator.print(f"optimizer: {sharded}AdamW over "
                       f"{len(trained_parameters(model))} tensors; {accelerator.distributed_type.value}, mixed "
                       f"precision {accelerator.mixed_precision}")
     return optimizer, scheduler
@@ -154,7 +191,7 @@ class _MixtureRun:
         packing = {f"packing/{n}": b["packing"] for n, b in batches.items() if "packing" in b}  # real tokens / window
         r = train_step(self.model, self.optimizer, batches, self.weights, accelerator=self.acc,
                        scheduler=self.scheduler, grad_clip=self.cfg.grad_clip, trained=self.trained,
-                       strategy=self.cfg.strategy)
+                       strategy=self.cfg.strategy, fsdp=self.cfg.fsdp)
         if r.finite:
             self.last.update(r.losses)
         # round-robin: `source` is the one dataset this step trained on (`loss` is its loss)
@@ -166,11 +203,11 @@ class _MixtureRun:
 
     def save(self, n: int) -> None:
         acc = self.acc
-        check_finite_weights(n, self.trained, self.cfg.out,
+        check_finite_weights(n, [local_tensor(p) for p in self.trained], self.cfg.out,
                              reduce=(lambda t: acc.reduce(t, reduction="sum")) if acc.num_processes > 1 else None)
-        save_checkpoint(acc, self.model, self.optimizer, self.scheduler, n, self.cfg,
-                        _extra(self.loaders, self.schedule.batches_before(n), self.skipped, self.last),
-                        self.trained_names)
+        extra = _extra(self.loaders, self.schedule.batches_before(n), self.skipped, self.last)
+        save = save_sharded_checkpoint if self.cfg.fsdp else save_checkpoint
+        save(acc, self.model, self.optimizer, self.scheduler, n, self.cfg, extra, self.trained_names)
 
 
 def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> TrainResult:
@@ -209,20 +246,23 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
         + f"; dataset strategy {cfg.strategy}; {world} process(es)")
 
     ckpt = resolve_resume(cfg.resume, cfg.out) if cfg.resume else None
-    resume_state = load_checkpoint(ckpt, model) if ckpt else {}
+    # a sharded checkpoint is loaded into the sharded model below; here only its state.json is read
+    resume_state = ({} if not ckpt else read_resume_state(ckpt)[0] if cfg.fsdp else load_checkpoint(ckpt, model))
     start_step = int(resume_state.get("step", 0))
     if ckpt:
         say(f"resumed from {ckpt} (step {start_step})")
     model.train()
     trained_names = list(trained_parameters(model))
-    model = accelerator.prepare(model)
-    unwrapped = accelerator.unwrap_model(model)
-    fsdp = accelerator.distributed_type == DistributedType.FSDP
+    model, unwrapped = _distribute(cfg, accelerator, model, counts['trainable'] + counts['frozen'])
+    fsdp = cfg.fsdp or accelerator.distributed_type == DistributedType.FSDP
     unwrapped.fused_head_loss = not fsdp  # FSDP: the loss from the logits (Flamingo.label_nll)
     if cfg.feature_cache:
         unwrapped.use_feature_cache(None if cfg.feature_cache == "memory" else cfg.feature_cache)
     optimizer, scheduler = _optimizer(cfg, unwrapped, accelerator, fsdp)
-    if ckpt:
+    if ckpt and cfg.fsdp:
+        load_sharded_checkpoint(ckpt, model, optimizer, scheduler, accelerator, trained_names)
+        skipped.update(resume_state.get("skipped", {}))
+    elif ckpt:
         _restore(ckpt, optimizer, scheduler, skipped, accelerator, fsdp)
 
     schedule, loaders, mixture = _data_stream(cfg, sources, weights, batch_sizes, processor, start_step, skipped,
@@ -240,19 +280,21 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
                    agree=any_process(accelerator), on_nonfinite=logger.close,
                    show_progress=accelerator.is_main_process)
     final = evaluate(end.step) if cfg.final_eval else {}
-    model_dir = _save_model(cfg, accelerator, unwrapped, fsdp)
+    model_dir = _save_model(cfg, accelerator, unwrapped, fsdp, trained_names)
     logger.close()
     say(_summary(cfg, end, start_step, schedule, run.last, eval_first, final, skipped, model_dir, t_start))
     return TrainResult(step=end.step, losses=run.last, eval={"first": eval_first, "final": final},
                        skipped=dict(skipped), model_dir=model_dir, stopped=end.stopped)
 
 
-def _save_model(cfg: TrainConfig, accelerator, model, fsdp: bool) -> str | None:
+def _save_model(cfg: TrainConfig, accelerator, model, fsdp: bool, trained_names: list[str]) -> str | None:
     """``<out>/model``: the run's own folder (claimed at the start), so an earlier run's model/ is replaced.
-    Not under FSDP (the module holds shards): its checkpoints' model/ folders are the gathered weights."""
+    --fsdp: the trained weights gathered from their shards (collective). Not under accelerate's FSDP: its
+    checkpoints' model/ folders are the gathered weights."""
     model_dir = None
-    if accelerator.is_main_process and not fsdp:
-        model_dir = str(model.save_pretrained(Path(cfg.out) / "model", overwrite=True))
+    weights = gathered_trained_weights(model, trained_names) if cfg.fsdp else None
+    if accelerator.is_main_process and (cfg.fsdp or not fsdp):
+        model_dir = str(model.save_pretrained(Path(cfg.out) / "model", overwrite=True, weights=weights))
     accelerator.wait_for_everyone()
     return model_dir
 

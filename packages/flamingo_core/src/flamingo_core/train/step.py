@@ -27,12 +27,16 @@ class StepResult:
 
 def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: dict[str, float], *,
                accelerator=None, scheduler=None, grad_clip: float = 1.0, trained: list | None = None,
-               strategy: str = "accumulation") -> StepResult:
+               strategy: str = "accumulation", fsdp: bool = False) -> StepResult:
     """One optimizer step of the mixture: accumulate ``lambda_m * loss_m`` over the sources' batches, clip,
     and step, unless the loss or gradient norm is non-finite (then gradients are dropped and ``finite`` is False).
 
     With ``strategy="round-robin"`` ``batches`` holds the one source whose turn it is (``DatasetMixture``) and
     its loss gets weight 1: the weights already chose how often that source's turn comes (``SourceSchedule``).
+
+    ``fsdp``: the model is sharded with FSDP2 (``train/fsdp.py``), whose module calls are collectives: a source's
+    batch that has media on some processes and none on others (which would run the cross-attention on some only)
+    is refused on every process, naming it.
 
     Collective under DDP (every process must call it). Used by ``train`` and by
     ``benchmarks/bench_train_flamingo.py``.
@@ -48,9 +52,15 @@ def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: di
     weights = SourceSchedule(weights, strategy).loss_weights(names)  # the factor on each source's loss
     trained = trained if trained is not None else [p for p in model.parameters() if p.requires_grad]
     local = [float((batches[n]["labels"][:, 1:] != IGNORE_INDEX).sum()) for n in names]
-    agreed = torch.tensor(local, dtype=torch.float64, device=device)
+    with_media = [float(batches[n].get("media") is not None) for n in names] if fsdp else []
+    agreed = torch.tensor(local + with_media, dtype=torch.float64, device=device)
     agreed = accelerator.reduce(agreed, reduction="sum") if world > 1 else agreed
     global_counts = {n: int(agreed[i]) for i, n in enumerate(names)}
+    for n, k in zip(names, agreed[len(names):].tolist()):
+        if 0 < k < world:
+            raise ValueError(f"--fsdp: this step's {n} batch has media on {int(k)} of {world} processes; FSDP runs "
+                             "the same modules on every process (give every sequence of that source an image, or "
+                             "train it without --fsdp)")
     losses = accumulate_gradients(
         model, batches, weights, global_counts=global_counts, world_size=world,
         backward=accelerator.backward, no_sync=lambda: accelerator.no_sync(model), autocast=accelerator.autocast)
