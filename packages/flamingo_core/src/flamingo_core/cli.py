@@ -1,6 +1,7 @@
 """``flamingo`` command line: ``generate`` (one prompt with images), ``chat`` (a terminal visual dialogue, as the
-paper's dialogue examples, arXiv 2204.14198 Figure 1), ``convert-openflamingo`` (an OpenFlamingo checkpoint to a
-saved model, ``flamingo_core.openflamingo``) and ``train`` (flamingo_core.train)."""
+paper's dialogue examples, arXiv 2204.14198 Figure 1), ``demo`` (the same in a web page, ``flamingo_core.web_demo``),
+``convert-openflamingo`` (an OpenFlamingo checkpoint to a saved model, ``flamingo_core.openflamingo``) and ``train``
+(flamingo_core.train)."""
 
 from __future__ import annotations
 
@@ -48,6 +49,16 @@ def _add_model_args(p: argparse.ArgumentParser, num_beams: int) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed for sampling")
 
 
+def add_dialogue_args(p: argparse.ArgumentParser) -> None:
+    """How the turns of a dialogue (``chat``, ``demo``) are formatted."""
+    p.add_argument("--plain-prompt", action="store_true",
+                   help="format turns with --user-prefix / --assistant-prefix even when the LM's tokenizer has a "
+                        "chat template")
+    p.add_argument("--user-prefix", default="User:", help="text before each user turn (without a chat template)")
+    p.add_argument("--assistant-prefix", default="Assistant:",
+                   help="text before each model answer (without a chat template; chat prints it before answers)")
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = OneLineParser(prog="flamingo", description="Flamingo visual language model")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -60,12 +71,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                      help="answers printed, one a line (at most --num-beams, or any number with --sample)")
     chat = sub.add_parser("chat", help="multi-turn visual dialogue in the terminal (/image PATH, /reset, /quit)")
     _add_model_args(chat, num_beams=1)  # greedy by default: the answer streams as it is generated
-    chat.add_argument("--plain-prompt", action="store_true",
-                      help="format turns with --user-prefix / --assistant-prefix even when the LM's tokenizer has a "
-                           "chat template")
-    chat.add_argument("--user-prefix", default="User:", help="text before each user turn (without a chat template)")
-    chat.add_argument("--assistant-prefix", default="Assistant:",
-                      help="text before each model answer (without a chat template; also printed before answers)")
+    add_dialogue_args(chat)
+    demo = sub.add_parser("demo", help="web page: dialogue with images and videos, few-shot prompts, the gates "
+                                       "(Gradio, the [demo] extra; serves on 127.0.0.1 by default)")
+    _add_model_args(demo, num_beams=1)  # the page's initial decoding settings; greedy streams
+    from .web_demo import add_demo_arguments
+
+    add_demo_arguments(demo)
     sub.add_parser("train", help="train a Flamingo model (see `flamingo train --help`)", add_help=False)
     from .openflamingo import add_convert_parser
 
@@ -304,6 +316,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "generate":
             return run_generate(args)
+        if args.command == "demo":
+            from .web_demo import run_demo
+
+            return run_demo(args)
         return run_chat(args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
