@@ -1,7 +1,8 @@
 """Training Flamingo (arXiv 2204.14198, Section 3 and Appendix B.1.2) on the weighted dataset mixture with
 accelerate: one process, DDP (+ ZeRO stage 1 optimizer sharding) on CPU or GPUs, FSDP2 (``--fsdp``: torch's
-``fully_shard`` of every part, frozen ones too, on CPU processes with gloo as on GPUs; ``train/fsdp.py``), or
-FSDP through an accelerate config (``configs/accelerate/``).
+``fully_shard`` of every part, frozen ones too, on CPU processes with gloo as on GPUs; ``train/fsdp.py``),
+tensor parallelism (``--tensor-parallel N``: ``train/tensor_parallel.py``; with ``--fsdp`` a data x tensor mesh,
+``train/mesh.py``), or FSDP through an accelerate config (``configs/accelerate/``).
 
 Recipe (paper -> here): AdamW, weight decay on the GATED XATTN-DENSE matrices only (not the resampler, norms,
 gates, biases or token rows); linear warm-up then constant learning rate; gradient clipping (global norm 1)

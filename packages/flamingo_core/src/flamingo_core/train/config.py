@@ -86,6 +86,11 @@ class TrainConfig(RunOptions):
         "shard every part (trained parts with fp32 master weights, the frozen LM and vision encoder in "
         "--frozen-dtype) over the processes with FSDP2 (torch fully_shard), on CPU (gloo) as on GPUs; checkpoints "
         "are sharded (torch.distributed.checkpoint) and resume with another number of processes"))
+    tensor_parallel: int = field(default=1, metadata=option(
+        "split the frozen LM's attention and MLP, the GATED XATTN-DENSE blocks, the embedding and the head over N "
+        "processes (the paper's Megatron sharding, torch parallelize_module); N must divide the processes, the "
+        "heads and the split widths; with more processes than N add --fsdp (a data x tensor mesh)",
+        type=positive_int, metavar="N"))
     num_workers: int = field(default=0, metadata=option("DataLoader workers per source", type=non_negative_int))
     eval_every: int = field(default=200, metadata=option(
         "held-out loss and sample captions every N steps (0: only before and after training)",

@@ -79,12 +79,14 @@ def is_sharded_checkpoint(folder: str | Path) -> bool:
 
 
 def check_resume_layout(folder: str | Path, fsdp: bool) -> None:
-    """A sharded checkpoint resumes an --fsdp run, a full one (``optimizer.safetensors``) a DDP run."""
+    """A sharded checkpoint resumes an --fsdp or --tensor-parallel run (``fsdp``: any sharded run), a full one
+    (``optimizer.safetensors``) a DDP run."""
     if is_sharded_checkpoint(folder) and not fsdp:
-        raise ValueError(f"--resume {folder}: a sharded checkpoint of an --fsdp run; resume it with --fsdp")
+        raise ValueError(f"--resume {folder}: a sharded checkpoint of an --fsdp run; resume it with --fsdp (or "
+                         "--tensor-parallel N, the sharded layouts resume one another)")
     if fsdp and not is_sharded_checkpoint(folder):
         raise ValueError(f"--resume {folder}: not a sharded checkpoint (no {DCP_DIR}/.metadata): it was written "
-                         "without --fsdp; resume it without --fsdp")
+                         "without --fsdp or --tensor-parallel; resume it without them")
 
 
 def _options(full: bool = False):
@@ -101,6 +103,42 @@ def _state(model, optimizer, trained_names: list[str]) -> dict[str, Any]:
     model_sd, optim_sd = get_state_dict(model, optimizer, options=_options())
     names = set(trained_names)
     return {"model": {k: v for k, v in model_sd.items() if k in names}, "optimizer": optim_sd}
+
+
+def _strided(placements) -> bool:
+    from torch.distributed.tensor.placement_types import _StridedShard
+
+    return any(isinstance(p, _StridedShard) for p in placements)
+
+
+def _contiguous_shards(state: dict, layouts: dict | None = None, path: str = "") -> dict[str, tuple]:
+    """Turn in place every DTensor held in strided shards (tensor parallel's [K_r; V_r] rows of a fused keys /
+    values projection, ``train/tensor_parallel.py``) into contiguous row blocks, which DCP's planner requires
+    (it refuses chunks that are not one block); returns their original placements by path, for
+    ``_restore_shards``."""
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.placement_types import _StridedShard
+
+    layouts = {} if layouts is None else layouts
+    for key, value in state.items():
+        where = f"{path}/{key}"
+        if isinstance(value, dict):
+            _contiguous_shards(value, layouts, where)
+        elif hasattr(value, "placements") and _strided(value.placements):
+            layouts[where] = value.placements
+            state[key] = value.redistribute(placements=[Shard(p.dim) if isinstance(p, _StridedShard) else p
+                                                        for p in value.placements])
+    return layouts
+
+
+def _restore_shards(state: dict, layouts: dict[str, tuple], path: str = "") -> None:
+    """Undo ``_contiguous_shards`` in place: each listed DTensor back in its original placements."""
+    for key, value in state.items():
+        where = f"{path}/{key}"
+        if isinstance(value, dict):
+            _restore_shards(value, layouts, where)
+        elif where in layouts:
+            state[key] = value.redistribute(placements=layouts[where])
 
 
 def gathered_trained_weights(model, trained_names: list[str]) -> dict[str, torch.Tensor]:
@@ -146,7 +184,9 @@ def save_sharded_checkpoint(accelerator, model, optimizer, scheduler, step: int,
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(atomic_save_dir(path, overwrite=True, by="flamingo train")) if main else None
         tmp = Path(_broadcast(str(tmp) if main else None, accelerator))
-        dcp.save(_state(model, optimizer, trained_names), checkpoint_id=str(tmp / DCP_DIR))  # every process
+        shards = _state(model, optimizer, trained_names)
+        _contiguous_shards(shards)
+        dcp.save(shards, checkpoint_id=str(tmp / DCP_DIR))  # every process
         weights = gathered_trained_weights(model, trained_names)
         rng = _rng_states(accelerator)
         if main:
@@ -197,7 +237,9 @@ def load_sharded_checkpoint(folder: str | Path, model, optimizer, scheduler, acc
     state = read_json(folder / STATE_FILE)
     check_sharded_checkpoint(folder, model, trained_names)
     loaded = _state(model, optimizer, trained_names)
+    layouts = _contiguous_shards(loaded)
     dcp.load(loaded, storage_reader=_SafeReader(str(folder / DCP_DIR)))  # each process reads what its shards cover
+    _restore_shards(loaded, layouts)
     set_state_dict(model, optimizer, model_state_dict=loaded["model"], optim_state_dict=loaded["optimizer"],
                    options=_options())
     scheduler.load_state_dict(dict(state["scheduler"], lr_lambdas=[None] * len(optimizer.param_groups)))

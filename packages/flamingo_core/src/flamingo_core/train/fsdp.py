@@ -14,6 +14,9 @@ all-gather). Two things could break that, and are handled here: with a feature c
 vision encoder on one process only) the vision encoder joins the root group, gathered once per forward with
 the embeddings, instead of having its own; a source's batch with media on some processes and none on others is
 refused by ``train_step`` naming the source. Works on CPU processes with gloo as on GPUs with NCCL.
+
+With ``--tensor-parallel`` the groups are sharded over the data-parallel dimension of a 2-D mesh
+(``train/mesh.py``) after tensor parallelism split the matrices over the other (``train/tensor_parallel.py``).
 """
 
 from __future__ import annotations
@@ -85,14 +88,17 @@ def ensure_process_group(device: torch.device) -> None:
 
 
 def shard_flamingo(model: nn.Module, device: torch.device, mixed_precision: str = "no",
-                   feature_cache: bool = False) -> nn.Module:
-    """Shard ``model`` in place with ``fully_shard`` over all processes (a 1-D device mesh); returns it.
+                   feature_cache: bool = False, mesh=None) -> nn.Module:
+    """Shard ``model`` in place with ``fully_shard`` over all processes (a 1-D device mesh) or over ``mesh``;
+    returns it.
 
     Args:
         model: a Flamingo on ``device`` (or on the CPU: it is moved), frozen parts in their final dtype.
         device: this process's device.
         mixed_precision: "bf16" (bf16 compute, fp32 gradient reduction) or "no".
         feature_cache: the vision encoder's outputs will come from a feature cache: it joins the root group.
+        mesh: the data-parallel dimension of a 2-D mesh (``train/mesh.py``) whose tensor-parallel dimension
+            already split the model (``train/tensor_parallel.py``); default: every process.
 
     Raises:
         ValueError: the model cannot be sharded (named in the message).
@@ -104,11 +110,12 @@ def shard_flamingo(model: nn.Module, device: torch.device, mixed_precision: str 
     _check_shardable(model, groups)
     ensure_process_group(device)
     model.to(device)
-    mesh = init_device_mesh(device.type, (dist.get_world_size(),))
+    mesh = mesh if mesh is not None else init_device_mesh(device.type, (dist.get_world_size(),))
     policy = mixed_precision_policy(mixed_precision)
     for _, module in groups:
         # the root stays unsharded between its forward and backward (it is needed again first in backward)
-        fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=module is not model)
+        fully_shard(module, mesh=mesh, mp_policy=policy, reshard_after_forward=module is not model,
+                    shard_placement_fn=_placement)
     for block in model.xattn_layers:
         # the media keys/values are computed by a call other than forward (FlamingoDecoderLayer): it gathers too
         register_fsdp_forward_method(block, "media_kv")
@@ -117,6 +124,17 @@ def shard_flamingo(model: nn.Module, device: torch.device, mixed_precision: str 
                             "view tensor")
     model.fused_head_loss = False  # the head's gradient by autograd: an in-forward one would bypass the shards
     return model
+
+
+def _placement(param: nn.Parameter):
+    """FSDP's shard dimension of a parameter: rows (the default) unless tensor parallelism split the rows in
+    strides (a fused [keys; values] projection, ``train/tensor_parallel.py``); those are sharded by column, since
+    FSDP's row shards of strided TP rows do not compose into the tensor's global layout."""
+    from torch.distributed.tensor import Shard
+    from torch.distributed.tensor.placement_types import _StridedShard
+
+    strided = any(isinstance(p, _StridedShard) for p in getattr(param, "placements", ()))
+    return Shard(1) if strided and param.ndim > 1 else None
 
 
 def local_tensor(t: torch.Tensor) -> torch.Tensor:

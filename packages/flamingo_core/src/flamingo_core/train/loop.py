@@ -40,6 +40,7 @@ from flamingo_core.train.dcp_checkpoint import (
 )
 from flamingo_core.train.fsdp import local_tensor, shard_flamingo
 from flamingo_core.train.held_out import HeldOutEvaluation, load_probe
+from flamingo_core.train.mesh import DataParallelView, build_mesh
 from flamingo_core.train.optim import param_groups, warmup_constant
 from flamingo_core.train.source_specs import (
     build_sources,
@@ -71,7 +72,7 @@ def _check_inputs(cfg: TrainConfig, accelerator, model) -> dict[str, float]:
     _check_fsdp(cfg, accelerator)
     if cfg.resume:
         check_resume_strategy(resolve_resume(cfg.resume, cfg.out), cfg.strategy)
-        check_resume_layout(resolve_resume(cfg.resume, cfg.out), cfg.fsdp)
+        check_resume_layout(resolve_resume(cfg.resume, cfg.out), _sharded(cfg))
     for spec in cfg.eval_probes:
         load_probe(spec)
     claim_run_dir(accelerator, cfg.out, "flamingo train", RUN_OUTPUTS, resume=bool(cfg.resume),
@@ -79,17 +80,31 @@ def _check_inputs(cfg: TrainConfig, accelerator, model) -> dict[str, float]:
     return weights
 
 
+def _sharded(cfg: TrainConfig) -> bool:
+    """The model's parameters are DTensors (FSDP2 and/or tensor parallel): sharded checkpoints, no DDP."""
+    return cfg.fsdp or cfg.tensor_parallel > 1
+
+
 def _check_fsdp(cfg: TrainConfig, accelerator) -> None:
-    """--fsdp is torch's FSDP2 on the processes torchrun (or accelerate) started, instead of DDP."""
+    """--fsdp is torch's FSDP2 (and --tensor-parallel torch's tensor parallelism) on the processes torchrun (or
+    accelerate) started, instead of DDP."""
     from accelerate.utils import DistributedType
 
-    if not cfg.fsdp:
+    if not _sharded(cfg):
         return
+    flag = "--fsdp" if cfg.fsdp else f"--tensor-parallel {cfg.tensor_parallel}"
     if accelerator.distributed_type == DistributedType.FSDP:
-        raise ValueError("--fsdp: this run was launched with an accelerate FSDP config; launch it with torchrun or "
-                         "a DDP/single-process accelerate config, or drop --fsdp")
+        raise ValueError(f"{flag}: this run was launched with an accelerate FSDP config; launch it with torchrun or "
+                         f"a DDP/single-process accelerate config, or drop {flag}")
     if cfg.zero == "on":
-        raise ValueError("--zero on with --fsdp: FSDP shards the optimizer state itself; drop one of them")
+        raise ValueError(f"--zero on with {flag}: its optimizer state is sharded with the parameters already; "
+                         "drop one of them")
+    world, tp = accelerator.num_processes, cfg.tensor_parallel
+    if world % tp:
+        raise ValueError(f"--tensor-parallel {tp} does not divide the {world} processes of this run")
+    if world > tp > 1 and not cfg.fsdp:
+        raise ValueError(f"--tensor-parallel {tp} with {world} processes: the other factor ({world // tp}) is data "
+                         f"parallel, which runs through FSDP: add --fsdp (a 2-D mesh), or launch {tp} processes")
 
 
 def _build_model(cfg: TrainConfig):
@@ -129,17 +144,31 @@ def _data_stream(cfg: TrainConfig, sources, weights, batch_sizes, processor, sta
 
 
 def _distribute(cfg: TrainConfig, accelerator, model, total: int):
-    """(the model as the step calls it, the Flamingo itself): sharded by torch's FSDP2 under --fsdp (accelerate
-    still runs the processes, devices and precision), else as ``accelerator.prepare`` wraps it (DDP, FSDP)."""
-    if not cfg.fsdp:
+    """(the model as the step calls it, the Flamingo itself, the accelerator as a data-parallel replica sees
+    it): split over a data x tensor mesh by torch's tensor parallelism (--tensor-parallel) and/or sharded by its
+    FSDP2 (--fsdp; accelerate still runs the processes, devices and precision), else as
+    ``accelerator.prepare`` wraps it (DDP, FSDP)."""
+    if not _sharded(cfg):
         prepared = accelerator.prepare(model)
-        return prepared, accelerator.unwrap_model(prepared)
-    model = shard_flamingo(model, accelerator.device, accelerator.mixed_precision,
-                           feature_cache=bool(cfg.feature_cache))
+        return prepared, accelerator.unwrap_model(prepared), accelerator
+    tp = cfg.tensor_parallel
+    mesh, replica = None, accelerator
+    if tp > 1:
+        from flamingo_core.train.tensor_parallel import check_tensor_parallel, parallelize_flamingo
+
+        check_tensor_parallel(model, tp, accelerator.num_processes, cfg.fsdp)
+        mesh = build_mesh(accelerator.device, tp)
+        model = parallelize_flamingo(model.to(accelerator.device), mesh["tp"])
+        replica = DataParallelView(accelerator, mesh)
+    if cfg.fsdp:
+        model = shard_flamingo(model, accelerator.device, accelerator.mixed_precision,
+                               feature_cache=bool(cfg.feature_cache), mesh=None if mesh is None else mesh["dp"])
     held = sum(local_tensor(p).numel() for p in model.parameters())
-    print(f"FSDP2: process {accelerator.process_index} holds {held:,} of the {total:,} parameter values",
+    how = ("FSDP2" if cfg.fsdp else "") + (" x " if cfg.fsdp and tp > 1 else "") + (
+        f"tensor parallel {tp} (mesh data {accelerator.num_processes // tp} x tensor {tp})" if tp > 1 else "")
+    print(f"{how}: process {accelerator.process_index} holds {held:,} of the {total:,} parameter values",
           flush=True)  # every process says its own
-    return model, model
+    return model, model, replica
 
 
 def _held_out_source(cfg: TrainConfig, skipped):
@@ -152,10 +181,12 @@ def _held_out_source(cfg: TrainConfig, skipped):
 def _optimizer(cfg: TrainConfig, model, accelerator, fsdp: bool):
     """AdamW (ZeRO-1 sharded with several DDP processes, unless ``--zero off``) and the warm-up schedule."""
     groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.gate_lr_mult, cfg.resampler_lr_mult)
-    zero = (cfg.zero == "on" or (cfg.zero == "auto" and accelerator.num_processes > 1)) and not fsdp
+    zero = (cfg.zero == "on" or (cfg.zero == "auto" and accelerator.num_processes > 1)) and not (
+        fsdp or _sharded(cfg))
     optimizer = build_adamw(groups, cfg.lr, zero=zero)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_constant(cfg.warmup_steps))
-    sharded = "ZeRO-1 sharded " if is_zero(optimizer) else "FSDP2 sharded " if cfg.fsdp else ""
+    sharded = ("ZeRO-1 sharded " if is_zero(optimizer) else "FSDP2 sharded " if cfg.fsdp
+               else "tensor-parallel sharded " if _sharded(cfg) else "")
     accelerator.print(f"optimizer: {sharded}AdamW over "
                       f"{len(trained_parameters(model))} tensors; {accelerator.distributed_type.value}, mixed "
                       f"precision {accelerator.mixed_precision}")
@@ -179,8 +210,9 @@ class _MixtureRun:
     (``train_step``), and a checkpoint with the sources' data positions."""
 
     def __init__(self, cfg, accelerator, model, optimizer, scheduler, weights, mixture, loaders, schedule, skipped,
-                 trained_names, last):
+                 trained_names, last, replica=None):
         self.cfg, self.acc, self.model, self.optimizer, self.scheduler = cfg, accelerator, model, optimizer, scheduler
+        self.replica = replica or accelerator  # the step's view: data-parallel replicas (train/mesh.py)
         self.weights, self.mixture, self.loaders, self.schedule, self.skipped = weights, mixture, loaders, schedule, skipped
         self.trained_names = trained_names
         self.trained = [p for p in accelerator.unwrap_model(model).parameters() if p.requires_grad]
@@ -189,7 +221,7 @@ class _MixtureRun:
     def step(self, i: int) -> StepLog:
         batches = {n: _to(b, self.acc.device) for n, b in self.mixture.next().items()}
         packing = {f"packing/{n}": b["packing"] for n, b in batches.items() if "packing" in b}  # real tokens / window
-        r = train_step(self.model, self.optimizer, batches, self.weights, accelerator=self.acc,
+        r = train_step(self.model, self.optimizer, batches, self.weights, accelerator=self.replica,
                        scheduler=self.scheduler, grad_clip=self.cfg.grad_clip, trained=self.trained,
                        strategy=self.cfg.strategy, fsdp=self.cfg.fsdp)
         if r.finite:
@@ -206,7 +238,7 @@ class _MixtureRun:
         check_finite_weights(n, [local_tensor(p) for p in self.trained], self.cfg.out,
                              reduce=(lambda t: acc.reduce(t, reduction="sum")) if acc.num_processes > 1 else None)
         extra = _extra(self.loaders, self.schedule.batches_before(n), self.skipped, self.last)
-        save = save_sharded_checkpoint if self.cfg.fsdp else save_checkpoint
+        save = save_sharded_checkpoint if _sharded(self.cfg) else save_checkpoint
         save(acc, self.model, self.optimizer, self.scheduler, n, self.cfg, extra, self.trained_names)
 
 
@@ -247,31 +279,33 @@ def train(cfg: TrainConfig, model=None, processor=None, accelerator=None) -> Tra
 
     ckpt = resolve_resume(cfg.resume, cfg.out) if cfg.resume else None
     # a sharded checkpoint is loaded into the sharded model below; here only its state.json is read
-    resume_state = ({} if not ckpt else read_resume_state(ckpt)[0] if cfg.fsdp else load_checkpoint(ckpt, model))
+    resume_state = ({} if not ckpt else read_resume_state(ckpt)[0] if _sharded(cfg) else load_checkpoint(ckpt, model))
     start_step = int(resume_state.get("step", 0))
     if ckpt:
         say(f"resumed from {ckpt} (step {start_step})")
     model.train()
     trained_names = list(trained_parameters(model))
-    model, unwrapped = _distribute(cfg, accelerator, model, counts['trainable'] + counts['frozen'])
+    model, unwrapped, replica = _distribute(cfg, accelerator, model, counts['trainable'] + counts['frozen'])
     fsdp = cfg.fsdp or accelerator.distributed_type == DistributedType.FSDP
-    unwrapped.fused_head_loss = not fsdp  # FSDP: the loss from the logits (Flamingo.label_nll)
+    # FSDP, tensor parallel: the loss from the logits (Flamingo.label_nll)
+    unwrapped.fused_head_loss = not (fsdp or _sharded(cfg))
     if cfg.feature_cache:
         unwrapped.use_feature_cache(None if cfg.feature_cache == "memory" else cfg.feature_cache)
     optimizer, scheduler = _optimizer(cfg, unwrapped, accelerator, fsdp)
-    if ckpt and cfg.fsdp:
+    if ckpt and _sharded(cfg):
         load_sharded_checkpoint(ckpt, model, optimizer, scheduler, accelerator, trained_names)
         skipped.update(resume_state.get("skipped", {}))
     elif ckpt:
         _restore(ckpt, optimizer, scheduler, skipped, accelerator, fsdp)
 
+    # the processes of a tensor-parallel group read the same batches: the data is split over the replicas
     schedule, loaders, mixture = _data_stream(cfg, sources, weights, batch_sizes, processor, start_step, skipped,
-                                              accelerator)
+                                              replica)
     logger = MetricsLogger(cfg.out, enabled=accelerator.is_main_process, resume_step=start_step if ckpt else None)
-    evaluate = HeldOutEvaluation(cfg, accelerator, model, processor, eval_source, eval_skipped, eval_path, logger,
+    evaluate = HeldOutEvaluation(cfg, replica, model, processor, eval_source, eval_skipped, eval_path, logger,
                                  fsdp)
     run = _MixtureRun(cfg, accelerator, model, optimizer, scheduler, weights, mixture, loaders, schedule, skipped,
-                      trained_names, dict(resume_state.get("losses", {})))
+                      trained_names, dict(resume_state.get("losses", {})), replica)
     eval_first = evaluate(start_step) if cfg.final_eval and start_step == 0 else {}
     settings = LoopSettings(max_steps=cfg.max_steps, save_every=cfg.save_every, eval_every=cfg.eval_every,
                             log_every=cfg.log_every, progress=cfg.progress, desc="flamingo train", out=cfg.out)
@@ -292,8 +326,8 @@ def _save_model(cfg: TrainConfig, accelerator, model, fsdp: bool, trained_names:
     --fsdp: the trained weights gathered from their shards (collective). Not under accelerate's FSDP: its
     checkpoints' model/ folders are the gathered weights."""
     model_dir = None
-    weights = gathered_trained_weights(model, trained_names) if cfg.fsdp else None
-    if accelerator.is_main_process and (cfg.fsdp or not fsdp):
+    weights = gathered_trained_weights(model, trained_names) if _sharded(cfg) else None
+    if accelerator.is_main_process and (_sharded(cfg) or not fsdp):
         model_dir = str(model.save_pretrained(Path(cfg.out) / "model", overwrite=True, weights=weights))
     accelerator.wait_for_everyone()
     return model_dir
