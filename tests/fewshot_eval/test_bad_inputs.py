@@ -259,7 +259,8 @@ def test_vqa_answers_of_another_shape_are_one_line(vqa_dir, tmp_path, loads, cap
         ann.pop("multiple_choice_answer")
     _vqa_save(root, q, a)
     assert _run(_model_dir(tmp_path / "model", b"w"), root, tmp_path / "out", task="vqa") == 2
-    assert "val_questions.json" in _err_line(capsys) and loads == []
+    err = _err_line(capsys)
+    assert "val_annotations.json" in err and "no annotation has answer texts" in err and loads == []
 
 
 def test_karpathy_sentences_given_as_strings_are_captions(coco_dir, tmp_path):

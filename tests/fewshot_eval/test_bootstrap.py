@@ -11,8 +11,9 @@ import pytest
 
 from fewshot_eval.bootstrap import bootstrap_ci
 from fewshot_eval.datasets import load_task_data
-from fewshot_eval.evaluate import evaluate, score_predictions
+from fewshot_eval.evaluate import evaluate
 from fewshot_eval.metrics import cider, vqa_score
+from fewshot_eval.scoring import score_predictions
 
 
 def _direct(scores: np.ndarray, b: int, seed: int) -> tuple[float, float]:

@@ -47,7 +47,8 @@ def test_every_flag_given_reaches_the_config():
             "--resume", "--overwrite", "--split", "val", "--support-split", "train", "--image-template", "{id}.jpg",
             "--cache-dir", "c", "--batch-size", "3", "--num-beams", "1", "--max-new-tokens", "9",
             "--template", "<image>{answer}<EOC>", "--seed", "5", "--device", "cpu", "--no-progress",
-            "--vqa-scorer", "openflamingo", "--caption-scorer", "python"]  # fmt: skip
+            "--vqa-scorer", "official-2017", "--caption-scorer", "python", "--protocol", "openflamingo",
+            "--no-score"]  # fmt: skip
     cfg = cli.parse_args(argv)
     assert cfg == EvalConfig(
         model="runs/m", task="classify", data="data/c", shots=[0, 2], zero_shot_demos=1,
@@ -55,7 +56,7 @@ def test_every_flag_given_reaches_the_config():
         ensemble=DEFAULT_ENSEMBLE, limit=7, out="o", resume="latest", overwrite=True, split="val",
         support_split="train", image_template="{id}.jpg", cache_dir="c", batch_size=3, num_beams=1,
         max_new_tokens=9, template="<image>{answer}<EOC>", seed=5, device="cpu", progress=False,
-        vqa_scorer="openflamingo", caption_scorer="python",
+        vqa_scorer="official-2017", caption_scorer="python", protocol="openflamingo", score=False,
     )  # fmt: skip
     # every field differs from its default, so no flag was left out (the parser leaves --resume with --overwrite
     # to run(), which refuses the pair)
@@ -98,14 +99,14 @@ def test_the_configs_keywords_are_the_apis():
                      trials=2, nonce_labels=True, nonce_words="w.txt", bootstrap=9, ensemble=4, limit=5, out="o",
                      resume="latest", split="val", support_split="s", image_template="{id}.jpg", cache_dir="c",
                      batch_size=3, num_beams=1, max_new_tokens=7, template="t", seed=6, progress=False,
-                     vqa_scorer="official-2017")  # fmt: skip
-    data = dict(split="val", support_split="s", limit=5, image_template="{id}.jpg", selection=["balanced"],
-                labels="nonce", nonce_words="w.txt", zero_shot_demos=1)  # fmt: skip
+                     vqa_scorer="official-2017", score=True)  # fmt: skip
+    data = dict(split="val", support_split="s", limit=5, image_template="{id}.jpg", score=True,
+                selection=["balanced"], labels="nonce", nonce_words="w.txt", zero_shot_demos=1)  # fmt: skip
     assert cfg.data_kwargs() == data
     assert cfg.evaluate_kwargs() == dict(
         trials=2, ensemble=4, out_dir="o", resume=True, batch_size=3, num_beams=1, max_new_tokens=7, template="t",
         cache_dir="c", seed=6, progress=False, n_bootstrap=9, vqa_scorer="official-2017", caption_scorer="auto",
-        **data)  # fmt: skip
+        protocol="flamingo", **data)  # fmt: skip
     assert set(cfg.evaluate_kwargs()) <= set(inspect.signature(evaluate).parameters)
     assert set(cfg.data_kwargs()) <= set(inspect.signature(prepare_data).parameters)
     assert EvalConfig(model="m", task="caption", data="d").evaluate_kwargs()["resume"] is False

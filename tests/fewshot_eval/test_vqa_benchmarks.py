@@ -14,6 +14,7 @@ from fewshot_eval.metrics import okvqa
 from fewshot_eval.metrics.okvqa import OKVQAStemmer
 from fewshot_eval.metrics.vqa_benchmarks import vqa_task_accuracy
 from fewshot_eval.prompts import DEFAULT_TEMPLATES
+from fewshot_eval.protocols import PROTOCOLS
 
 R = "\u2019"
 
@@ -47,12 +48,13 @@ def test_task_names_have_a_prompt_and_the_config_passes_the_scorer():
     assert set(VQA_TASKS) <= set(TASKS) and all(t in DEFAULT_TEMPLATES for t in VQA_TASKS)
     cfg = EvalConfig(model="m", task="vizwiz", data="d", vqa_scorer="openflamingo")
     assert cfg.evaluate_kwargs()["vqa_scorer"] == "openflamingo"
-    assert EvalConfig(model="m", task="vqa", data="d").evaluate_kwargs()["vqa_scorer"] == "official"
+    assert EvalConfig(model="m", task="vqa", data="d").evaluate_kwargs()["vqa_scorer"] is None  # the protocol's
+    assert PROTOCOLS["flamingo"].vqa_scorer == "official" and PROTOCOLS["openflamingo"].vqa_scorer == "openflamingo"
 
 
 @pytest.mark.parametrize("task,scorer", [("vqa", "official"), ("textvqa", "openflamingo"), ("vizwiz", "official")])
 def test_results_record_the_scorer(vqa_dir, fake_model, tmp_path, monkeypatch, task, scorer):
-    ev = sys.modules["fewshot_eval.evaluate"]  # the package's ``evaluate`` attribute is the function
+    ev = sys.modules["fewshot_eval.scoring"]
     used = []
     monkeypatch.setattr(ev, "vqa_task_accuracy", lambda t, p, r, s: used.append((t, s)) or vqa_task_accuracy(t, p, r, s))
     results = evaluate(fake_model, task, vqa_dir, shots=[2], selection=["rices"], out_dir=tmp_path,
@@ -67,7 +69,7 @@ def test_results_record_the_scorer(vqa_dir, fake_model, tmp_path, monkeypatch, t
 
 def test_score_predictions_uses_the_scorer(vqa_dir):
     from fewshot_eval.datasets import load_vqa
-    from fewshot_eval.evaluate import score_predictions
+    from fewshot_eval.scoring import score_predictions
 
     query = load_vqa(vqa_dir, "val")
     ex = query.examples[0]

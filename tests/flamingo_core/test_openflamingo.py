@@ -30,7 +30,6 @@ from flamingo_core.openflamingo import (
     from_openflamingo,
     run_convert,
 )
-from flamingo_core.tokenization import build_byte_tokenizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks" / "peers"))
 import openflamingo_peer as peer  # noqa: E402
@@ -38,65 +37,11 @@ import openflamingo_peer as peer  # noqa: E402
 needs_peer = pytest.mark.skipif(not peer.is_installed(),
                                 reason=f"OpenFlamingo 2.0.1 is not installed: run `{peer.INSTALL_COMMAND}`")
 
-OC_NAME = "of-test-vit"  # a tiny open_clip ViT, registered with open_clip by the `peer_models` fixture
-OC_CFG = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "patch_size": 8,
-                                          "head_width": 16},
-          "text_cfg": {"context_length": 16, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
+OC_NAME, OC_CFG, FAMILIES = peer.TINY_VIT, peer.TINY_VIT_CONFIG, peer.TINY_LMS
 TOWER = f"open_clip:{OC_NAME}"
-EVERY = 2  # OpenFlamingo's cross_attn_every_n_layers: blocks before layers 1 and 3 of 4
-# The published LMs have more embedding rows than tokens (MPT-7B, RedPajama: OpenFlamingo's resize shrinks them);
-# LLaMA has as many, and no pad token (OpenFlamingo adds <PAD> as well: the resize grows it).
-FAMILIES = {
-    "mpt": {"model_type": "mpt", "vocab_size": 300, "d_model": 64, "n_heads": 4, "n_layers": 4, "max_seq_len": 512,
-            "expansion_ratio": 2},
-    "gpt_neox": {"model_type": "gpt_neox", "vocab_size": 300, "hidden_size": 64, "num_hidden_layers": 4,
-                 "num_attention_heads": 4, "intermediate_size": 128, "max_position_embeddings": 512,
-                 "tie_word_embeddings": False, "bos_token_id": 256, "eos_token_id": 256},
-    "llama": {"model_type": "llama", "vocab_size": 257, "hidden_size": 64, "num_hidden_layers": 4,
-              "num_attention_heads": 4, "num_key_value_heads": 2, "intermediate_size": 128,
-              "max_position_embeddings": 512, "bos_token_id": 256, "eos_token_id": 256},
-}
+EVERY = peer.EVERY
 TEXTS = ["A photo:<image>a red circle.<|endofchunk|>Then<image>a blue", "<image>one<|endofchunk|><image>two"]
-
-
-def _save_lm(folder: Path, family: str, seed: int = 0) -> Path:
-    """A tiny random LM of ``family`` and the byte tokenizer (LLaMA's without a pad token), with matrices drawn at
-    std 0.3 so greedy decoding does not repeat one token."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    cfg = dict(FAMILIES[family])
-    lm = AutoModelForCausalLM.from_config(AutoConfig.for_model(cfg.pop("model_type"), **cfg))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in lm.parameters():
-            if p.ndim == 2:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    lm.save_pretrained(folder)
-    tok = build_byte_tokenizer()
-    if family == "llama":
-        tok.pad_token = None
-    tok.save_pretrained(folder)
-    return folder
-
-
-def _randomise_trainable(model, tok, seed: int) -> None:
-    """OpenFlamingo's trainable weights at random (gates in [0.5, 1]); of the input embedding only the new tokens'
-    rows, the others staying the LM's as its training leaves them (their gradient is masked)."""
-    gen = torch.Generator().manual_seed(seed)
-    new_ids = [tok.convert_tokens_to_ids(t) for t in (EOC_TOKEN, MEDIA_TOKEN)]
-    embedding = model.lang_encoder.get_input_embeddings().weight
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if not p.requires_grad:
-                continue
-            if p is embedding:
-                p[new_ids] = torch.randn(len(new_ids), p.shape[1], generator=gen) * p.std()
-            elif name.endswith(("attn_gate", "ff_gate")):
-                p.copy_(0.5 + 0.5 * torch.rand(p.shape, generator=gen))
-            elif p.ndim == 1:  # layer norms
-                p.copy_((1.0 if name.endswith("weight") else 0.0) + 0.1 * torch.randn(p.shape, generator=gen))
-            else:
-                p.copy_(torch.randn(p.shape, generator=gen) * (1.0 if name.endswith("latents") else 0.1))
+_save_lm, _randomise_trainable = peer.save_tiny_lm, peer.randomise_trainable
 
 
 def _save_checkpoint(model, family: str, folder: Path) -> Path:
@@ -128,23 +73,15 @@ def peer_models(tmp_path_factory):
     """family -> (OpenFlamingo model, its tokenizer, LM folder, checkpoint path), built on first use."""
     if not peer.is_installed():
         pytest.skip(f"OpenFlamingo 2.0.1 is not installed: run `{peer.INSTALL_COMMAND}`")
-    of = peer.import_openflamingo()
-    import open_clip
-
     root = tmp_path_factory.mktemp("openflamingo")
-    (root / f"{OC_NAME}.json").write_text(json.dumps(OC_CFG))
-    open_clip.add_model_config(root / f"{OC_NAME}.json")
+    peer.register_tiny_vit(root)
     built = {}
 
     def get(family: str):
         if family not in built:
             folder = _save_lm(root / family, family)
-            torch.manual_seed(0)  # the tower's random weights: ours are drawn with the same seed (config.seed 0)
-            model, _, tok = of.create_model_and_transforms(OC_NAME, None, str(folder), str(folder),
-                                                           cross_attn_every_n_layers=EVERY, use_local_files=True)
-            _randomise_trainable(model, tok, seed=len(built) + 1)
-            model.eval()
-            tok.padding_side = "left"
+            # the tower's random weights from seed 0: ours are drawn with the same seed (config.seed 0)
+            model, _, tok = peer.build_tiny_peer(folder, seed=len(built) + 1)
             built[family] = (model, tok, folder, _save_checkpoint(model, family, root / family))
         return built[family]
 

@@ -170,7 +170,10 @@ class _Writer:
                                  _pick(rng, ["yes", "maybe"]), "answer_id": j + 1} for j, a in enumerate(answers)]})
                 self.bar.update(1)
             i += 1
-        info = {"task_type": "Open-Ended", "data_type": "shapesworld", "data_subtype": f"{split}2014"}
+        # every top-level key of the VQAv2 files (the official VQA API copies info and license from them)
+        info = {"info": {"description": "ShapesWorld VQA in the VQAv2 layout", "version": "2.0", "year": 2026},
+                "license": {"name": "CC0", "url": "https://creativecommons.org/publicdomain/zero/1.0/"},
+                "task_type": "Open-Ended", "data_type": "shapesworld", "data_subtype": f"{split}2014"}
         self.json(self.root / "eval" / "vqav2" / f"{split}_questions.json", {**info, "questions": questions})
         self.json(self.root / "eval" / "vqav2" / f"{split}_annotations.json", {**info, "annotations": annotations})
         self.jsonl(self.root / "eval" / "vqav2" / f"{split}_scenes.jsonl", scenes)

@@ -16,7 +16,7 @@ from fewshot_eval.bootstrap import bootstrap_ci
 from fewshot_eval.config import EvalConfig
 from fewshot_eval.datasets import TASKS, DataError, EvalSet, Example, load_task_data
 from fewshot_eval.ensemble import ensemble_scores, permutations
-from fewshot_eval.evaluate import TaskData, evaluate, prepare_data, score_predictions
+from fewshot_eval.evaluate import TaskData, evaluate, prepare_data
 from fewshot_eval.metrics import caption_scores, cider, ptb_tokenize, topk_accuracy, vqa_accuracy, vqa_score
 from fewshot_eval.model import EvalModel, FlamingoEvalModel, ModelLoadError, TokenCounter, prompt_to_text
 from fewshot_eval.nonce import EVAL_NONCE_WORDS, nonce_names
@@ -24,6 +24,7 @@ from fewshot_eval.postprocess import postprocess
 from fewshot_eval.prompts import DEFAULT_TEMPLATES, PromptTemplate, Shot, build_prompt
 from fewshot_eval.report import markdown_table, plot_scores, write_report
 from fewshot_eval.rices import RICES, cached_features
+from fewshot_eval.scoring import score_predictions
 from fewshot_eval.selection import BalancedSelector, RandomSelector, RicesSelector, mean_std
 
 __all__ = [

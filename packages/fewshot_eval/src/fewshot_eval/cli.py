@@ -25,7 +25,7 @@ from contrastive_encoder.shared.argtypes import OneLineParser
 from contrastive_encoder.shared.configcli import add_config_arguments, config_from_args
 from contrastive_encoder.shared.outputs import check_writable_dir
 from fewshot_eval.config import EvalConfig
-from fewshot_eval.datasets import DataError
+from fewshot_eval.datasets import CLOSE_ENDED_TASKS, DataError
 from fewshot_eval.model import ModelLoadError
 
 __all__ = ["COMMAND", "build_parser", "load_model", "load_token_counter", "main", "parse_args", "run"]
@@ -80,7 +80,7 @@ def run(cfg: EvalConfig) -> list[dict]:
 
     if cfg.resume is not None and cfg.overwrite:
         raise ValueError("--resume and --overwrite exclude each other: continue the evaluation, or start again")
-    if cfg.ensemble > 1 and cfg.task != "classify":
+    if cfg.ensemble > 1 and cfg.task not in CLOSE_ENDED_TASKS:
         # one flag set can then drive every task (as tools/run_pipeline.py does)
         print(f"fewshot-eval: note: --ensemble applies to 'classify' only; ignored for {cfg.task!r}", file=sys.stderr)
         cfg = dataclasses.replace(cfg, ensemble=1)  # the caller's config stays as given
@@ -92,7 +92,8 @@ def run(cfg: EvalConfig) -> list[dict]:
     if cfg.cache_dir is not None:  # a file or read-only folder fails now, not after the first predictions
         check_writable_dir(cfg.cache_dir, "--cache-dir")
     problem = check_context(load_token_counter(cfg.model), data, cfg.shots, trials=cfg.trials, template=cfg.template,
-                            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, **cfg.plan())  # fmt: skip
+                            max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, protocol=cfg.protocol,
+                            **cfg.plan())  # fmt: skip
     if problem:  # before the weights load: 32 shots that cannot fit should not cost a model load first
         raise ValueError(problem)
     # claimed once the inputs are known good, so that a typo in --data does not leave a run folder behind

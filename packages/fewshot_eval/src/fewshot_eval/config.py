@@ -24,6 +24,7 @@ from fewshot_eval.ensemble import DEFAULT_ENSEMBLE
 from fewshot_eval.metrics.coco_caption import CAPTION_SCORERS
 from fewshot_eval.metrics.vqa import SCORERS as VQA_SCORERS
 from fewshot_eval.prompts import ZERO_SHOT_DEMOS
+from fewshot_eval.protocols import PROTOCOLS
 from fewshot_eval.selection import SELECTIONS
 
 __all__ = ["EvalConfig"]
@@ -76,8 +77,15 @@ class EvalConfig:
         "query split (default: test for caption if present, else val)"))
     support_split: str | None = field(default=None, metadata=option(
         "support split demonstrations come from (default: train)"))
-    image_template: str = field(default=DEFAULT_IMAGE_TEMPLATE, metadata=option("VQA image path template"))
+    image_template: str = field(default=DEFAULT_IMAGE_TEMPLATE, metadata=option(
+        "VQA image paths: one template (may use {split}, {image_id}), per split 'train=...,val=...', or 'coco' "
+        "(train2014/, val2014/, test2015/ with COCO file names)"))
     cache_dir: str | None = field(default=None, metadata=option("RICES feature cache (default: <out>/cache)"))
+    # benchmark layouts
+    score: bool | None = field(default=None, metadata=option(
+        "--score: score the query split (one without annotations is an error); --no-score: write the evaluation "
+        "server's result file instead (vqa); default: score, or write that file for a test split without "
+        "annotations (VQAv2 test-dev)"))
     # decoding
     batch_size: int = field(default=8, metadata=option("queries per generation batch", type=positive_int))
     num_beams: int = field(default=3, metadata=option("beams for open-ended decoding", type=positive_int))
@@ -85,11 +93,14 @@ class EvalConfig:
         "generation length (default per task)", type=positive_int))
     template: str | None = field(default=None, metadata=option(
         "prompt template, e.g. '<image>Q: {question} A: {answer}<EOC>'"))
+    protocol: str = field(default="flamingo", metadata=option(
+        "prompts, decoding and post-processing of open-ended tasks: flamingo (the paper's) or openflamingo "
+        "(OpenFlamingo 2.0.1's evaluation, to compare with its table)", choices=tuple(PROTOCOLS)))
     # scoring
-    vqa_scorer: str = field(default="official", metadata=option(
+    vqa_scorer: str | None = field(default=None, metadata=option(
         "VQA accuracy as computed by: official (today's official VQA code; VizWiz's own for vizwiz), official-2017 "
-        "(the VQA code before its 2021 fix), openflamingo (OpenFlamingo 2.0.1's copy, to compare with its numbers)",
-        choices=VQA_SCORERS))
+        "(the VQA code before its 2021 fix), openflamingo (OpenFlamingo 2.0.1's copy, to compare with its numbers); "
+        "default: the protocol's (official, or openflamingo under --protocol openflamingo)", choices=VQA_SCORERS))
     caption_scorer: str = field(default="auto", metadata=option(
         "CIDEr / BLEU-4 / ROUGE-L computed by: pycocoevalcap (the COCO caption evaluation; needs Java), python "
         "(this package's ports, equal to it), auto (pycocoevalcap where it and Java are installed)",
@@ -113,7 +124,7 @@ class EvalConfig:
     def data_kwargs(self) -> dict[str, Any]:
         """``prepare_data``'s keywords beyond ``task``, ``data`` and ``shots``."""
         return dict(split=self.split, support_split=self.support_split, limit=self.limit,
-                    image_template=self.image_template, **self.plan())  # fmt: skip
+                    image_template=self.image_template, score=self.score, **self.plan())  # fmt: skip
 
     def evaluate_kwargs(self) -> dict[str, Any]:
         """``evaluate``'s keywords beyond ``model``, ``task``, ``data`` and ``shots`` (``data`` a path or what
@@ -121,5 +132,5 @@ class EvalConfig:
         return dict(trials=self.trials, ensemble=self.ensemble, out_dir=self.out, resume=self.resume is not None,
                     batch_size=self.batch_size, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
                     template=self.template, cache_dir=self.cache_dir, seed=self.seed, progress=self.progress,
-                    n_bootstrap=self.bootstrap, vqa_scorer=self.vqa_scorer,
-                    caption_scorer=self.caption_scorer, **self.data_kwargs())  # fmt: skip
+                    n_bootstrap=self.bootstrap, vqa_scorer=self.vqa_scorer, caption_scorer=self.caption_scorer,
+                    protocol=self.protocol, **self.data_kwargs())  # fmt: skip

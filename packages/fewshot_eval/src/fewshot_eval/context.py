@@ -14,6 +14,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fewshot_eval.datasets import CLOSE_ENDED_TASKS
+
 __all__ = ["check_prompt_lengths", "shortest_demos"]
 
 
@@ -32,7 +34,7 @@ def check_prompt_lengths(model, runner, jobs: Sequence, source, rices_floor: boo
     limit, count = getattr(model, "context_length", None), getattr(model, "count_tokens", None)
     if not limit or count is None:
         return None
-    if runner.task == "classify":
+    if runner.task in CLOSE_ENDED_TASKS:
         conts = [runner.template.continuation(c) for c in runner.candidates()]
         what = "to score the longest " + ("nonce word" if runner.nonce_words is not None else "class name")
         extra = max(count(conts, continuation=True), default=0)
@@ -52,7 +54,7 @@ def check_prompt_lengths(model, runner, jobs: Sequence, source, rices_floor: boo
                 f"fit in the language model's context of {limit} tokens; the longest, for query "
                 f"{job.todo[worst].id!r} of {source}, is {lengths[worst]} tokens + {extra} {what}; use fewer --shots, "
                 "a shorter --template"
-                + (" or a smaller --max-new-tokens" if runner.task != "classify" else " or shorter class names")
+                + (" or a smaller --max-new-tokens" if runner.task not in CLOSE_ENDED_TASKS else " or shorter class names")
             )
     return None
 

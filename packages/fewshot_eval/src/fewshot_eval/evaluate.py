@@ -15,7 +15,6 @@ metrics and writes the results.
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,11 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from contrastive_encoder.shared.outputs import atomic_write_text
-from contrastive_encoder.shared.readers import CorruptFileError, read_json
-from fewshot_eval.bootstrap import N_BOOTSTRAP, bootstrap_ci
+from fewshot_eval.bootstrap import N_BOOTSTRAP
 from fewshot_eval.context import check_prompt_lengths, shortest_demos
 from fewshot_eval.datasets import (
+    CLOSE_ENDED_TASKS,
     DEFAULT_IMAGE_TEMPLATE,
     TASKS,
     VQA_TASKS,
@@ -38,47 +36,33 @@ from fewshot_eval.datasets import (
 )
 from fewshot_eval.distributed import _Dist, claim_output
 from fewshot_eval.media import check_media, load_media
-from fewshot_eval.metrics import SCORERS, vqa_task_accuracy
+from fewshot_eval.metrics import SCORERS
 from fewshot_eval.metrics.coco_caption import (
     CAPTION_METRICS,
     CORPUS_METRICS,
-    caption_scores,
     resolve_caption_scorer,
 )
 from fewshot_eval.model import EvalModel
 from fewshot_eval.nonce import BUILT_IN, EVAL_NONCE_WORDS, LABELS, check_nonce_words, read_nonce_words
 from fewshot_eval.predictions import load_predictions, pred_files, predict
 from fewshot_eval.prompts import ZERO_SHOT_DEMOS, get_template
+from fewshot_eval.protocols import get_protocol
+from fewshot_eval.report import write_results
 from fewshot_eval.rices import RICES, cached_features
 from fewshot_eval.runner import Job, Runner, job_selector, plan_jobs
-from fewshot_eval.selection import SELECTIONS, RicesSelector, check_balanced_support, mean_std
+from fewshot_eval.scoring import chance, score_predictions, summarize, task_metrics
+from fewshot_eval.selection import SELECTIONS, RicesSelector, check_balanced_support
+from fewshot_eval.server_results import write_server_results
 
 __all__ = [
-    "MAX_NEW_TOKENS", "METRICS", "OUTPUT_NAMES", "TaskData", "check_context", "check_plan", "check_prompt_lengths",
-    "claim_output", "evaluate", "prepare_data", "score_predictions", "task_metrics",
+    "MAX_NEW_TOKENS", "OUTPUT_NAMES", "TaskData", "check_context", "check_plan", "check_prompt_lengths",
+    "claim_output", "evaluate", "prepare_data",
 ]  # fmt: skip
 
 # paper: short VQA answers
 MAX_NEW_TOKENS = {"caption": 30, **{t: 5 for t in VQA_TASKS}, "video-caption": 30, "video-qa": 5}
-METRICS = {
-    "caption": list(CAPTION_METRICS),  # CIDEr, BLEU-4, ROUGE-L (metrics.coco_caption)
-    "video-caption": list(CAPTION_METRICS),
-    **{t: ["VQA accuracy"] for t in VQA_TASKS},
-    "video-qa": ["VQA accuracy"],
-    "classify": ["top-1 accuracy", "top-5 accuracy"],  # top-5 only over more than 5 classes (task_metrics)
-}
-_TOP_K = {"top-1 accuracy": 1, "top-5 accuracy": 5}
-RESULTS_SCHEMA = "fewshot_eval/results/v1"
 # what an evaluation writes in --out (glob patterns): all that --overwrite deletes there
 OUTPUT_NAMES = ("predictions/*.rank*.jsonl", "results.json", "results.md", "results.png", "cache/*.npy", "cache/*.json")
-
-
-def task_metrics(task: str, query: EvalSet) -> list[str]:
-    """The metrics of ``task`` on ``query``: top-5 accuracy is omitted over 5 or fewer classes, where it would be
-    100% by construction."""
-    if task == "classify" and len(query.class_names or []) <= 5:
-        return METRICS[task][:1]
-    return METRICS[task]
 
 
 @dataclass
@@ -159,6 +143,7 @@ def prepare_data(
     labels: str = "true",
     nonce_words: str | Path | Sequence[str] | None = None,
     zero_shot_demos: int = ZERO_SHOT_DEMOS,
+    score: bool | None = None,
 ) -> TaskData:
     """Load the support and query sets of ``task`` and check them, raising a one-line ``DataError``.
 
@@ -177,9 +162,12 @@ def prepare_data(
         from fewshot_eval.metrics.okvqa import check_stemmer
 
         check_stemmer()
-    support, query = load_task_data(task, data, split, support_split, image_template)
+    support, query = load_task_data(task, data, split, support_split, image_template, score)
     if limit is not None:
         query.examples = spread(query.examples, limit)
+    if task == "hateful-memes" and len({e.target for e in query.examples}) < 2:  # ROC-AUC needs both
+        raise DataError(f"{query.source}: the {len(query)} queries are all {query.examples[0].target!r}; ROC-AUC "
+                        "needs both classes (a larger --limit, or another --split)")  # fmt: skip
     check_media(query.examples, query.source, open_images=True)
     check_media(support.examples, support.source)
     overlap = bool({e.key for e in query.examples} & {e.key for e in support.examples})
@@ -192,7 +180,7 @@ def prepare_data(
                 f"{k} shots need {_demos_needed(k, zero_shot_demos)} demonstrations but the support set ({support.source}, split "
                 f"{support.split!r}) holds {available}"
             )
-    if task == "classify" and query.class_names != support.class_names:
+    if task in CLOSE_ENDED_TASKS and query.class_names != support.class_names:
         raise DataError(f"{query.source} and {support.source} have different class lists")
     td = TaskData(task, support, query)
     check_plan(td, shots, selection, labels, nonce_words)
@@ -210,37 +198,20 @@ def _embed(model: EvalModel, examples: Sequence[Example], batch_size: int, max_f
     return np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
 
 
-def score_predictions(task: str, records: dict[str, dict], query: EvalSet, per_query: bool = False,
-                      vqa_scorer: str = "official", caption_scorer: str = "auto"):  # fmt: skip
-    """Metric name -> score (papers' scale: CIDEr x100, accuracies in %) of the saved predictions.
-
-    With ``per_query``, also metric name -> {query id: score} on the same scale (CIDEr per image with the IDF
-    of the whole set, VQA accuracy per question, top-k 0 or 100), whose mean is the score: what the bootstrap
-    resamples - except for the corpus statistic BLEU-4 (``coco_caption.CORPUS_METRICS``), whose per-image
-    scores do not average to it. ``vqa_scorer``, ``caption_scorer``: see ``evaluate``.
-    """
-    by_id = {ex.id: ex for ex in query.examples}
-    ids = [i for i in by_id if i in records]
-    if task in ("caption", "video-caption"):
-        scores = caption_scores({i: records[i]["prediction"] for i in ids}, {i: by_id[i].references for i in ids},
-                                caption_scorer)  # fmt: skip
-        means = {m: 100 * v for m, v in scores.means.items()}
-        each_q = {m: {i: 100 * v for i, v in each.items()} for m, each in scores.per_image.items()}
-    elif task in (*VQA_TASKS, "video-qa"):
-        score, each = vqa_task_accuracy(task, {i: records[i]["prediction"] for i in ids},
-                                        {i: by_id[i].references for i in ids}, vqa_scorer)  # fmt: skip
-        means, each_q = {"VQA accuracy": 100 * score}, {"VQA accuracy": {i: 100 * v for i, v in each.items()}}
-    else:
-        each_q = {m: {i: 100.0 * (by_id[i].target in records[i]["ranking"][: _TOP_K[m]]) for i in ids}
-                  for m in task_metrics(task, query)}  # fmt: skip
-        means = {m: (sum(v.values()) / len(v) if v else 0.0) for m, v in each_q.items()}
-    return (means, each_q) if per_query else means
+def _runner(model, td: TaskData, protocol: str, template: str | None, num_beams: int, max_new_tokens: int | None,
+            ensemble: int, seed: int, max_frames: int, words) -> Runner:
+    """The runner of ``td.task`` under ``protocol`` (its template and generation length unless given)."""
+    proto = get_protocol(protocol)
+    template = template if template is not None else proto.templates.get(td.task)
+    max_new = max_new_tokens or proto.max_new_tokens.get(td.task) or MAX_NEW_TOKENS.get(td.task, 0)
+    return Runner(model, td.task, td.support, get_template(td.task, template), td.support.class_names, num_beams,
+                  max_new, ensemble, seed, max_frames, words, proto)  # fmt: skip
 
 
 def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequence[str] = ("random",), *,
                   trials: int = 3, labels: str = "true", nonce_words=None, template: str | None = None,
                   max_new_tokens: int | None = None, seed: int = 0,
-                  zero_shot_demos: int = ZERO_SHOT_DEMOS) -> str | None:  # fmt: skip
+                  zero_shot_demos: int = ZERO_SHOT_DEMOS, protocol: str = "flamingo") -> str | None:  # fmt: skip
     """``check_prompt_lengths`` before the model is loaded: ``counter`` is a ``model.TokenCounter`` (tokenizer
     and context only). Random, balanced and zero-shot prompts are the very prompts of the evaluation; a RICES
     prompt is stood for by the one of the ``k`` demonstrations with the fewest tokens (``context.shortest_demos``),
@@ -248,8 +219,7 @@ def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequen
     if counter is None:
         return None
     words = check_plan(td, shots, selection, labels, nonce_words)
-    runner = Runner(None, td.task, td.support, get_template(td.task, template), td.support.class_names, 1,
-                    max_new_tokens or MAX_NEW_TOKENS.get(td.task, 0), 1, seed, 0, words)  # fmt: skip
+    runner = _runner(None, td, protocol, template, 1, max_new_tokens, 1, seed, 0, words)
     jobs = plan_jobs(td.task, list(dict.fromkeys(shots)), list(dict.fromkeys(selection)), trials, 1, labels)
     for job in jobs:
         job.todo = list(td.query.examples)
@@ -259,25 +229,6 @@ def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequen
         else:
             job.demo_idx = selector.select([ex.key for ex in job.todo], _demos_needed(job.k, zero_shot_demos))
     return check_prompt_lengths(counter, runner, jobs, td.query.source, rices_floor=True)
-
-
-def _merge_results(path: Path, new: list[dict]) -> list[dict]:
-    """Results already in ``path`` with the records of ``new`` replacing those with the same key."""
-    def key(r):
-        # not the data fingerprint: a rerun with another --limit replaces the old numbers
-        return (r["task"], r.get("labels", "true"), r.get("dataset"), r["split"], r["shots"], r["selection"],
-                r["ensembling"], r["metric"], r["model"])  # fmt: skip
-
-    old = []
-    if path.is_file():
-        try:
-            old = read_json(path).get("results", [])
-        except CorruptFileError:  # rewritten from this run's predictions
-            old = []
-        need = ("task", "split", "shots", "selection", "ensembling", "metric", "model")
-        old = [r for r in old if isinstance(r, dict) and all(k in r for k in need)] if isinstance(old, list) else []
-    keys = {key(r) for r in new}
-    return [r for r in old if key(r) not in keys] + new
 
 
 def evaluate(
@@ -307,8 +258,10 @@ def evaluate(
     nonce_words: str | Path | Sequence[str] | None = None,
     n_bootstrap: int = N_BOOTSTRAP,
     zero_shot_demos: int = ZERO_SHOT_DEMOS,
-    vqa_scorer: str = "official",
+    vqa_scorer: str | None = None,
     caption_scorer: str = "auto",
+    protocol: str = "flamingo",
+    score: bool | None = None,
 ) -> list[dict]:
     """Few-shot evaluation of ``model`` on ``task``.
 
@@ -343,10 +296,15 @@ def evaluate(
             tends to copy it - the ablation tools/run_ablations.py measures that).
         vqa_scorer: the VQA accuracy of ``metrics.vqa.SCORERS``: ``official`` (today's official code; VizWiz's
             own for ``vizwiz``), ``official-2017`` or ``openflamingo`` (to compare with OpenFlamingo's numbers);
-            recorded in each VQA result as ``vqa_scorer``.
+            default the protocol's; recorded in each VQA result as ``vqa_scorer``.
         caption_scorer: CIDEr / BLEU-4 / ROUGE-L computed by ``pycocoevalcap`` (its Java tokenizer), by
             ``python`` (this package's ports, equal to it) or ``auto`` (pycocoevalcap where it and Java are
             installed); the one that ran is recorded in each caption result as ``scorer``.
+        protocol: the prompts, decoding and post-processing of open-ended tasks (``protocols.PROTOCOLS``):
+            ``flamingo`` (the paper's) or ``openflamingo`` (OpenFlamingo 2.0.1's evaluation); recorded in each
+            result as ``protocol``.
+        score: None: score, or write the evaluation server's result file for a test split without answers
+            (``datasets.load_task_data``); True: score only; False: write that file instead of scoring.
 
     Returns:
         One result record per (selection, shots, metric): task, labels, split, shots, selection, ensembling,
@@ -354,18 +312,20 @@ def evaluate(
         VQA accuracy: also vqa_scorer; captions: also scorer).
     """
     _check_args(task, selection, ensemble, trials, batch_size, num_beams, max_new_tokens, n_bootstrap)
+    vqa_scorer = vqa_scorer or get_protocol(protocol).vqa_scorer
     if vqa_scorer not in SCORERS:
         raise ValueError(f"unknown VQA scorer {vqa_scorer!r}; expected one of {', '.join(SCORERS)}")
     caption_scorer = resolve_caption_scorer(caption_scorer)  # before any work: a missing Java is named now
     td = data if isinstance(data, TaskData) else prepare_data(task, data, shots, split, support_split, limit,
                                                               image_template, selection, labels, nonce_words,
-                                                              zero_shot_demos)  # fmt: skip
+                                                              zero_shot_demos, score)  # fmt: skip
+    if not td.query.scored and out_dir is None:  # its answers go to a file, before any work
+        raise ValueError(f"split {td.query.split!r} is scored by its evaluation server: give out_dir for its file")
     if isinstance(data, TaskData) and limit is not None:
         td.query.examples = spread(td.query.examples, limit)
     words = check_plan(td, shots, selection, labels, nonce_words)
     shots, selection = list(dict.fromkeys(shots)), list(dict.fromkeys(selection))
-    runner = Runner(model, task, td.support, get_template(task, template), td.support.class_names, num_beams,
-                    max_new_tokens or MAX_NEW_TOKENS.get(task, 0), ensemble, seed, max_frames, words)  # fmt: skip
+    runner = _runner(model, td, protocol, template, num_beams, max_new_tokens, ensemble, seed, max_frames, words)
     run = _Evaluation(model, task, td, runner, _Dist(), Path(out_dir) if out_dir is not None else None, resume,
                       batch_size, progress, labels, ensemble, seed, n_bootstrap, zero_shot_demos, vqa_scorer,
                       caption_scorer)  # fmt: skip
@@ -385,7 +345,7 @@ def _check_args(task: str, selection: Sequence[str], ensemble: int, trials: int,
         raise ValueError(f"trials, batch size and beams must be >= 1, got {trials}, {batch_size}, {num_beams}")
     if max_new_tokens is not None and max_new_tokens < 1:  # not "0 = the default": say it
         raise ValueError(f"max_new_tokens must be >= 1 (None = the task's default), got {max_new_tokens}")
-    if ensemble > 1 and task != "classify":
+    if ensemble > 1 and task not in CLOSE_ENDED_TASKS:
         raise ValueError(f"prompt ensembling applies to close-ended tasks (classify), not {task!r}")
     if n_bootstrap < 1:
         raise ValueError(f"n_bootstrap must be at least 1 resample, got {n_bootstrap}")
@@ -448,7 +408,7 @@ class _Evaluation:
                     continue
                 results.extend(self._cell_results(sel, k, per_trial, corpus))
                 if self.out is not None:  # results so far, so that an interrupted run still leaves a summary
-                    _write_outputs(self.out, results)
+                    write_results(self.out, results)
         return results
 
     def _predict_cell(self, sel: str, k: int, jobs: list[Job]) -> tuple[dict[str, list[dict[str, float]]], dict]:
@@ -470,6 +430,10 @@ class _Evaluation:
             if not dist.is_main:
                 continue
             records = {**job.done, **{r["id"]: r for r in gathered}}
+            if not query.scored:  # test-dev: the evaluation server scores the answers (server_results)
+                write_server_results(out, job.stem, records, query, self.progress)
+                per_trial, corpus = {}, {}
+                continue
             means, each_q = score_predictions(task, records, query, per_query=True, vqa_scorer=self.vqa_scorer,
                                               caption_scorer=self.caption_scorer)  # fmt: skip
             for m, each in each_q.items():
@@ -485,37 +449,14 @@ class _Evaluation:
             "task": self.task, "labels": self.labels, "split": query.split, "support_split": support.split,
             "shots": k, "selection": sel, "ensembling": self.ensemble, "metric": metric,
             **({"zero_shot_demos": self.zero_shot_demos} if k == 0 else {}),
-            **_summary(each, [ex.id for ex in query.examples], self.n_bootstrap, self.seed,
+            **summarize(each, [ex.id for ex in query.examples], self.n_bootstrap, self.seed,
                        corpus[metric] if metric in CORPUS_METRICS else None),
-            **_chance(self.task, metric, query),
+            **chance(self.task, metric, query),
             "dataset": query.name, "model": self.model.identifier, "data": query.identifier,
-            "support": support.identifier, "skipped": sum(query.skipped.values()),
+            "support": support.identifier, "skipped": sum(query.skipped.values()), "protocol": self.runner.protocol.name,
             **({"vqa_scorer": self.vqa_scorer} if metric == "VQA accuracy" else {}),
             **({"scorer": self.caption_scorer} if metric in CAPTION_METRICS else {}),
         } for metric, each in per_trial.items()]  # fmt: skip
-
-
-def _summary(per_trial: list[dict[str, float]], ids: list[str], n_bootstrap: int, seed: int,
-             corpus: list[float] | None = None) -> dict:  # fmt: skip
-    """Mean and std over trials of each trial's mean, and the bootstrap CI over the queries every trial scored
-    (in query order, so that the resampling is paired across trials). A corpus statistic (BLEU-4) gives its
-    trials' scores in ``corpus``: their mean and std, and no interval (resampling its per-image scores would
-    bound another number)."""
-    scores = corpus if corpus is not None else [sum(t.values()) / len(t) if t else 0.0 for t in per_trial]
-    mean, std = mean_std(scores)
-    common = [i for i in ids if all(i in t for t in per_trial)]
-    ci = (list(bootstrap_ci([[t[i] for i in common] for t in per_trial], n_bootstrap, seed))
-          if common and corpus is None else None)  # fmt: skip
-    return {"n": len(common), "trials": len(per_trial), "scores": scores, "mean": mean, "std": std, "ci95": ci,
-            "n_bootstrap": n_bootstrap}  # fmt: skip
-
-
-def _chance(task: str, metric: str, query: EvalSet) -> dict:
-    """Classification's chance level for ``metric`` (a guess among the classes), and the number of classes."""
-    if task != "classify":
-        return {}
-    n = len(query.class_names or [])
-    return {"classes": n, "chance": 100.0 * min(_TOP_K[metric], n) / n}
 
 
 def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_size, max_frames, dist: _Dist,
@@ -538,11 +479,3 @@ def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_s
     if progress and dist.is_main:
         print(f"RICES: {len(support)} support and {len(mine)} query features in {time.time() - t0:.1f}s")
     return RicesSelector(RICES(feats, keys), {ex.key: f for ex, f in zip(mine, qfeats)})
-
-
-def _write_outputs(out: Path, results: list[dict]) -> None:
-    from fewshot_eval.report import write_report
-
-    merged = _merge_results(out / "results.json", results)
-    atomic_write_text(out / "results.json", json.dumps({"schema": RESULTS_SCHEMA, "results": merged}, indent=1))
-    write_report(merged, out)

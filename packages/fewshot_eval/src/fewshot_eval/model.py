@@ -57,7 +57,10 @@ class EvalModel(Protocol):
     # both, every prompt is checked against the context before anything is generated.
 
     def generate(self, prompts: list[Prompt], max_new_tokens: int, num_beams: int = 3) -> list[str]:
-        """Text generated after each prompt, cut at ``<EOC>`` / EOS (the stop token itself not included)."""
+        """Text generated after each prompt, cut at ``<EOC>`` / EOS (the stop token itself not included).
+
+        A protocol other than the default (``protocols.PROTOCOLS``) also passes its decoding keywords:
+        ``length_penalty``, ``min_new_tokens`` and ``stop_at_eos`` (False: only ``<EOC>`` stops)."""
         ...
 
     def loglikelihood(self, prefix: Prompt, continuations: list[str]) -> list[tuple[float, int]]:
@@ -75,6 +78,12 @@ class EvalModel(Protocol):
 def prompt_to_text(prompt: Sequence[PromptItem]) -> str:
     """The prompt as the model's text sees it: every image or video replaced by ``<image>``."""
     return "".join(item if isinstance(item, str) else IMAGE_TOKEN for item in prompt)
+
+
+def in_model_tokens(text: str, eoc_token: str) -> str:
+    """A prompt's text with its chunk end ``<EOC>`` spelt as the model's own token (a converted OpenFlamingo
+    model's is ``<|endofchunk|>``)."""
+    return text.replace(EOC, eoc_token) if eoc_token != EOC else text
 
 
 def truncate_generation(text: str, stop: Sequence[str] = (EOC,)) -> str:
@@ -160,7 +169,7 @@ def context_length(model) -> int | None:
 
 def _lm_positions(lm_config) -> int | None:
     """``Flamingo.context_length`` read from the LM's config instead of the built LM (the same fields)."""
-    for name in ("max_position_embeddings", "n_positions"):
+    for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
         value = getattr(lm_config, name, None)
         if isinstance(value, int) and value > 0:
             return value
@@ -177,15 +186,17 @@ class TokenCounter:
         context_length: the LM's positions, or None when unknown (then nothing is checked).
     """
 
-    def __init__(self, tokenizer, doc_start_id: int | None, context_length: int | None):
+    def __init__(self, tokenizer, doc_start_id: int | None, context_length: int | None, eoc_token: str = EOC):
         self.tokenizer, self.doc_start_id, self.context_length = tokenizer, doc_start_id, context_length
+        self.eoc_token = eoc_token
 
     def count_tokens(self, texts: list[str], continuation: bool = False) -> list[int]:
         """Tokens of each text as the model encodes it: a prompt's text (``prompt_to_text``, with the start
         token the processor adds) or a continuation scored after a prompt."""
         if not texts:
             return []
-        ids = self.tokenizer(list(texts), add_special_tokens=not continuation)["input_ids"]
+        ids = self.tokenizer([in_model_tokens(t, self.eoc_token) for t in texts],
+                             add_special_tokens=not continuation)["input_ids"]
         start = 0 if continuation or self.doc_start_id is None else 1
         return [len(row) + start for row in ids]
 
@@ -223,7 +234,7 @@ class TokenCounter:
             lm_config = _lm_config(config)
         except (OSError, ValueError, KeyError, RuntimeError) as e:  # RuntimeError: a packaged LM's conversion
             raise ModelLoadError(f"{model_dir}: could not load the tokenizer or the LM's config ({first_line(e)})") from e
-        return cls(processor.tokenizer, processor.doc_start_id, _lm_positions(lm_config))
+        return cls(processor.tokenizer, processor.doc_start_id, _lm_positions(lm_config), processor.eoc_token)
 
 
 def _lm_config(config):
@@ -298,7 +309,8 @@ class FlamingoEvalModel:
         self._visual_cache: OrderedDict = OrderedDict()
         self._placeholder = torch.zeros(3, 1, 1)  # stands for media already encoded
         self.context_length = context_length(model)
-        self._counter = TokenCounter(self.tokenizer, getattr(self.processor, "doc_start_id", None), self.context_length)
+        self._counter = TokenCounter(self.tokenizer, getattr(self.processor, "doc_start_id", None), self.context_length,
+                                     getattr(self.processor, "eoc_token", EOC))
 
     @property
     def max_length(self) -> int | None:
@@ -343,7 +355,8 @@ class FlamingoEvalModel:
     def _inputs(self, prompts: list[Prompt], padding_side: str) -> dict:
         import torch
 
-        prompts = [[self._fit_frames(x) for x in p] for p in prompts]
+        eoc = getattr(self.processor, "eoc_token", EOC)
+        prompts = [[in_model_tokens(x, eoc) if isinstance(x, str) else self._fit_frames(x) for x in p] for p in prompts]
         if not self.cache_visual:
             batch = self.processor(prompts, padding_side=padding_side)
             return {"media_tokens": None, **{k: (v.to(self.device) if v is not None else None) for k, v in batch.items()}}
@@ -366,22 +379,27 @@ class FlamingoEvalModel:
         return out
 
     # ------------------------------------------------------------------ EvalModel
-    def generate(self, prompts: list[Prompt], max_new_tokens: int, num_beams: int = 3) -> list[str]:
-        """Beam search (or greedy) after each prompt. The stop tokens are banned at the first step: an answer or a
-        caption has at least one token (a trained model may close its chunk at once, and an empty prediction can
-        never score)."""
+    def generate(self, prompts: list[Prompt], max_new_tokens: int, num_beams: int = 3, length_penalty: float = 1.0,
+                 min_new_tokens: int = 1, stop_at_eos: bool = True) -> list[str]:  # fmt: skip
+        """Beam search (or greedy) after each prompt. By default the stop tokens are banned at the first step: an
+        answer or a caption has at least one token (a trained model may close its chunk at once, and an empty
+        prediction can never score)."""
         batch = self._inputs(prompts, "left")
         self._check_length(batch["input_ids"], max_new_tokens)
+        stops = self.model.stop_token_ids if stop_at_eos else [self.model.eoc_token_id]
         new_ids = self.model.generate(
             batch["input_ids"], batch["attention_mask"], batch["media"], max_new_tokens=max_new_tokens,
-            min_new_tokens=min(1, max_new_tokens), num_beams=num_beams, media_mask=batch["media_mask"],
-            media_frame_mask=batch["media_frame_mask"], media_tokens=batch["media_tokens"],
+            min_new_tokens=min(min_new_tokens, max_new_tokens), num_beams=num_beams, length_penalty=length_penalty,
+            media_mask=batch["media_mask"], media_frame_mask=batch["media_frame_mask"],
+            media_tokens=batch["media_tokens"], stop_token_ids=stops,
         )  # fmt: skip
-        return self.processor.decode(new_ids.cpu(), self.model.stop_token_ids)
+        return self.processor.decode(new_ids.cpu(), stops)
 
     def loglikelihood(self, prefix: Prompt, continuations: list[str]) -> list[tuple[float, int]]:
         batch = self._inputs([prefix], "right")
-        cont_ids = [self.tokenizer(c, add_special_tokens=False)["input_ids"] for c in continuations]
+        eoc = getattr(self.processor, "eoc_token", EOC)
+        cont_ids = [self.tokenizer(in_model_tokens(c, eoc), add_special_tokens=False)["input_ids"]
+                    for c in continuations]
         self._check_length(batch["input_ids"], max(len(c) for c in cont_ids))
         scores = self.model.score_continuations(
             batch["input_ids"], cont_ids, batch["media"], media_mask=batch["media_mask"],

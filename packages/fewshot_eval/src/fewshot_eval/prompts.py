@@ -76,6 +76,8 @@ DEFAULT_TEMPLATES = {
     "vizwiz": "<image>Question: {question} Answer: {answer}" + EOC,
     "textvqa": "<image>Question: {question} Answer: {answer}" + EOC,
     "classify": "<image>Output: {answer}" + EOC,
+    # OpenFlamingo's Hateful Memes prompt, the meme's text as the question
+    "hateful-memes": "<image>is an image with: '{question}' written on it. Is it hateful? Answer: {answer}" + EOC,
     "video-caption": "<image>Output: {answer}" + EOC,
     "video-qa": "<image>Question: {question} Answer: {answer}" + EOC,
 }

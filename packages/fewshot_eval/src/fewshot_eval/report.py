@@ -4,13 +4,17 @@ intervals (``bootstrap``) and, for classification, the chance level."""
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
 from contrastive_encoder.shared.outputs import atomic_write_text
+from contrastive_encoder.shared.readers import CorruptFileError, read_json
 
-__all__ = ["markdown_table", "plot_scores", "write_report"]
+__all__ = ["RESULTS_SCHEMA", "markdown_table", "merge_results", "plot_scores", "write_report", "write_results"]
+
+RESULTS_SCHEMA = "fewshot_eval/results/v1"
 
 
 def _series(results: Sequence[dict]) -> dict[tuple, dict[int, dict]]:
@@ -133,3 +137,29 @@ def write_report(results: Sequence[dict], out_dir: str | Path) -> None:
     out_dir = Path(out_dir)
     atomic_write_text(out_dir / "results.md", "# Few-shot results\n\n" + markdown_table(results))
     plot_scores(results, out_dir / "results.png")
+
+
+def merge_results(path: Path, new: list[dict]) -> list[dict]:
+    """Results already in ``path`` with the records of ``new`` replacing those with the same key."""
+    def key(r):
+        # not the data fingerprint: a rerun with another --limit replaces the old numbers
+        return (r["task"], r.get("labels", "true"), r.get("dataset"), r["split"], r["shots"], r["selection"],
+                r["ensembling"], r["metric"], r["model"])  # fmt: skip
+
+    old = []
+    if path.is_file():
+        try:
+            old = read_json(path).get("results", [])
+        except CorruptFileError:  # rewritten from this run's predictions
+            old = []
+        need = ("task", "split", "shots", "selection", "ensembling", "metric", "model")
+        old = [r for r in old if isinstance(r, dict) and all(k in r for k in need)] if isinstance(old, list) else []
+    keys = {key(r) for r in new}
+    return [r for r in old if key(r) not in keys] + new
+
+
+def write_results(out: Path, results: list[dict]) -> None:
+    """``results.json`` (this run's records merged into those already there), then ``write_report``."""
+    merged = merge_results(out / "results.json", results)
+    atomic_write_text(out / "results.json", json.dumps({"schema": RESULTS_SCHEMA, "results": merged}, indent=1))
+    write_report(merged, out)

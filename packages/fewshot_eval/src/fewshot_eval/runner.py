@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from fewshot_eval.datasets import EvalSet, Example
+from fewshot_eval.datasets import CLOSE_ENDED_TASKS, EvalSet, Example
 from fewshot_eval.ensemble import ensemble_scores
 from fewshot_eval.media import load_media
 from fewshot_eval.model import prompt_to_text
 from fewshot_eval.nonce import nonce_names
-from fewshot_eval.postprocess import postprocess
 from fewshot_eval.prompts import Shot, build_prompt
+from fewshot_eval.protocols import PROTOCOLS, Protocol
 from fewshot_eval.selection import (
     TRIAL_SELECTIONS,
     BalancedSelector,
@@ -40,10 +40,11 @@ class Runner:
     nonce labels every class is renamed per query (``nonce.nonce_names``) in its demonstrations and candidates."""
 
     def __init__(self, model, task, support, template, class_names, num_beams, max_new_tokens, ensemble, seed,
-                 max_frames, nonce_words=None):  # fmt: skip
+                 max_frames, nonce_words=None, protocol: Protocol = PROTOCOLS["flamingo"]):  # fmt: skip
         self.model, self.task, self.support, self.template = model, task, support, template
         self.class_names, self.num_beams, self.max_new_tokens = class_names, num_beams, max_new_tokens
         self.ensemble, self.seed, self.max_frames, self.nonce_words = ensemble, seed, max_frames, nonce_words
+        self.protocol = protocol
 
     def names(self, ex: Example, trial: int) -> dict[str, str] | None:
         """The query's episode: class name -> what its prompt calls it (None: the names themselves)."""
@@ -57,7 +58,7 @@ class Runner:
 
     def _shots(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int, trial: int, load: bool = True):
         names = [self.names(ex, trial) for ex in batch]
-        demos = [[self._shot(d, k > 0, nm[d.target] if nm else d.target, load)
+        demos = [[self._shot(d, k > 0, nm[d.target] if nm else self.protocol.demo_text(d.target, d.references), load)
                   for d in (self.support.examples[i] for i in idx)] for idx, nm in zip(demo_idx, names)]  # fmt: skip
         return demos, [self._shot(ex, True, None, load) for ex in batch], names
 
@@ -74,11 +75,12 @@ class Runner:
         demos, queries, names = self._shots(batch, demo_idx, k, trial)
         common = [{"id": ex.id, "demos": [self.support.examples[i].id for i in idx], "model": self.model.identifier}
                   for ex, idx in zip(batch, demo_idx)]  # fmt: skip
-        if self.task == "classify":
+        if self.task in CLOSE_ENDED_TASKS:
             return [self._classify(c, d, q, nm) for c, d, q, nm in zip(common, demos, queries, names)]
         prompts = [build_prompt(d, q, self.template, k == 0) for d, q in zip(demos, queries)]
-        raw = self.model.generate(prompts, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams)
-        return [dict(c, prediction=postprocess(r, self.task), raw=r, prompt=prompt_to_text(p))
+        raw = self.model.generate(prompts, max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
+                                  **self.protocol.decoding)  # fmt: skip
+        return [dict(c, prediction=self.protocol.postprocess(r, self.task), raw=r, prompt=prompt_to_text(p))
                 for c, r, p in zip(common, raw, prompts)]  # fmt: skip
 
     def _classify(self, common: dict, demos: list[Shot], query: Shot, names: dict[str, str] | None) -> dict:
@@ -94,7 +96,8 @@ class Runner:
         order = np.argsort(-scores, kind="stable")
         ranking = [self.class_names[i] for i in order]
         episode = {"names": names} if names else {}
-        return dict(common, prediction=ranking[0], ranking=ranking[:5], **episode,
+        return dict(common, prediction=ranking[0], ranking=ranking[:5], scores=[float(scores[i]) for i in order[:5]],
+                    **episode,
                     prompt=prompt_to_text(build_prefix(range(len(demos)))))  # fmt: skip
 
 

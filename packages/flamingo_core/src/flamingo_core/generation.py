@@ -74,6 +74,8 @@ class FlamingoForGeneration(PreTrainedModel, GenerationMixin):
         object.__setattr__(self, "flamingo", flamingo)
         self.visual, self.media_kv, self.media_args = visual, media_kv, dict(media_args or {})
         self.rows = batch
+        tokenizer = getattr(flamingo, "tokenizer", None)
+        self.decodable = len(tokenizer) if tokenizer is not None else flamingo.vocab_size  # ids that decode to text
         self.phi_last = None  # (B', 1) the prompt's last media index, set by the first cached forward
 
     @property
@@ -115,7 +117,12 @@ class FlamingoForGeneration(PreTrainedModel, GenerationMixin):
             else:  # new tokens: <image> is never generated, so phi stays the prompt's last media
                 logits, past = self._run(input_ids, attention_mask, position_ids, past_key_values, keep,
                                          self.phi_last.expand(-1, input_ids.shape[1]))
-        logits[..., f.media_token_id] = float("-inf")  # media come from the prompt only
+        # media come from the prompt only; and rows of the LM's head past the tokenizer (a converted checkpoint's
+        # LM may have more) decode to no text. Both at -inf in the logits, so that no probability is left on them
+        # when beam search normalises its scores (a suppress_tokens processor acts after that normalisation)
+        logits[..., f.media_token_id] = float("-inf")
+        if self.decodable < logits.shape[-1]:
+            logits[..., self.decodable:] = float("-inf")
         return CausalLMOutputWithPast(logits=logits, past_key_values=past)
 
     def _prompt_once(self, input_ids, attention_mask, position_ids, cache, keep):
