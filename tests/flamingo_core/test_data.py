@@ -1,4 +1,4 @@
-"""Training data: M3W layout (previous/next image), the three source kinds over JSONL, WebDataset tars and
+"""Training data: M3W layout and previous/next draw, the three source kinds over JSONL, WebDataset tars and
 `datasets`, video sampling, corrupt media policy, the resumable sharded sampler, labels and the collator."""
 
 from __future__ import annotations
@@ -51,55 +51,20 @@ def _png(path: Path, colour=(255, 0, 0), size=16) -> Path:
     return path
 
 
-def _phi_of_texts(layout):
-    """For each text chunk, the image it attends to under 'last preceding image' (None if none)."""
-    last, out = None, {}
-    for kind, v in layout:
-        if kind == "image":
-            last = v
-        else:
-            out[v] = last
-    return out
-
-
 # ---------------------------------------------------------------- M3W layout
 
 
-def test_m3w_previous_mode_keeps_document_order():
-    texts, images = ["T0", None, "T1", None, "T2"], [None, "I1", None, "I2", None]
-    layout = m3w_items(texts, images, 5, attend_next=False, rng=random.Random(0))
-    assert layout == [("text", "T0"), ("image", "I1"), ("text", "T1"), ("image", "I2"), ("text", "T2")]
-    assert _phi_of_texts(layout) == {"T0": None, "T1": "I1", "T2": "I2"}
-
-
-def test_m3w_next_mode_makes_each_text_attend_to_the_following_image():
-    texts, images = ["T0", None, "T1", None, "T2"], [None, "I1", None, "I2", None]
-    layout = m3w_items(texts, images, 5, attend_next=True, rng=random.Random(0))
-    phi = _phi_of_texts(layout)
-    # T0 was followed by I1, T1 by I2; T2 has no next image and keeps the last one
-    assert phi["T0"] == "I1"
-    assert any(k.startswith("T1") and v == "I2" for k, v in phi.items())
-    assert [v for k, v in layout if k == "image"] == ["I1", "I2"]  # media order unchanged
-
-
-def test_m3w_window_keeps_at_most_max_images_consecutively():
-    n = 9
-    texts = [x for i in range(n) for x in (f"T{i}", None)]
-    images = [x for i in range(n) for x in (None, f"I{i}")]
-    seen_starts = set()
-    for seed in range(30):
-        layout = m3w_items(texts, images, 5, attend_next=False, rng=random.Random(seed))
-        kept = [int(v[1:]) for k, v in layout if k == "image"]
-        assert len(kept) == 5 and kept == list(range(kept[0], kept[0] + 5))
-        seen_starts.add(kept[0])
-    assert len(seen_starts) > 1  # a random window, not always the first five
+def test_m3w_layout_keeps_document_order_and_joins_texts():
+    texts, images = ["T0", "more", None, "T1", None, "T2"], [None, None, "I1", None, "I2", None]
+    assert m3w_items(texts, images) == [("text", "T0 more"), ("image", "I1"), ("text", "T1"), ("image", "I2"),
+                                        ("text", "T2")]
 
 
 def test_m3w_rejects_non_parallel_lists():
     with pytest.raises(ValueError, match="parallel"):
-        m3w_items(["a"], [None, "x"], 5, False, random.Random(0))
+        m3w_items(["a"], [None, "x"])
     with pytest.raises(ValueError, match="exactly one"):
-        m3w_items(["a", None], ["x", None], 5, False, random.Random(0))
+        m3w_items(["a", None], ["x", None])
 
 
 def test_interleaved_source_draws_next_mode_with_p_next(tmp_path):
@@ -108,16 +73,17 @@ def test_interleaved_source_draws_next_mode_with_p_next(tmp_path):
     doc = {"texts": ["intro", None, "about a", None], "images": [None, "a.png", None, "b.png"]}
     (tmp_path / "m3w.jsonl").write_text(json.dumps(doc) + "\n")
 
-    def first_item_is_image(p_next, seed):
+    def media_next(p_next, seed):
         src = build_source("m3w", "interleaved", tmp_path / "m3w.jsonl", p_next=p_next)
-        items, _ = src.load(0, random.Random(seed))
-        return not isinstance(items[0], str)
+        items, meta = src.load(0, random.Random(seed))
+        assert isinstance(items[0], str)  # the layout is the document's in both modes
+        return meta["media_next"]
 
-    assert not any(first_item_is_image(0.0, s) for s in range(10))
-    assert all(first_item_is_image(1.0, s) for s in range(10))
-    draws = [first_item_is_image(0.5, s) for s in range(40)]
+    assert not any(media_next(0.0, s) for s in range(10))
+    assert all(media_next(1.0, s) for s in range(10))
+    draws = [media_next(0.5, s) for s in range(40)]
     assert 5 < sum(draws) < 35
-    assert draws == [first_item_is_image(0.5, s) for s in range(40)]  # reproducible per sample seed
+    assert draws == [media_next(0.5, s) for s in range(40)]  # reproducible per sample seed
 
 
 def test_interleaved_items_close_chunks_after_media_with_eoc(world):
@@ -265,7 +231,7 @@ def test_webdataset_pairs_and_interleaved(tmp_path):
         add_member(tf, "d0.0.png", png_bytes((0, 255, 0)))
     doc = build_source("m", "interleaved", tmp_path / "doc.tar", p_next=0.0)
     items, _ = doc.load(0, random.Random(0))
-    assert items[0] == "hello" and isinstance(items[1], Image.Image) and items[2] == "bye" + EOC
+    assert items[0] == "hello" + EOC and isinstance(items[1].load(), Image.Image) and items[2] == "bye" + EOC
 
 
 def test_webdataset_missing_shard_is_named(tmp_path):

@@ -21,7 +21,7 @@ def world(tmp_path_factory):
 def _run(world, out, **kw):
     cfg = TrainConfig(data=str(world), out=str(out), model="tiny", vision_encoder=None,
                       weights="m3w=0,ltip=1,align=0,vtp=0", batch_size=8, lr=1e-3, warmup_steps=1, max_steps=6,
-                      save_every=6, final_eval=False, progress=False, cpu=True, **kw)
+                      save_every=6, final_eval=False, progress=False, cpu=True, augment=False, **kw)  # fmt: skip
     model = make_model()
     result = train(cfg, model=model)
     weights = load_file(str(out / "checkpoints" / "step_00000006" / "model" / "model.safetensors"))

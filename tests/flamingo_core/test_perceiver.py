@@ -38,9 +38,12 @@ def test_padding_frames_are_masked():
     assert not torch.allclose(model(padded), model(x_f), atol=1e-4)
 
 
-def test_too_many_frames_is_an_error():
-    with pytest.raises(ValueError, match="at most 4"):
-        make()(torch.randn(1, 5, 3, 16))
+def test_more_frames_than_time_embeddings_interpolate_them():
+    model = make()
+    x_f = torch.randn(1, 7, 3, 16)  # 7 frames on 4 trained time embeddings (test_video_time_embeddings.py)
+    out = model(x_f)
+    assert out.shape == (1, 5, 16) and torch.isfinite(out).all()
+    assert not torch.allclose(out, model(x_f[:, [6, 5, 4, 3, 2, 1, 0]]), atol=1e-4)  # time order still matters
 
 
 def test_latents_receive_gradients():

@@ -6,6 +6,10 @@ features x and text features y and temperature tau,
 
     L = -1/N sum_i [ log softmax_j(x_i . y_j / tau)_i + log softmax_j(y_i . x_j / tau)_i ] / 2.
 
+With label smoothing eps (the paper's recipe: 0.1) each row's target puts 1 - eps on its pair and spreads eps
+evenly over all M columns, pair included: a row's term -log p_i becomes
+-(1 - eps) log p_i - eps/M sum_j log p_j (``F.cross_entropy(label_smoothing=eps)``).
+
 Across processes the features are gathered *with gradients*, so each process scores its examples against the
 global batch and a run on W processes is the same optimisation as a run on one with the same global batch.
 """
@@ -67,12 +71,16 @@ class ClipLoss(nn.Module):
         local_loss: each process scores only its own images/texts (rows) against the global batch (columns):
             W times less compute for the logits; the summed gradient is the same.
         gather_with_grad: gather features with gradients (keep True for exact multi-process equivalence).
+        label_smoothing: eps in [0, 1) of the targets (module docstring); 0 is equation 4 as written.
     """
 
-    def __init__(self, local_loss: bool = False, gather_with_grad: bool = True):
+    def __init__(self, local_loss: bool = False, gather_with_grad: bool = True, label_smoothing: float = 0.0):
         super().__init__()
+        if not 0.0 <= label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
         self.local_loss = local_loss
         self.gather_with_grad = gather_with_grad
+        self.label_smoothing = float(label_smoothing)
 
     @staticmethod
     def _rank_world() -> tuple[int, int]:
@@ -104,4 +112,6 @@ class ClipLoss(nn.Module):
         the processes' gradients averaged (as DDP does) equal the global loss's gradient in both modes."""
         logits_per_image, logits_per_text = self.get_logits(image_features, text_features, logit_scale)
         labels = self.get_ground_truth(logits_per_image.shape[0], logits_per_image.device)
-        return (F.cross_entropy(logits_per_image.float(), labels) + F.cross_entropy(logits_per_text.float(), labels)) / 2
+        eps = self.label_smoothing
+        return (F.cross_entropy(logits_per_image.float(), labels, label_smoothing=eps)
+                + F.cross_entropy(logits_per_text.float(), labels, label_smoothing=eps)) / 2

@@ -33,6 +33,7 @@ __all__ = [
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 TOKENIZER_DIR = "tokenizer"
+SPATIAL_FEATURES = ("final_conv", "last_stage")  # DualEncoderConfig.spatial_features
 
 
 @dataclass
@@ -51,6 +52,10 @@ class DualEncoderConfig:
     max_text_len: int = 64  # captions are truncated to this many tokens
     text_dropout: float = 0.0  # dropout inside the text encoder (0 keeps training deterministic)
     embed_dim: int = 256  # joint embedding space (1376 in the paper)
+    # the spatial features Flamingo's resampler reads (SPATIAL_FEATURES): "final_conv", after the trunk's final 1x1
+    # conv (timm's num_features, 3072 for NFNet-F6), or "last_stage", the last stage's output before it (1536 for
+    # F6, the paper's D). The contrastive embedding pools after the final conv either way.
+    spatial_features: str = "final_conv"
     init_logit_scale: float = math.log(1 / 0.07)  # learnable log-temperature init (CLIP)
     max_logit_scale: float = math.log(100.0)  # logit scale is clamped to exp(this) after each step
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes carried through save/load
@@ -60,6 +65,8 @@ class DualEncoderConfig:
             raise ValueError("DualEncoderConfig needs vision_arch (a timm NFNet name) or vision_nf (NfCfg fields)")
         if self.text_model is None and not self.text_config:
             raise ValueError("DualEncoderConfig needs text_model (a pretrained encoder) or text_config")
+        if self.spatial_features not in SPATIAL_FEATURES:
+            raise ValueError(f"spatial_features {self.spatial_features!r}: expected one of {', '.join(SPATIAL_FEATURES)}")
         self.image_mean = tuple(self.image_mean)
         self.image_std = tuple(self.image_std)
 
@@ -138,17 +145,29 @@ def _build_text_encoder(cfg: DualEncoderConfig) -> nn.Module:
 
 
 class VisionTower(nn.Module):
-    """NFNet trunk -> global average pool -> linear projection -> L2 normalisation."""
+    """NFNet trunk -> global average pool -> linear projection -> L2 normalisation.
 
-    def __init__(self, trunk: nn.Module, embed_dim: int):
+    ``spatial_features`` picks the map ``spatial_map`` gives the Perceiver Resampler (``SPATIAL_FEATURES``).
+    """
+
+    def __init__(self, trunk: nn.Module, embed_dim: int, spatial_features: str = "final_conv"):
         super().__init__()
         self.trunk = trunk
         self.feature_dim = int(trunk.num_features)
+        self.spatial_features = spatial_features
+        last_stage = trunk.feature_info[-2 if trunk.feature_info[-1]["module"] == "final_conv" else -1]
+        self.spatial_dim = self.feature_dim if spatial_features == "final_conv" else int(last_stage["num_chs"])
         self.proj = nn.Linear(self.feature_dim, embed_dim, bias=False)
 
     def forward_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """The final feature map ``(B, d, h, w)`` (what the Perceiver Resampler reads)."""
+        """The final feature map ``(B, d, h, w)``, after the final conv (what the contrastive embedding pools)."""
         return self.trunk.forward_features(pixels)
+
+    def spatial_map(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The feature map the Perceiver Resampler reads, ``(B, spatial_dim, h, w)``."""
+        if self.spatial_features == "final_conv":
+            return self.forward_features(pixels)
+        return self.trunk.stages(self.trunk.stem(pixels))  # the last stage's output, before the final conv
 
     def pool(self, feature_map: torch.Tensor) -> torch.Tensor:
         return self.proj(feature_map.mean(dim=(2, 3)))  # (B, D)
@@ -182,7 +201,7 @@ class DualEncoder(nn.Module):
     def __init__(self, config: DualEncoderConfig, tokenizer=None):
         super().__init__()
         self.config = config
-        self.vision = VisionTower(_build_trunk(config), config.embed_dim)
+        self.vision = VisionTower(_build_trunk(config), config.embed_dim, config.spatial_features)
         self.text = TextTower(_build_text_encoder(config), config.embed_dim)
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
         self.tokenizer = tokenizer if tokenizer is not None else build_tokenizer(config.tokenizer)

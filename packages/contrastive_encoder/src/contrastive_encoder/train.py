@@ -5,7 +5,9 @@ One optimizer step = the micro-batches the StepPlanner gives for that step (one 
 gradient clipping (norm and optional Adaptive Gradient Clipping for the NFNet), AdamW, the warmup/cosine
 schedule and the logit-scale clamp. ``batch_size`` is the *global* batch of one micro-batch, so a run on W
 processes is the same optimisation as a run on one. Checkpoints are atomic folders holding safetensors and
-JSON only; the data position is the step itself, so ``--resume latest`` continues exactly.
+JSON only; the data position is the step itself, so ``--resume latest`` continues exactly. The processes run
+DDP (``accelerator.prepare``), or with ``--fsdp`` FSDP2, whose sharding, clipping and sharded checkpoints are
+``fsdp.py``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
+from . import fsdp as sharding
 from .data.mixing import StepPlanner
 from .data.pairs import PairDataset, collate_pairs
 from .data.sources import open_source
@@ -37,11 +41,13 @@ from .shared.checkpoint import (
     rng_states,
     write_training_state,
 )
+from .shared.fsdp import clip_grad_norm, local_tensor
 from .shared.nonfinite import check_finite_weights
 from .shared.outputs import atomic_save_dir, atomic_write_text, check_save_target, claim_run_dir
 from .shared.readers import load_weights
 from .shared.records import SkipCounter
 from .shared.runlog import MetricsLogger
+from .shared.sharded_checkpoint import gathered_state_dict
 from .shared.training import LoopSettings, StepLog, TimeBudget, any_process, make_accelerator, run_loop
 from .train_config import RUN_OUTPUTS, TrainConfig
 from .transforms import EvalTransform, TrainTransform
@@ -73,8 +79,10 @@ def _lr_lambda(cfg: TrainConfig):
             return (step + 1) / cfg.warmup_steps
         if cfg.schedule == "constant":
             return 1.0
-        progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps))
+        if cfg.schedule == "linear":  # the paper's stage-1 decay (B.1.3)
+            return 1.0 - progress
+        return 0.5 * (1 + math.cos(math.pi * progress))
 
     return fn
 
@@ -136,12 +144,19 @@ class _PooledTextCache:
     nothing and a step is the image tower's forward and backward only.
     """
 
-    def __init__(self, model: DualEncoder, max_items: int = 500_000):
+    def __init__(self, model: DualEncoder, max_items: int = 500_000, collective: bool = False):
         self.model, self.max_items, self.store = model, max_items, {}
+        # FSDP: a call of the encoder is a collective, so every process embeds the union of every process's
+        # captions not yet cached; the processes' caches stay equal, and so do their calls
+        self.collective = collective and dist.is_initialized() and dist.get_world_size() > 1
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(t for t in texts if t not in self.store))
+        if self.collective:
+            parts: list[list[str] | None] = [None] * dist.get_world_size()
+            dist.all_gather_object(parts, missing)  # the captions of this run's own processes
+            missing = list(dict.fromkeys(t for part in parts for t in part))
         if missing:
             device = self.model.logit_scale.device
             tok = {k: v.to(device) for k, v in self.model.tokenize(missing).items()}
@@ -159,18 +174,32 @@ def _check_inputs(cfg: TrainConfig, accelerator, out: Path) -> None:
         raise ValueError(f"--batch-size {cfg.batch_size} (global) must be a multiple of the {world} processes")
     if cfg.accum_steps < 1 or cfg.max_steps < 1:
         raise ValueError(f"--accum-steps and --max-steps must be >= 1, got {cfg.accum_steps} and {cfg.max_steps}")
-    if cfg.optimizer not in ("adamw", "sgd"):
-        raise ValueError(f"unknown optimizer '{cfg.optimizer}': expected adamw or sgd")
+    if cfg.optimizer not in ("adamw", "adam", "sgd"):
+        raise ValueError(f"unknown optimizer '{cfg.optimizer}': expected adamw, adam or sgd")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise ValueError(f"--label-smoothing {cfg.label_smoothing}: expected a value in [0, 1)")
     if cfg.resume == "latest" and latest_checkpoint(out) is None:
         raise FileNotFoundError(f"--resume latest: no checkpoint under {out / 'checkpoints'}")
     if cfg.resume and cfg.resume != "latest" and not is_checkpoint(cfg.resume):
         raise FileNotFoundError(f"--resume {cfg.resume}: not a training checkpoint (no state.json)")
+    if cfg.resume:
+        sharding.check_resume_layout(_resume_dir(cfg, out), cfg.fsdp)
+    if cfg.fsdp:
+        from accelerate.utils import DistributedType
+
+        if accelerator.distributed_type == DistributedType.FSDP:
+            raise ValueError("--fsdp: this run was launched with an accelerate FSDP config; launch it with torchrun "
+                             "or a DDP/single-process accelerate config, or drop --fsdp")
     claim_run_dir(accelerator, out, "contrastive-encoder train", RUN_OUTPUTS, resume=bool(cfg.resume),
                   overwrite=cfg.overwrite, legacy=("checkpoints/step_*/trainer_state.json",))
     if cfg.export:
         check_save_target(cfg.export, cfg.overwrite, flag="--export")
     for path in cfg.zero_shot:  # a set that cannot be evaluated fails now, not after the training time is spent
         load_classification_set(path)
+
+
+def _resume_dir(cfg: TrainConfig, out: Path) -> Path:
+    return latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
 
 
 def _build_model(cfg: TrainConfig) -> tuple[DualEncoder, bool]:
@@ -190,9 +219,29 @@ def _build_model(cfg: TrainConfig) -> tuple[DualEncoder, bool]:
 
 def _optimizer(cfg: TrainConfig, model: DualEncoder):
     groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.text_lr)
+    if cfg.fsdp:
+        groups = sharding.split_replicated(groups)
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(groups, momentum=0.0)
+    if cfg.optimizer == "adam":  # the paper's (B.1.3): the groups' weight decay is an L2 term in the gradient
+        return torch.optim.Adam(groups, betas=(0.9, 0.98), eps=1e-6)
     return torch.optim.AdamW(groups, betas=(0.9, 0.98), eps=1e-6)
+
+
+def _distribute(cfg: TrainConfig, accelerator, model: DualEncoder):
+    """(the model as the step calls it, the DualEncoder itself, its optimizer, the schedule): wrapped by
+    ``accelerator.prepare`` (DDP), or with --fsdp sharded by FSDP2 first (the optimizer holds the shards)."""
+    if cfg.fsdp:
+        total = sum(p.numel() for p in model.parameters())
+        model = sharding.shard_dual_encoder(model, accelerator.device, accelerator.mixed_precision)
+        held = sum(local_tensor(p).numel() for p in model.parameters())
+        print(f"FSDP2: process {accelerator.process_index} holds {held:,} of the {total:,} parameter values",
+              flush=True)  # every process says its own
+    optimizer = _optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
+    if not cfg.fsdp:
+        model, optimizer = accelerator.prepare(model, optimizer)
+    return model, accelerator.unwrap_model(model), optimizer, scheduler
 
 
 class _ContrastiveStep:
@@ -204,7 +253,7 @@ class _ContrastiveStep:
         self.cfg, self.acc, self.model, self.optimizer, self.scheduler = cfg, accelerator, model, optimizer, scheduler
         self.core = accelerator.unwrap_model(model)
         self.batches, self.text_cache, self.skipped, self.history = batches, text_cache, skipped, history
-        self.loss_fn = ClipLoss(local_loss=cfg.local_loss)
+        self.loss_fn = ClipLoss(local_loss=cfg.local_loss, label_smoothing=cfg.label_smoothing)
         self.trainable = [p for p in self.core.parameters() if p.requires_grad]
         self.trunk = [p for p in self.core.vision.trunk.parameters() if p.requires_grad]
         self.images, self.t0 = 0, time.monotonic()
@@ -219,9 +268,22 @@ class _ContrastiveStep:
             yield batch, weight, chunk == n_chunks - 1
             chunk += 1
 
-    def __call__(self, i: int) -> StepLog:
+    def _clip(self) -> float:
+        """AGC on the NFNet trunk (``--agc``), then the global norm; returns the norm before clipping. Under FSDP
+        first the replicated temperature's gradient is averaged, as DDP averages every gradient."""
         from timm.utils import adaptive_clip_grad
 
+        cfg, max_norm = self.cfg, self.cfg.grad_clip if self.cfg.grad_clip > 0 else float("inf")
+        if not cfg.fsdp:
+            if cfg.agc > 0:
+                adaptive_clip_grad(self.trunk, clip_factor=cfg.agc)
+            return float(self.acc.clip_grad_norm_(self.trainable, max_norm))
+        sharding.average_replicated_grads(self.trainable)
+        if cfg.agc > 0:
+            sharding.adaptive_clip_grad_sharded(self.trunk, clip_factor=cfg.agc)
+        return float(clip_grad_norm(self.trainable, max_norm))
+
+    def __call__(self, i: int) -> StepLog:
         acc, core, cfg = self.acc, self.core, self.cfg
         losses = []
         for batch, weight, last in self._micro_batches(i):
@@ -230,15 +292,14 @@ class _ContrastiveStep:
             else:
                 text_inputs = {k: v.to(acc.device) for k, v in core.tokenize(batch["text"]).items()}
             pixels = batch["pixels"].to(acc.device)
-            with nullcontext() if last else acc.no_sync(self.model), acc.autocast():
+            # FSDP reduce-scatters every micro-batch's gradients into the shards (no DDP wrapper to silence)
+            with nullcontext() if last or cfg.fsdp else acc.no_sync(self.model), acc.autocast():
                 img, txt, scale = self.model(pixels, **text_inputs)
                 loss = self.loss_fn(img.float(), txt.float(), scale.float())
                 acc.backward(loss * weight)
             losses.append(loss.detach())
             self.images += pixels.shape[0] * acc.num_processes
-        if cfg.agc > 0:
-            adaptive_clip_grad(self.trunk, clip_factor=cfg.agc)
-        grad_norm = float(acc.clip_grad_norm_(self.trainable, cfg.grad_clip if cfg.grad_clip > 0 else float("inf")))
+        grad_norm = self._clip()
         loss = acc.reduce(torch.stack(losses).mean(), "mean").item()
         finite = math.isfinite(loss) and math.isfinite(grad_norm)
         if finite:
@@ -252,6 +313,73 @@ class _ContrastiveStep:
                        record={"lr": self.scheduler.get_last_lr()[0], "logit_scale": scale,
                                "skipped": sum(self.skipped.values()),
                                "images_per_s": self.images / (time.monotonic() - self.t0)})
+
+
+class _RunHooks:
+    """``run_loop``'s ``evaluate`` and ``save`` for stage 1, and the final export: zero-shot sets (under FSDP on
+    every process, its module calls being collectives), checkpoints in the run's layout (full; sharded under
+    FSDP)."""
+
+    def __init__(self, cfg, accelerator, core, optimizer, scheduler, planner, skipped, history, logger, out):
+        self.cfg, self.acc, self.core, self.optimizer, self.scheduler = cfg, accelerator, core, optimizer, scheduler
+        self.planner, self.skipped, self.history, self.logger, self.out = planner, skipped, history, logger, out
+        self.trainable = [p for p in core.parameters() if p.requires_grad]
+        self.trained_names = [n for n, p in core.named_parameters() if p.requires_grad]
+        self.evals: dict[str, Any] = {}
+
+    def evaluate(self, step: int) -> None:
+        cfg, acc = self.cfg, self.acc
+        if cfg.zero_shot and (acc.is_main_process or cfg.fsdp):
+            for path in cfg.zero_shot:
+                res = zero_shot_classify(self.core, path, cfg.templates, max_images=cfg.eval_max_images)
+                key = Path(path).parent.name if Path(path).name in ("val", "test", "train") else Path(path).stem
+                self.evals[key] = res
+                self.logger.log(step, **{f"zero_shot/{key}/top1": res["top1"], f"zero_shot/{key}/n": res["n"]})
+                acc.print(f"step {step}: zero-shot {key} top1 {res['top1']:.3f} ({res['n']} images)")
+            if cfg.fsdp:
+                self.core.reshard()  # the root's weights stay gathered after a call: back to the optimizer's shards
+        acc.wait_for_everyone()
+
+    def save(self, step: int) -> None:
+        acc, out = self.acc, self.out
+        extra = {"data": {"planner": self.planner.state_dict(), "positions": self.planner.positions(step)},
+                 "skipped": dict(self.skipped), "history": self.history, "train_config": asdict(self.cfg)}
+        if self.cfg.fsdp:  # each process checks its shards, all raise together
+            reduce = (lambda t: acc.reduce(t, reduction="sum")) if acc.num_processes > 1 else None
+            check_finite_weights(step, [local_tensor(p) for p in self.trainable], out, reduce=reduce)
+            sharding.save_sharded_checkpoint(acc, self.core, self.optimizer, self.scheduler, step, out, extra,
+                                             self.trained_names)
+        else:
+            check_finite_weights(step, self.trainable, out)  # replicated weights: every process agrees
+            if acc.is_main_process:
+                save_checkpoint(checkpoint_dir(out, step), self.core, self.optimizer, self.scheduler, step, extra)
+        if acc.is_main_process:
+            prune_checkpoints(out, self.cfg.keep_checkpoints)
+        acc.wait_for_everyone()
+
+    def export(self) -> None:
+        cfg, acc = self.cfg, self.acc
+        full = gathered_state_dict(self.core, trained_only=False) if cfg.fsdp else None  # collective
+        if acc.is_main_process:
+            if cfg.fsdp:
+                sharding.save_gathered(self.core, cfg.export, full, overwrite=cfg.overwrite)
+            else:
+                self.core.save_pretrained(cfg.export, overwrite=cfg.overwrite)
+        acc.wait_for_everyone()
+
+
+def _resume(cfg: TrainConfig, out: Path, accelerator, model, optimizer, scheduler, trained_names) -> dict:
+    """The trainer state of the checkpoint --resume names, its weights, optimizer and schedule loaded ({} for a
+    new run)."""
+    if not cfg.resume:
+        return {}
+    ckpt = _resume_dir(cfg, out)
+    if cfg.fsdp:
+        state = sharding.load_sharded_checkpoint(ckpt, model, optimizer, scheduler, accelerator, trained_names)
+    else:
+        state = load_checkpoint(ckpt, accelerator.unwrap_model(model), optimizer, scheduler)
+    accelerator.print(f"resumed from {ckpt} at step {state['step']}")
+    return state
 
 
 def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
@@ -268,67 +396,39 @@ def train(cfg: TrainConfig, accelerator=None) -> dict[str, Any]:
                  if cfg.augment else EvalTransform(mc.image_size, mc.image_mean, mc.image_std))
     dataset = PairDataset(sources, transform, strict=cfg.strict)
     planner = StepPlanner(dataset.sizes(), cfg.batch_size * cfg.accum_steps, cfg.data_weights, cfg.strategy, cfg.seed)
-    optimizer = _optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg))
-    model, optimizer = accelerator.prepare(model, optimizer)
-    core: DualEncoder = accelerator.unwrap_model(model)
-
-    start, history = 0, {}
-    if cfg.resume:
-        ckpt = latest_checkpoint(out) if cfg.resume == "latest" else Path(cfg.resume)
-        state = load_checkpoint(ckpt, core, optimizer, scheduler)
-        start, history = state["step"], state.get("history", {})
-        skipped.update(state.get("skipped", {}))
-        say(f"resumed from {ckpt} at step {start}")
+    model, core, optimizer, scheduler = _distribute(cfg, accelerator, model)
+    state = _resume(cfg, out, accelerator, model, optimizer, scheduler,
+                    [n for n, p in core.named_parameters() if p.requires_grad])
+    start, history = state.get("step", 0), state.get("history", {})
+    skipped.update(state.get("skipped", {}))
     end = cfg.max_steps if cfg.stop_after is None else min(cfg.max_steps, start + cfg.stop_after)
     logger = MetricsLogger(out, enabled=accelerator.is_main_process, resume_step=start if cfg.resume else None)
     say(f"model {mc.name}: {counts['trainable']:,} trainable / {counts['frozen']:,} frozen parameters "
         f"(vision trunk {counts['vision']:,}, text encoder {counts['text']:,}); {world} process(es), "
-        f"global batch {cfg.batch_size}, data {dataset.sizes()} ({cfg.strategy})")
+        f"global batch {cfg.batch_size}, data {dataset.sizes()} ({cfg.strategy})" + (", FSDP2" if cfg.fsdp else ""))
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_LocalBatches(planner, cfg.accum_steps, rank, world, start, end),
         collate_fn=collate_pairs, num_workers=cfg.num_workers, persistent_workers=False,
         prefetch_factor=4 if cfg.num_workers else None)
-    text_cache = _PooledTextCache(core) if lock_text and cfg.text_cache else None
-    trainable = [p for p in core.parameters() if p.requires_grad]
-    evals: dict[str, Any] = {}
-
-    def evaluate(step: int) -> None:
-        if accelerator.is_main_process and cfg.zero_shot:
-            for path in cfg.zero_shot:
-                res = zero_shot_classify(core, path, cfg.templates, max_images=cfg.eval_max_images)
-                key = Path(path).parent.name if Path(path).name in ("val", "test", "train") else Path(path).stem
-                evals[key] = res
-                logger.log(step, **{f"zero_shot/{key}/top1": res["top1"], f"zero_shot/{key}/n": res["n"]})
-                say(f"step {step}: zero-shot {key} top1 {res['top1']:.3f} ({res['n']} images)")
-        accelerator.wait_for_everyone()
-
-    def save(step: int) -> None:
-        check_finite_weights(step, trainable, out)  # replicated weights: every process agrees
-        if accelerator.is_main_process:
-            extra = {"data": {"planner": planner.state_dict(), "positions": planner.positions(step)},
-                     "skipped": dict(skipped), "history": history, "train_config": asdict(cfg)}
-            save_checkpoint(checkpoint_dir(out, step), core, optimizer, scheduler, step, extra)
-            prune_checkpoints(out, cfg.keep_checkpoints)
-        accelerator.wait_for_everyone()
-
+    text_cache = _PooledTextCache(core, collective=cfg.fsdp) if lock_text and cfg.text_cache else None
+    hooks = _RunHooks(cfg, accelerator, core, optimizer, scheduler, planner, skipped, history, logger, out)
     step = _ContrastiveStep(cfg, accelerator, model, optimizer, scheduler, iter(loader), text_cache, skipped,
                             history)
     settings = LoopSettings(max_steps=end, save_every=cfg.save_every, eval_every=cfg.eval_every,
                             log_every=cfg.log_every, progress=cfg.progress, desc="train", out=str(out))
-    loop = run_loop(settings, start, step=step, save=save, evaluate=evaluate,
+    loop = run_loop(settings, start, step=step, save=hooks.save, evaluate=hooks.evaluate,
                     log=lambda n, record: logger.log(n, **record), budget=TimeBudget(cfg.max_minutes),
                     agree=any_process(accelerator), on_nonfinite=logger.close,
                     show_progress=accelerator.is_local_main_process)
     if loop.stopped == "max_minutes":
         say(f"time budget of {cfg.max_minutes} min spent at step {loop.step}")
     if cfg.zero_shot and loop.step > start:
-        evaluate(loop.step)
-    if cfg.export and accelerator.is_main_process:
-        core.save_pretrained(cfg.export, overwrite=cfg.overwrite)
-    summary = _summary(cfg, loop, start, history, step.images, evals, skipped, counts, world)
+        hooks.evaluate(loop.step)
+    if cfg.export:
+        hooks.export()
+    summary = _summary(cfg, loop, start, history, step.images, hooks.evals, skipped, counts, world)
     if accelerator.is_main_process:
-        _report(cfg, out, mc.name, loop, start, summary, evals, skipped, world, say)
+        _report(cfg, out, mc.name, loop, start, summary, hooks.evals, skipped, world, say)
     logger.close()
     accelerator.end_training()
     return summary

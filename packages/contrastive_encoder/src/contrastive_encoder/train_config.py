@@ -46,14 +46,18 @@ class TrainConfig(RunOptions):
     max_steps: int = field(default=1800, metadata=option(
         "optimizer steps (the cosine schedule reaches 0 here)", type=positive_int))
     optimizer: str = field(default="adamw", metadata=option(
-        "optimizer (sgd: plain, no momentum, for tests and ablations)", choices=("adamw", "sgd")))
+        "optimizer (adam: the paper's, weight decay as an L2 term; sgd: plain, no momentum, for tests and ablations)",
+        choices=("adamw", "adam", "sgd")))
     text_lr: float | None = field(default=None, metadata=option(
         "peak learning rate of the text tower (default --lr)", type=positive_float))
     weight_decay: float = field(default=0.05, metadata=option(
         "AdamW weight decay on weight matrices (not gains, biases, norms, logit scale)", type=non_negative_float))
     warmup_steps: int = field(default=50, metadata=option("linear warmup steps from 0", type=non_negative_int))
     schedule: str = field(default="cosine", metadata=option(
-        "learning-rate schedule after warmup (cosine: to 0 at --max-steps)", choices=("cosine", "constant")))
+        "learning-rate schedule after warmup (cosine or linear, the paper's: to 0 at --max-steps)",
+        choices=("cosine", "linear", "constant")))
+    label_smoothing: float = field(default=0.0, metadata=option(
+        "label smoothing of the contrastive loss's targets, in [0, 1) (the paper: 0.1)", type=non_negative_float))
     agc: float = field(default=0.0, metadata=option(
         "Adaptive Gradient Clipping factor for the NFNet trunk (0 disables; the NFNet paper uses 0.01)",
         type=non_negative_float))
@@ -83,6 +87,10 @@ class TrainConfig(RunOptions):
         "prompt template with {class}, repeatable", flag="--template"))
     eval_max_images: int | None = field(default=500, metadata=option(
         "cap on images per zero-shot set", type=positive_int))
+    fsdp: bool = field(default=False, metadata=option(
+        "shard the dual encoder over the processes with FSDP2 (torch fully_shard; fp32 master weights, bf16 compute "
+        "under --precision bf16), on CPU (gloo) as on GPUs; checkpoints are sharded (torch.distributed.checkpoint) "
+        "and resume with another number of processes"))
     export: str | None = field(default=None, metadata=option(
         "also save the final model to this folder (save_pretrained); --overwrite applies"))
     model_overrides: dict[str, Any] = field(default_factory=dict)  # DualEncoderConfig field overrides (Python only)

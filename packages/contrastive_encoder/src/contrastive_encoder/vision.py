@@ -34,7 +34,7 @@ class FrozenVisionEncoder(nn.Module):
     def __init__(self, tower: VisionTower, image_size: int, mean, std, identifier: str):
         super().__init__()
         self.tower = tower
-        self.feature_dim = tower.feature_dim
+        self.feature_dim = tower.spatial_dim
         self.embed_dim = tower.proj.out_features
         self.image_size = int(image_size)
         self.identifier = identifier
@@ -58,6 +58,8 @@ class FrozenVisionEncoder(nn.Module):
                 digest.update(key.encode())
                 digest.update(value.detach().float().cpu().numpy().tobytes())
             identifier = f"{model.config.name}@{digest.hexdigest()[:12]}"
+            if model.config.spatial_features != "final_conv":  # same weights, other features: another cache key
+                identifier += f"/{model.config.spatial_features}"
         cfg = model.config
         return cls(copy.deepcopy(model.vision), cfg.image_size, cfg.image_mean, cfg.image_std, identifier)
 
@@ -76,7 +78,7 @@ class FrozenVisionEncoder(nn.Module):
         if pixels.dim() != 5:
             raise ValueError(f"pixels must be (B, C, H, W) or (B, T, C, H, W), got shape {tuple(pixels.shape)}")
         b, t = pixels.shape[:2]
-        fmap = self.tower.forward_features(pixels.flatten(0, 1))  # (B*T, d, h, w)
+        fmap = self.tower.spatial_map(pixels.flatten(0, 1))  # (B*T, d, h, w)
         return fmap.flatten(2).transpose(1, 2).reshape(b, t, -1, self.feature_dim)  # (B, T, S, d)
 
     @torch.no_grad()

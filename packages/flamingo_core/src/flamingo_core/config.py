@@ -2,13 +2,17 @@
 
 Presets are JSON files in ``presets/`` loaded as ``FlamingoConfig(**json)``. The paper inserts a GATED
 XATTN-DENSE block before every layer of the 3B model, every 4th of the 9B and every 7th of the 80B
-(``cross_attn_every`` 1 / 4 / 7); the ``flamingo-*-spacing`` presets reproduce that spacing on SmolLM2.
+(``cross_attn_every`` 1 / 4 / 7); the ``flamingo-*-spacing`` presets reproduce that spacing on SmolLM2 with the
+trained parts at the paper's sizes (Table 4): a resampler of 16 heads of 96 (1536 wide) and cross-attention with
+the LM's own heads, both with Squared ReLU feed-forwards 4x wide.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from .perceiver import FFW_ACTIVATIONS
 
 __all__ = ["CROSS_ATTN_PLACEMENTS", "FROZEN_DTYPES", "FlamingoConfig", "list_models", "load_config"]
 
@@ -40,10 +44,11 @@ class FlamingoConfig:
     resampler_heads: int = 8  # its attention heads
     resampler_dim_head: int = 64  # width of each of its heads
     resampler_ff_mult: int = 4  # its feed-forward width multiplier
-    max_frames: int = 8  # learned time embeddings (max video frames)
-    xattn_heads: int = 8  # cross-attention heads
-    xattn_dim_head: int = 64  # width of each cross-attention head
+    max_frames: int = 8  # learned time embeddings, one per trained video frame (longer videos interpolate them)
+    xattn_heads: int | None = 8  # cross-attention heads; None = the LM's (paper, Table 4)
+    xattn_dim_head: int | None = 64  # width of each cross-attention head; None = the LM's (hidden / heads)
     xattn_ff_mult: int = 4  # gated feed-forward width multiplier
+    ffw_activation: str = "gelu"  # resampler and GATED XATTN-DENSE feed-forwards: FFW_ACTIVATIONS (paper: squared_relu)
     media_token: str = "<image>"  # marks where an image/video occurs in the text
     eoc_token: str = "<EOC>"  # end of chunk: ends a caption/answer, stops generation
     # put before every sequence when the tokenizer adds no start token itself, so the LM's first position (its
@@ -78,6 +83,25 @@ class FlamingoConfig:
             raise ValueError("num_latents and max_frames must be >= 1")
         if self.frozen_dtype not in FROZEN_DTYPES:
             raise ValueError(f"frozen_dtype {self.frozen_dtype!r}: expected one of {', '.join(FROZEN_DTYPES)}")
+        if self.ffw_activation not in FFW_ACTIVATIONS:
+            raise ValueError(f"ffw_activation {self.ffw_activation!r}: expected one of {', '.join(FFW_ACTIVATIONS)}")
+        for name in ("resampler_heads", "resampler_dim_head", "xattn_heads", "xattn_dim_head"):
+            value = getattr(self, name)
+            if name.startswith("xattn") and value is None:  # None: the LM's
+                continue
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+    def xattn_head_shape(self, lm_hidden_size: int, lm_num_heads: int) -> tuple[int, int]:
+        """(heads, dim_head) of the cross-attention for an LM of ``lm_hidden_size`` and ``lm_num_heads``: the
+        fields where given, the LM's heads and their width (hidden / heads) where None (paper, Table 4)."""
+        heads = self.xattn_heads if self.xattn_heads is not None else lm_num_heads
+        if self.xattn_dim_head is not None:
+            return heads, self.xattn_dim_head
+        if lm_hidden_size % heads:
+            raise ValueError(f"xattn_dim_head None takes the LM's head width, but its hidden size {lm_hidden_size} "
+                             f"does not split into {heads} heads; give xattn_dim_head")
+        return heads, lm_hidden_size // heads
 
     def xattn_layer_indices(self, num_layers: int) -> list[int]:
         """Indices of the decoder layers (of ``num_layers``) that get a GATED XATTN-DENSE block before them, by

@@ -63,6 +63,8 @@ class Flamingo(nn.Module):
         self.lm_vocab_size = (in_emb if out_emb is None else out_emb).weight.shape[0]
         self.vocab_size = max(len(tokenizer), self.lm_vocab_size)
         dim, dim_visual = lm.config.hidden_size, vision_encoder.feature_dim
+        # heads None: the LM's own (the paper's blocks, Table 4); the config then records the numbers built
+        config.xattn_heads, config.xattn_dim_head = config.xattn_head_shape(dim, lm.config.num_attention_heads)
 
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -74,6 +76,7 @@ class Flamingo(nn.Module):
                 num_latents=config.num_latents,
                 max_frames=config.max_frames,
                 ff_mult=config.resampler_ff_mult,
+                ffw_activation=config.ffw_activation,
             )
             parent, attr, layers = find_decoder_layers(lm)
             self.xattn_layer_indices = config.xattn_layer_indices(len(layers))  # cross_attn_every / _placement
@@ -85,6 +88,7 @@ class Flamingo(nn.Module):
                     dim_head=config.xattn_dim_head,
                     ff_mult=config.xattn_ff_mult,
                     only_attend_immediate_media=config.only_attend_immediate_media,
+                    ffw_activation=config.ffw_activation,
                 )
                 for _ in self.xattn_layer_indices
             )
@@ -170,8 +174,8 @@ class Flamingo(nn.Module):
     @property
     def context_length(self) -> int | None:
         """The frozen LM's positions, prompt and generated tokens together (``max_position_embeddings``, GPT-2's
-        ``n_positions``); None when its config names none."""
-        for name in ("max_position_embeddings", "n_positions"):
+        ``n_positions``, MPT's ``max_seq_len``); None when its config names none."""
+        for name in ("max_position_embeddings", "n_positions", "max_seq_len"):
             value = getattr(self.lm.config, name, None)
             if isinstance(value, int) and value > 0:
                 return value
@@ -228,9 +232,18 @@ class Flamingo(nn.Module):
         """Each cross-attention block's keys/values of the visual tokens, computed once per prompt."""
         return [block.media_kv(visual) for block in self.xattn_layers]
 
-    def phi(self, input_ids: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
-        """phi of Figure 7: (B, L) index of the last ``<image>`` at or before each token (0 = none)."""
+    def phi(self, input_ids: torch.Tensor, offset: torch.Tensor | None = None,
+            media_next: torch.Tensor | None = None) -> torch.Tensor:
+        """phi of Figure 7: (B, L) index of the last ``<image>`` at or before each token (0 = none).
+
+        ``media_next`` (B,) bool: in those rows every token attends to the first image after it instead, phi + 1,
+        and tokens after the row's last image to none (M3W's next-image sequences, Appendix A.3.2).
+        """
         phi = (input_ids == self.media_token_id).long().cumsum(-1)
+        if media_next is not None:
+            after = phi + 1
+            after = after.masked_fill(after > phi[:, -1:], 0)  # phi[:, -1]: the row's number of images
+            phi = torch.where(media_next.to(device=phi.device, dtype=torch.bool)[:, None], after, phi)
         return phi if offset is None else phi + offset[:, None]
 
     # ------------------------------------------------------------------ LM calls
@@ -319,11 +332,15 @@ class Flamingo(nn.Module):
             )
 
     def _media_context(self, input_ids, media, media_mask, media_frame_mask, media_tokens,
-                       segment_ids=None) -> MediaContext | None:
+                       segment_ids=None, media_next=None) -> MediaContext | None:
         """The cross-attention layers' view of the media (None without any), after checking that the text's
-        ``<image>`` tokens do not outnumber the media given. ``segment_ids``: a packed batch (``packing``)."""
-        phi = self.phi(input_ids)
+        ``<image>`` tokens do not outnumber the media given. ``segment_ids``: a packed batch (``packing``);
+        ``media_next``: rows whose phi points at the next image (``phi``)."""
+        phi = self.phi(input_ids, media_next=media_next)
         if segment_ids is not None:
+            if media_next is not None and bool(media_next.any()):
+                raise ValueError("packed batches cannot hold next-image rows (media_next): their phi would reach "
+                                 "the next sample's image")
             if not self.config.only_attend_immediate_media:
                 raise ValueError("packed batches need only_attend_immediate_media: attending to every earlier "
                                  "media would reach the other samples' images (flamingo train --no-pack)")
@@ -376,6 +393,7 @@ class Flamingo(nn.Module):
         loss_reduction: str = "mean",
         loss_chunk: int | None = None,
         segment_ids: torch.Tensor | None = None,
+        media_next: torch.Tensor | None = None,
         **unused,
     ) -> CausalLMOutputWithPast:
         """Logits (and loss when ``labels`` are given) of interleaved text and media.
@@ -399,6 +417,7 @@ class Flamingo(nn.Module):
             loss_chunk: rows per pass of ``label_nll`` (default ``head_loss.default_chunks(device)``).
             segment_ids: (B, L) a packed batch's samples (1, 2, ...; 0 on padding, ``packing.pack_batch``): each
                 sees only its own tokens and media, its positions restart at 0.
+            media_next: (B,) bool: those rows' tokens attend to the image after them (``phi``; M3W, A.3.2).
 
         Returns:
             ``CausalLMOutputWithPast`` with ``loss``, ``logits`` (B, L, vocab_size), ``past_key_values``.
@@ -410,7 +429,8 @@ class Flamingo(nn.Module):
             raise ValueError(f"Flamingo.forward: loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        context = self._media_context(input_ids, media, media_mask, media_frame_mask, media_tokens, segment_ids)
+        context = self._media_context(input_ids, media, media_mask, media_frame_mask, media_tokens, segment_ids,
+                                      media_next)
         positions = position_ids_from_mask(attention_mask)
         if segment_ids is not None:  # block-diagonal causal self-attention, positions per sample
             attention_mask, positions = segment_attention_mask(segment_ids), segment_positions(segment_ids)

@@ -93,6 +93,7 @@ class GatedCrossAttentionBlock(nn.Module):
         heads, dim_head: cross-attention heads.
         ff_mult: feed-forward width multiplier.
         only_attend_immediate_media: True (paper default) = attend only to the last preceding media.
+        ffw_activation: the feed-forward's activation, "gelu" or the paper's "squared_relu" (Table 4).
     """
 
     def __init__(
@@ -103,12 +104,13 @@ class GatedCrossAttentionBlock(nn.Module):
         dim_head: int = 64,
         ff_mult: int = 4,
         only_attend_immediate_media: bool = True,
+        ffw_activation: str = "gelu",
     ):
         super().__init__()
         self.attn = MaskedCrossAttention(dim, dim_visual, heads, dim_head, only_attend_immediate_media)
         # shape (1,), not 0-dim: FSDP refuses 0-dim parameters ("doesn't support scalar parameters")
         self.alpha_xattn = nn.Parameter(torch.zeros(1))
-        self.ffw = FeedForward(dim, ff_mult)
+        self.ffw = FeedForward(dim, ff_mult, ffw_activation)
         self.alpha_dense = nn.Parameter(torch.zeros(1))
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):

@@ -15,7 +15,8 @@ media tokens and the last position.
 
 The model contract: the mixture calls the (possibly DDP/FSDP-wrapped) model as ``model(**inputs, ...)``, where
 ``inputs`` are the batch's ``input_ids`` and ``attention_mask`` and, when the batch has them (not None), its
-``media``, ``media_mask``, ``media_frame_mask`` and ``segment_ids`` (a packed batch, ``packing``). ``token_nll``
+``media``, ``media_mask``, ``media_frame_mask``, ``segment_ids`` (a packed batch, ``packing``) and ``media_next``
+(M3W rows whose tokens attend to the next image, ``Flamingo.phi``). ``token_nll``
 (the training and held-out loss) reads ``model(**inputs, labels=labels, loss_reduction="sum").loss``, the summed next-token NLL over the label
 positions; ``flamingo_logits`` reads ``model(**inputs).logits`` (B, L, V), or with ``logits_mask=`` (B, L) bool
 the (P, V) logits of those positions. ``Flamingo.forward`` is that model; how it computes the summed loss (the
@@ -109,7 +110,7 @@ def next_token_nll(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Te
 def _model_inputs(batch: Mapping[str, Any]) -> dict[str, Any]:
     """The model inputs of a collated batch (the contract in the module docstring)."""
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    for key in ("media", "media_mask", "media_frame_mask", "segment_ids"):
+    for key in ("media", "media_mask", "media_frame_mask", "segment_ids", "media_next"):
         if batch.get(key) is not None:
             inputs[key] = batch[key]
     return inputs

@@ -1,5 +1,9 @@
 """Input processing for Flamingo (arXiv 2204.14198, Figure 7): interleaved text, images and videos -> token ids
 with one ``<image>`` token where each media occurs, ``<EOC>`` ending chunks, and padded media tensors.
+
+``stage2_image_transform`` is the paper's deterministic image preprocessing (Appendix B.1.2): pad to a square
+with the image's mean colour, resize to the stage-2 resolution (320 for the paper's NFNet-F6, the encoder's own
+input size otherwise), normalise as the encoder does.
 """
 
 from __future__ import annotations
@@ -10,7 +14,9 @@ import torch
 
 from .tokenization import add_flamingo_tokens
 
-__all__ = ["FlamingoProcessor"]
+__all__ = ["PAPER_IMAGE_SIZE", "FlamingoProcessor", "stage2_image_size", "stage2_image_transform"]
+
+PAPER_IMAGE_SIZE = 320  # Appendix B.1.2: Flamingo trains at 320 x 320, its NFNet-F6 was pretrained at 288
 
 
 def _is_pil(x) -> bool:
@@ -19,6 +25,40 @@ def _is_pil(x) -> bool:
     except ImportError:  # pragma: no cover
         return False
     return isinstance(x, Image.Image)
+
+
+def stage2_image_size(vision_encoder) -> int:
+    """The stage-2 input resolution: 320 for the paper's NFNet-F6 tower (identifiers ``nfnet-f6...``), else the
+    encoder's own ``image_size``."""
+    if str(getattr(vision_encoder, "identifier", "")).startswith("nfnet-f6"):
+        return PAPER_IMAGE_SIZE
+    return int(vision_encoder.image_size)
+
+
+def stage2_image_transform(vision_encoder, image_size: int | None = None) -> Callable:
+    """PIL image -> (C, H, W): pad to a square with its mean colour, then resize and normalise.
+
+    Args:
+        vision_encoder: the frozen tower; its ``preprocess`` does the resize and normalisation at its own size.
+        image_size: the output side (default ``stage2_image_size``). A size other than the encoder's needs a
+            stage-1 tower, whose normalisation is known (``EvalTransform``): resized to it, normalised alike.
+
+    Raises:
+        ValueError: another size for a tower whose preprocessing cannot be re-sized.
+    """
+    from flamingo_core.data.augmentation import pad_to_square
+
+    size = stage2_image_size(vision_encoder) if image_size is None else int(image_size)
+    preprocess = vision_encoder.preprocess
+    if size != getattr(vision_encoder, "image_size", size):
+        inner = getattr(vision_encoder, "_transform", None)
+        if not all(hasattr(inner, a) for a in ("size", "mean", "std")):
+            raise ValueError(f"image size {size}: the vision encoder {type(vision_encoder).__name__} resizes to "
+                             f"{vision_encoder.image_size} itself; expected a stage-1 tower to change its size")
+        from contrastive_encoder.transforms import EvalTransform
+
+        preprocess = EvalTransform(size, tuple(inner.mean), tuple(inner.std))
+    return lambda image: preprocess(pad_to_square(image))
 
 
 def doc_start_id(tokenizer, token: str | None) -> int | None:
@@ -98,6 +138,11 @@ class FlamingoProcessor:
                         f"got {type(item).__name__}")
 
     # ------------------------------------------------------------------ text
+    def token_ids(self, text: str) -> list[int]:
+        """The ids of one sample's text as ``encode`` makes them: the start token, if any, then the tokens."""
+        ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
+        return ids if self.doc_start_id is None else [self.doc_start_id, *ids]
+
     def split_sample(self, sample, index: int = 0) -> tuple[str, list]:
         """An interleaved item list -> (text with ``<image>`` at each media, media list)."""
         if isinstance(sample, str):
@@ -144,21 +189,36 @@ class FlamingoProcessor:
         if side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
         max_length = max_length or self.max_length
-        rows, tensors = [], []
+        rows, kept = [], []
         for i, (text, items) in enumerate(zip(texts, media)):
-            ids = self.tokenizer(text, add_special_tokens=True)["input_ids"]
-            if self.doc_start_id is not None:
-                ids = [self.doc_start_id, *ids]
-            count = sum(t == self.media_token_id for t in ids)
-            if count != len(items):
-                raise ValueError(
-                    f"{count} {self.media_token} tokens in the text but {len(items)} "
-                    f"{'image was' if len(items) == 1 else 'images were'} given (sample {i})"
-                )
+            ids = self.token_ids(text)
+            self._check_count(ids, items, i)
             if max_length is not None and len(ids) > max_length:
                 ids = ids[:max_length]
                 items = items[: sum(t == self.media_token_id for t in ids)]
             rows.append(ids)
+            kept.append(items)
+        return self.encode_ids(rows, kept, padding_side=side)
+
+    def _check_count(self, ids: list[int], items: list, i: int) -> None:
+        count = sum(t == self.media_token_id for t in ids)
+        if count != len(items):
+            raise ValueError(
+                f"{count} {self.media_token} tokens in the text but {len(items)} "
+                f"{'image was' if len(items) == 1 else 'images were'} given (sample {i})"
+            )
+
+    def encode_ids(self, rows: list[list[int]], media: list[list], padding_side: str | None = None) -> dict:
+        """Encode token id rows (``token_ids``, possibly cut) with their media in order of their ``<image>``
+        tokens; returns what ``__call__`` does."""
+        if len(rows) != len(media) or not rows:
+            raise ValueError(f"{len(rows)} id rows but {len(media)} media lists (both must be non-empty)")
+        side = padding_side or self.padding_side
+        if side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {side!r}")
+        tensors = []
+        for i, (ids, items) in enumerate(zip(rows, media)):
+            self._check_count(ids, items, i)
             tensors.append([self.media_to_tensor(m, f" (sample {i}, media {j})") for j, m in enumerate(items)])
         return self._collate(rows, tensors, side)
 

@@ -4,9 +4,9 @@ labels for next-token prediction.
 Exactness. The order of a source is a fixed function of (seed, epoch): step ``s`` of a run reads global
 positions ``[s*G, (s+1)*G)`` of the endless stream of epoch permutations, ``G = batch_size * world_size``, and
 process ``r`` takes its ``batch_size`` slice of them. Every random choice inside a sample (video clip start,
-M3W previous/next image) comes from an RNG seeded by (seed, source, epoch, index). So the data position of a
-run is just its step number: a resumed run and a run with a different number of processes but the same global
-batch read exactly the same samples.
+M3W window and previous/next image, flips and colour jitter) comes from an RNG seeded by (seed, source, epoch,
+index). So the data position of a run is just its step number: a resumed run and a run with a different number
+of processes but the same global batch read exactly the same samples.
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from flamingo_core.data.sources import SkippedSample, Source
+from contrastive_encoder.shared.media import MediaError
+from contrastive_encoder.shared.records import BadSampleError
+from flamingo_core.data.m3w import m3w_window
+from flamingo_core.data.sources import DocumentImage, SkippedSample, Source
 from flamingo_core.labels import IGNORE_INDEX, make_labels
 from flamingo_core.packing import pack_batch
 
@@ -32,7 +35,6 @@ __all__ = [
     "make_loader",
     "sample_rng",
 ]
-
 
 
 def sample_rng(seed: int, source: str, epoch: int, index: int) -> random.Random:
@@ -106,7 +108,12 @@ class FlamingoCollator:
     """Turn item lists into a model batch: processor, truncation to ``max_tokens``, labels.
 
     Truncation keeps the media whose ``<image>`` token survived (the processor places media in order of their
-    tokens), so a cut never leaves a token without its image or an image without its token.
+    tokens), so a cut never leaves a token without its image or an image without its token. A batch with M3W
+    documents (their meta holds ``m3w_window``) takes the paper's window instead: ``max_tokens`` tokens from a
+    random start with the first ``max_images`` images (``m3w.m3w_window``; the start token the processor puts
+    before every sequence stays first), and loads only the images kept; a document whose kept image fails to
+    load is skipped (strict sources raise). Rows drawn as "next" (``media_next`` in the meta) give the batch a
+    (B,) bool ``media_next``: the model shifts their phi to the image after each token.
 
     Args:
         processor: a FlamingoProcessor (``processor(batch) -> input_ids, attention_mask, media, media_mask``).
@@ -133,7 +140,13 @@ class FlamingoCollator:
         batch: dict[str, Any] = {"skipped": skipped, "meta": [m for _, m in good]}
         if not good:
             return batch
-        enc = self.processor([items for items, _ in good], **self._kw)
+        if any("m3w_window" in meta for _, meta in good):
+            good, enc = self._windowed(good, skipped)
+            batch["meta"] = [m for _, m in good]
+            if not good:
+                return batch
+        else:
+            enc = self.processor([items for items, _ in good], **self._kw)
         ids, mask = enc["input_ids"][:, : self.max_tokens], enc["attention_mask"][:, : self.max_tokens]
         media, media_mask, frame_mask = enc.get("media"), enc.get("media_mask"), enc.get("media_frame_mask")
         if media is not None and enc["input_ids"].shape[1] > self.max_tokens:
@@ -145,7 +158,63 @@ class FlamingoCollator:
             frame_mask = None if frame_mask is None else frame_mask[:, :n]
         batch.update(input_ids=ids, attention_mask=mask, media=media, media_mask=media_mask,
                      media_frame_mask=frame_mask, labels=make_labels(ids, mask, self.masked_ids))
-        return batch if self.pack_window is None else pack_batch(batch, self.pack_window)
+        if any("media_next" in m for _, m in good):
+            batch["media_next"] = torch.tensor([bool(m.get("media_next", False)) for _, m in good])
+        if self.pack_window is None:
+            return batch
+        if bool(batch.pop("media_next", torch.zeros(1, dtype=torch.bool)).any()):
+            raise ValueError("packing cannot hold 'next image' sequences (media_next): their phi would reach the "
+                             "next sample's image; pack pairs and videos only")
+        return pack_batch(batch, self.pack_window)
+
+    def _frame(self) -> tuple[int, int]:
+        """(tokens the processor puts before, after) every sequence's text: the start token, BOS, EOS."""
+        if not hasattr(self, "_around"):
+            empty, one = self.processor.token_ids(""), self.processor.token_ids("a")
+            head = next((i for i, (x, y) in enumerate(zip(empty, one)) if x != y), len(empty))
+            self._around = (head, len(empty) - head)
+        return self._around
+
+    def _windowed(self, good: list, skipped: list) -> tuple[list, dict[str, Any]]:
+        """The M3W window of each sample (``m3w_window``; a sample without one keeps its first tokens), its kept
+        images loaded; samples whose image fails are moved to ``skipped``. Returns (kept samples, encoding)."""
+        head, tail = self._frame()
+        length = self.max_tokens - head - tail
+        rows, media, kept_samples = [], [], []
+        for items, meta in good:
+            text, refs = self.processor.split_sample(items)
+            ids = self.processor.token_ids(text)
+            body = ids[head:len(ids) - tail]
+            window, kept = m3w_window(body, self.media_token_id, length, meta.get("max_images"),
+                                      meta.get("m3w_window", 0.0))
+            loaded = _load_document_images([refs[k] for k in kept])
+            if isinstance(loaded, SkippedSample):
+                skipped.append(loaded)
+                continue
+            rows.append(ids[:head] + window + ids[len(ids) - tail:])
+            media.append(loaded)
+            kept_samples.append((items, meta))
+        if not rows:
+            return [], {}
+        return kept_samples, self.processor.encode_ids(rows, media, padding_side="right")
+
+
+def _load_document_images(refs: list) -> list | SkippedSample:
+    """The kept media of one document, each ``DocumentImage`` loaded; a failure skips the document (or raises
+    ``BadSampleError`` for a strict source)."""
+    out = []
+    for ref in refs:
+        if not isinstance(ref, DocumentImage):
+            out.append(ref)
+            continue
+        try:
+            out.append(ref.load())
+        except (MediaError, ValueError, OSError) as e:
+            if ref.strict:
+                raise BadSampleError(f"{ref.where}: {ref.what}: {e} (strict mode; drop --strict to skip and count "
+                                     "such samples)") from e
+            return SkippedSample(f"corrupt or missing media ({ref.what}: {e})", ref.where)
+    return out
 
 
 def make_loader(source: Source, collator: FlamingoCollator, batch_size: int, rank: int = 0,

@@ -2,25 +2,21 @@
 
 Flamingo (arXiv 2204.14198, Section 2.4 and Appendix A.3) trains on:
 
-- M3W, interleaved web documents: up to 5 images and 256 tokens per sequence;
+- M3W, interleaved web documents: a random window of 256 tokens with its first 5 images (``m3w``);
 - LTIP / ALIGN, image-text pairs: ``<image>{caption}<EOC>``;
 - VTP, video-text pairs: 8 frames at 1 FPS, ``<image>{caption}<EOC>`` with the clip as the medium.
 
-A sample is a list of items: ``str``, ``PIL.Image`` or a video (list of PIL frames). ``<EOC>`` ends each text
-chunk that follows a medium.
-
-M3W and the image a text attends to. The model's phi lets each text token attend to the last medium *before*
-it. Appendix A.3.2 of the paper also trains text to attend to the *next* image: per sequence, with probability
-p_next = 1/2, each text chunk is paired with the image after it instead. We implement that at data level:
-in a "next" sequence every image is moved in front of the text chunk that precedes it, so "the last image
-before the text" is the image that followed it in the document. Text after the last image keeps attending to
-that image (there is no next one). The choice is drawn from the per-sample RNG, so it is reproducible.
+A sample is a list of items: ``str``, ``PIL.Image``, a video (list of PIL frames) or, in a document, a
+``DocumentImage`` the collator loads when the token window keeps it. Every text chunk ends with ``<EOC>``
+(Figure 7). Training sources pad and augment their media (``augmentation.Stage2Augmentation``) and give pair
+texts a leading space with probability ``p_leading_space`` (Appendix B.1.2: 1/2); every random choice comes from
+the sample's seeded RNG.
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,17 +31,19 @@ from contrastive_encoder.shared.stores import (
     open_store,
     short_repr,
 )
+from flamingo_core.data.augmentation import AugmentDraw, Stage2Augmentation
+from flamingo_core.data.m3w import m3w_items
 
 __all__ = [
     "EOC",
     "KINDS",
+    "DocumentImage",
     "InterleavedSource",
     "PairSource",
     "SkippedSample",
     "Source",
     "VideoSource",
     "build_source",
-    "m3w_items",
 ]
 
 EOC = "<EOC>"
@@ -58,6 +56,20 @@ class SkippedSample:
 
     reason: str
     where: str
+
+
+@dataclass
+class DocumentImage:
+    """An image of an M3W document, loaded (and augmented) only if the collator's token window keeps it.
+
+    ``load()`` returns the PIL image or raises ``MediaError`` / ``OSError`` / ``ValueError``; ``where`` names it
+    and ``strict`` says whether such a failure stops the run (``BadSampleError``) or skips the sample.
+    """
+
+    load: Callable[[], Any]
+    where: str  # the document (file and line): the sample a failure skips, whichever of its images failed
+    strict: bool = False
+    what: str = "image"
 
 
 @dataclass
@@ -75,6 +87,8 @@ class Source:
     # the model's media and end-of-chunk tokens: a text holding one literally would tokenize to it (an <image>
     # without its image, a caption cut short), so such a record is bad, not a failed batch
     special_tokens: tuple[str, ...] = ("<image>", EOC)
+    # stage-2 preprocessing of the media (padding, flips, colour jitter); None = the images as stored
+    augment: Stage2Augmentation | None = None
     kind: str = field(default="pairs", init=False)
 
     def __len__(self) -> int:
@@ -89,6 +103,24 @@ class Source:
         if hasattr(m.value, "convert"):
             return m.value.convert("RGB")
         return load_image(m.value, name=m.where)
+
+    def _media(self, image, draw: AugmentDraw | None):
+        """An image or a video's frames through ``augment`` with this sample's ``draw``."""
+        if self.augment is None:
+            return image
+        if isinstance(image, list):
+            return [self.augment.image(f, draw) for f in image]
+        return self.augment.image(image, draw)
+
+    def _draw(self, rng: random.Random) -> AugmentDraw | None:
+        return None if self.augment is None else self.augment.draw(rng)
+
+    def _text(self, text: str, draw: AugmentDraw | None) -> str:
+        return text if self.augment is None else self.augment.text(text, draw)
+
+    def sample_meta(self, rng: random.Random) -> dict[str, Any]:
+        """Per-sample choices the collator or the model acts on (drawn after ``build``); none by default."""
+        return {}
 
     def check_text(self, text: Any, what: str) -> str:
         """A text of the record: a string without the model's special tokens, else ``ValueError`` (a bad row)."""
@@ -122,26 +154,37 @@ class Source:
                                      "samples)") from e
             return SkippedSample(reason, f"{where}: {e}")
         meta = {k: record[k] for k in self.meta_keys if k in record}
+        meta.update(self.sample_meta(rng))
         meta["source"], meta["where"] = self.name, where
         return items, meta
 
 
 @dataclass
 class PairSource(Source):
-    """Image-text pairs (LTIP, ALIGN): ``[image, caption + <EOC>]``."""
+    """Image-text pairs (LTIP, ALIGN): ``[image, caption + <EOC>]``, the caption led by a space with
+    probability ``p_leading_space`` (Appendix B.1.2: 1/2, so the model knows captions with and without one)."""
 
+    p_leading_space: float = 0.0
     kind: str = field(default="pairs", init=False)
+
+    def pair_text(self, text: str, draw: AugmentDraw | None, rng: random.Random) -> str:
+        text = self._text(text, draw)
+        if self.p_leading_space > 0 and rng.random() < self.p_leading_space:
+            text = " " + text
+        return text + EOC
 
     def build(self, index: int, record: dict[str, Any], rng: random.Random) -> list[Any]:
         text, (_, ref) = self.caption(record, rng), first_field(record, IMAGE_KEYS)
         if text is None or ref is None:
             raise ValueError(f"record needs an image and a text, has keys {sorted(record)}")
-        return [self._image(index, ref), text + EOC]
+        draw = self._draw(rng)
+        return [self._media(self._image(index, ref), draw), self.pair_text(text, draw, rng)]
 
 
 @dataclass
-class VideoSource(Source):
-    """Video-text pairs (VTP): ``[frames, caption + <EOC>]`` with ``num_frames`` frames at ``fps``."""
+class VideoSource(PairSource):
+    """Video-text pairs (VTP): ``[frames, caption + <EOC>]`` with ``num_frames`` frames at ``fps``; every frame
+    of a clip gets the same augmentation."""
 
     num_frames: int = 8
     fps: float = 1.0
@@ -161,62 +204,19 @@ class VideoSource(Source):
             if m.value is None:
                 raise MediaError(m.where)
             frames = load_video(m.value, self.num_frames, fps=self.fps, rng=rng, name=m.where)
-        return [frames, text + EOC]
-
-
-def m3w_items(texts: Sequence[Any], images: Sequence[Any], max_images: int, attend_next: bool,
-              rng: random.Random) -> list[tuple[str, Any]]:
-    """Lay out one OBELICS-style document as ``[("text", t) | ("image", ref), ...]``.
-
-    Takes a window of at most ``max_images`` images (a random one when the document has more, as the paper
-    samples a random subsequence), and in ``attend_next`` mode moves each image in front of the text chunk
-    that precedes it (see the module docstring).
-    """
-    if len(texts) != len(images):
-        raise ValueError(f"texts ({len(texts)}) and images ({len(images)}) must be parallel lists")
-    seq: list[tuple[str, Any]] = []
-    for t, im in zip(texts, images):
-        if (t is None) == (im is None):
-            raise ValueError("each position needs exactly one of texts[i] / images[i]")
-        seq.append(("text", t) if t is not None else ("image", im))
-    img_pos = [i for i, (k, _) in enumerate(seq) if k == "image"]
-    if len(img_pos) > max_images:
-        first = rng.randint(0, len(img_pos) - max_images)
-        start = img_pos[first - 1] + 1 if first > 0 else 0  # keep the text run before the first kept image
-        end = img_pos[first + max_images] if first + max_images < len(img_pos) else len(seq)
-        seq = seq[start:end]
-    # split into text runs around the images: R0 I1 R1 I2 ... In Rn (len(runs) == len(imgs) + 1)
-    runs: list[list[str]] = [[]]
-    imgs: list[Any] = []
-    for kind, v in seq:
-        if kind == "text":
-            runs[-1].append(str(v).strip())
-        else:
-            imgs.append(v)
-            runs.append([])
-    joined = [" ".join(t for t in r if t) for r in runs]
-    out: list[tuple[str, Any]] = []
-    if attend_next:  # I1 R0 I2 R1 ... In R(n-1) Rn: each run is read after the image that followed it
-        for k, im in enumerate(imgs):
-            out.append(("image", im))
-            text = " ".join(t for t in (joined[k], joined[k + 1] if k == len(imgs) - 1 else "") if t)
-            if text:
-                out.append(("text", text))
-        if not imgs and joined[0]:
-            out.append(("text", joined[0]))
-    else:
-        if joined[0]:
-            out.append(("text", joined[0]))
-        for k, im in enumerate(imgs):
-            out.append(("image", im))
-            if joined[k + 1]:
-                out.append(("text", joined[k + 1]))
-    return out
+        draw = self._draw(rng)
+        return [self._media(frames, draw), self.pair_text(text, draw, rng)]
 
 
 @dataclass
 class InterleavedSource(Source):
-    """Interleaved documents (M3W, OBELICS/MMC4 layout): ``{"texts": [...], "images": [...]}``."""
+    """Interleaved documents (M3W, OBELICS/MMC4 layout): ``{"texts": [...], "images": [...]}`` -> the whole
+    document in its order, every text chunk closed by ``<EOC>``, each image a ``DocumentImage``. The collator
+    takes the paper's window of ``max_tokens`` tokens with its first ``max_images`` images (``m3w``).
+
+    ``sample_meta`` draws the window's start (``m3w_window``, a uniform in [0, 1)) and, with probability
+    ``p_next``, ``media_next``: the sequence's tokens attend to the image after them (Appendix A.3.2).
+    """
 
     max_images: int = 5
     p_next: float = 0.5
@@ -228,20 +228,27 @@ class InterleavedSource(Source):
         texts, images = record.get("texts"), record.get("images")
         if not isinstance(texts, list) or not isinstance(images, list):
             raise ValueError("record needs parallel lists 'texts' and 'images'")
-        for i, t in enumerate(texts):
+        for i, (t, im) in enumerate(zip(texts, images)):
             if t is not None:
                 self.check_text(t, f"texts[{i}]")
-        layout = m3w_items(texts, images, self.max_images, rng.random() < self.p_next, rng)
-        items: list[Any] = []
-        for kind, v in layout:
-            if kind == "image":
-                items.append(self._image(index, v))
-            else:
-                # a text chunk that follows a medium is closed by <EOC> (the paper's end-of-chunk token)
-                items.append(v + EOC if items else v)
-        if not any(not isinstance(x, str) for x in items):
+            # images load in the collator, if the window keeps them; a reference that cannot name one is a bad
+            # record now (a path or member name, encoded bytes, a datasets Image dict or a decoded image)
+            if im is not None and not (isinstance(im, (str, bytes, dict)) and im) and not hasattr(im, "convert"):
+                raise ValueError(f"images[{i}] {short_repr(im)} names no image (expected a path or member name)")
+        layout = m3w_items(texts, images)
+        if not any(kind == "image" for kind, _ in layout):
             raise ValueError("document has no images")
-        return items
+        draw = self._draw(rng)  # one draw for the whole document: a flip swaps left and right in all its text
+        where = self.store.where(index)
+        return [DocumentImage(self._document_image(index, v, draw), where, self.strict, f"image {short_repr(v)}")
+                if kind == "image" else self._text(v, draw) + EOC for kind, v in layout]
+
+    def _document_image(self, index: int, ref: Any, draw: AugmentDraw | None) -> Callable[[], Any]:
+        return lambda: self._media(self._image(index, ref), draw)
+
+    def sample_meta(self, rng: random.Random) -> dict[str, Any]:
+        return {"m3w_window": rng.random(), "max_images": self.max_images,
+                "media_next": rng.random() < self.p_next}
 
 
 def build_source(name: str, kind: str, spec: Any, strict: bool = False, skipped: SkipCounter | None = None,
@@ -254,7 +261,8 @@ def build_source(name: str, kind: str, spec: Any, strict: bool = False, skipped:
         spec: path, shard spec, ``hf:<folder>``, or a ``datasets.Dataset``.
         strict: raise on the first corrupt sample instead of skipping it.
         skipped: counts rows dropped while indexing the store.
-        options: kind-specific fields (``max_tokens``, ``num_frames``, ``fps``, ``max_images``, ``p_next``).
+        options: the source's fields (``max_tokens``, ``augment``; pairs and video ``p_leading_space``; video
+            ``num_frames``, ``fps``; interleaved ``max_images``, ``p_next``).
     """
     classes = {"interleaved": InterleavedSource, "pairs": PairSource, "video": VideoSource}
     if kind not in classes:

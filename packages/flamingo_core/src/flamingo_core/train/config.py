@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,27 @@ from contrastive_encoder.shared.argtypes import (
 from contrastive_encoder.shared.configcli import option
 from contrastive_encoder.shared.run_options import MAX_MINUTES_HELP, RunOptions
 from flamingo_core.mixture import STRATEGIES
+
+
+def parse_source_lengths(text: str | None) -> dict[str, int]:
+    """``--max-tokens`` ``NAME=N,...`` (N >= 2) -> ``{name: N}``; a bad entry raises a one-line ``ValueError``."""
+    out = {}
+    for part in (text or "").split(",") if text else []:
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip().isdigit() or int(value) < 2:
+            raise ValueError(f"--max-tokens entry {part!r}: expected NAME=N with N >= 2, e.g. align=32")
+        out[name.strip()] = int(value)
+    return out
+
+
+def source_lengths(text: str) -> str:
+    """The argparse ``type`` of ``--max-tokens``: the text, checked by ``parse_source_lengths``."""
+    try:
+        parse_source_lengths(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
 
 # what a run writes in its folder (glob patterns): all that --overwrite deletes there
 RUN_OUTPUTS = ("checkpoints/step_*", "metrics.jsonl", "model", "tensorboard/events.out.tfevents.*")
@@ -55,9 +77,24 @@ class TrainConfig(RunOptions):
         "pack image-text and video-text pairs into rows of the source's window (exact: each sample sees only its "
         "own tokens and media; the frozen LM runs no padding); the packing efficiency is logged as packing/<source>"))
     feature_cache: str | None = field(default=None, metadata=option(
-        "compute each image's frozen vision features once: 'memory', or a folder kept for later runs (the "
-        "training pixels are not augmented, so the cached features are the ones the encoder would give)",
+        "compute each image's frozen vision features once: 'memory', or a folder kept for later runs (keyed by "
+        "the pixels: with --augment each flip and jitter is new pixels, so add --no-augment to reuse features)",
         metavar="memory|DIR"))
+    # Appendix B.1.2's stage-2 preprocessing, on the training sources only (held-out pairs are not augmented)
+    pad_to_square: bool = field(default=True, metadata=option(
+        "pad training images to a square with their mean colour before the encoder's resize, so a wide image keeps "
+        "its proportions (paper)"))
+    augment: bool = field(default=True, metadata=option(
+        "random horizontal flips (p=0.5) and colour jitter (brightness, contrast, saturation 0.2; no hue shift, "
+        "colour words stay true) of the training images, one draw per sample (paper: flips and colour "
+        "augmentation)"))
+    swap_lr: bool = field(default=True, metadata=option(
+        "swap the words left and right in the texts of a sample whose images were flipped"))
+    p_leading_space: float = field(default=0.5, metadata=option(
+        "probability that an image- or video-text pair's caption starts with a space (paper: 1/2)", type=fraction))
+    max_tokens: str | None = field(default=None, metadata=option(
+        "per-source sequence lengths NAME=N,... (default m3w=256, ltip=64, align=32, vtp=32 as the paper; other "
+        "sources by kind: interleaved 256, pairs 64, video 32)", type=source_lengths))
     batch_size: int = field(default=4, metadata=option(
         "samples per process per step for image-text pairs; M3W gets a quarter, VTP half", type=positive_int))
     batch_sizes: str | None = field(default=None, metadata=option(
@@ -74,7 +111,11 @@ class TrainConfig(RunOptions):
     warmup_steps: int = field(default=10, metadata=option(
         "linear warm-up steps, then constant", type=non_negative_int))
     weight_decay: float = field(default=0.1, metadata=option(
-        "AdamW decay on cross-attention matrices only", type=non_negative_float))
+        "AdamW decay of the parameters --weight-decay-scope names", type=non_negative_float))
+    weight_decay_scope: str = field(default="matrices", metadata=option(
+        "what --weight-decay decays: the cross-attention matrices only, or (paper) every trained parameter but "
+        "the resampler's (flamingo_core.train.optim.DECAY_SCOPES says why the default differs)",
+        choices=("matrices", "paper")))
     max_steps: int = field(default=100_000, metadata=option(
         "optimizer steps (the time budget usually ends the run first)", type=non_negative_int))
     # 16 leaves model loading and the final evaluation inside 20 minutes on 2 CPU cores
@@ -105,13 +146,14 @@ class TrainConfig(RunOptions):
         "sample captions printed per evaluation", type=non_negative_int))
     final_eval: bool = field(default=True, metadata=option(
         "skip the evaluations before the first and after the last step", flag="--no-eval"))
-    # M3W: probability a sequence's text attends to the next image instead of the previous one. The paper draws
-    # it with p_next = 1/2 (Appendix A.3.2) for web pages, where an image's text may come before or after it.
-    # ShapesWorld pages (like OBELICS-style captions) always describe an image right after it, so every "next"
-    # sequence would pair each description with the wrong image: the default is 0; use 0.5 for web documents.
+    # M3W: probability a sequence's tokens attend to the next image instead of the previous one (phi shifted, the
+    # tokens in place). The paper draws it with p_next = 1/2 (Appendix A.3.2) for web pages, where an image's text
+    # may come before or after it. ShapesWorld pages (like OBELICS-style captions) always describe an image right
+    # after it, so a "next" sequence would read each description with the following image's features: the default
+    # is 0; use 0.5 for web documents.
     p_next: float = field(default=0.0, metadata=option(
-        "M3W: probability a sequence's text attends to the next image (paper: 0.5, for web pages whose text may "
-        "precede its image; 0 = the previous image, how ShapesWorld pages are written)", type=fraction))
+        "M3W: probability a sequence's tokens attend to the image after them (paper: 0.5, for web pages whose text "
+        "may precede its image; 0 = the image before, how ShapesWorld pages are written)", type=fraction))
     video_frames: int = field(default=0, metadata=option(
         "VTP frames per clip at 1 FPS (paper: 8; 0 = the model's max_frames)", type=non_negative_int))
 

@@ -27,17 +27,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+# the primitives stage 1 shares (contrastive_encoder.shared.fsdp); mesh.py and loop.py import them from here
+from contrastive_encoder.shared.fsdp import (
+    check_shardable,
+    ensure_process_group,
+    local_tensor,
+    mixed_precision_policy,
+)
+
 __all__ = ["fsdp_groups", "local_tensor", "mixed_precision_policy", "shard_flamingo"]
-
-
-def mixed_precision_policy(mixed_precision: str):
-    """accelerate's ``mixed_precision`` ("bf16" or "no") as FSDP2's policy: bf16 unsharded parameters (so bf16
-    activations) with fp32 gradient reduction, or the parameters' own dtypes."""
-    from torch.distributed.fsdp import MixedPrecisionPolicy
-
-    if mixed_precision == "bf16":
-        return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
-    return MixedPrecisionPolicy()
 
 
 def fsdp_groups(model: nn.Module, feature_cache: bool = False) -> list[tuple[str, nn.Module]]:
@@ -61,32 +59,6 @@ def fsdp_groups(model: nn.Module, feature_cache: bool = False) -> list[tuple[str
     return groups + [("root (embeddings, head, new token rows)", model)]
 
 
-def _check_shardable(model: nn.Module, groups: list[tuple[str, nn.Module]]) -> None:
-    """One-line errors for what FSDP2 would refuse later with a long trace: a model spread over several devices,
-    a module already wrapped for DDP, trained parameters of mixed dtypes in one group."""
-    devices = sorted({str(p.device) for p in model.parameters()})
-    if len(devices) > 1:
-        raise ValueError(f"--fsdp: the model's parameters are on {len(devices)} devices ({', '.join(devices)}); "
-                         "FSDP shards a model placed on one device per process (no device_map)")
-    if isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "module"):
-        raise ValueError("--fsdp: the model is already wrapped for data parallelism; pass the Flamingo itself")
-    seen: set[int] = set()
-    for name, module in groups:  # innermost first: the root's own parameters are those no inner group holds
-        own = [p for p in module.parameters() if id(p) not in seen]
-        seen.update(id(p) for p in module.parameters())
-        dtypes = sorted({str(p.dtype).removeprefix("torch.") for p in own if p.requires_grad})
-        if len(dtypes) > 1:
-            raise ValueError(f"--fsdp: cannot shard {name}: its trained parameters mix {' and '.join(dtypes)} "
-                             "(an FSDP group reduces its gradients in one dtype); keep the trained parts in float32")
-
-
-def ensure_process_group(device: torch.device) -> None:
-    """A one-process run (no torchrun) still needs a process group for the device mesh: one of size 1."""
-    if not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-
-
 def shard_flamingo(model: nn.Module, device: torch.device, mixed_precision: str = "no",
                    feature_cache: bool = False, mesh=None) -> nn.Module:
     """Shard ``model`` in place with ``fully_shard`` over all processes (a 1-D device mesh) or over ``mesh``;
@@ -107,7 +79,7 @@ def shard_flamingo(model: nn.Module, device: torch.device, mixed_precision: str 
     from torch.distributed.fsdp import fully_shard, register_fsdp_forward_method
 
     groups = fsdp_groups(model, feature_cache)
-    _check_shardable(model, groups)
+    check_shardable(model, groups, "the Flamingo")
     ensure_process_group(device)
     model.to(device)
     mesh = mesh if mesh is not None else init_device_mesh(device.type, (dist.get_world_size(),))
@@ -135,8 +107,3 @@ def _placement(param: nn.Parameter):
 
     strided = any(isinstance(p, _StridedShard) for p in getattr(param, "placements", ()))
     return Shard(1) if strided and param.ndim > 1 else None
-
-
-def local_tensor(t: torch.Tensor) -> torch.Tensor:
-    """This process's shard of a DTensor (the tensor itself otherwise)."""
-    return t.to_local() if hasattr(t, "to_local") else t

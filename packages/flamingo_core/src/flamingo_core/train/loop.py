@@ -180,7 +180,8 @@ def _held_out_source(cfg: TrainConfig, skipped):
 
 def _optimizer(cfg: TrainConfig, model, accelerator, fsdp: bool):
     """AdamW (ZeRO-1 sharded with several DDP processes, unless ``--zero off``) and the warm-up schedule."""
-    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.gate_lr_mult, cfg.resampler_lr_mult)
+    groups = param_groups(model, cfg.weight_decay, cfg.lr, cfg.gate_lr_mult, cfg.resampler_lr_mult,
+                          decay=cfg.weight_decay_scope)
     zero = (cfg.zero == "on" or (cfg.zero == "auto" and accelerator.num_processes > 1)) and not (
         fsdp or _sharded(cfg))
     optimizer = build_adamw(groups, cfg.lr, zero=zero)

@@ -1,18 +1,20 @@
 """Which training sources a run reads: the ShapesWorld layout, ``--source NAME=KIND:SPEC`` overrides, per-source
-batch sizes and token limits."""
+batch sizes, token limits and preprocessing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from flamingo_core.data import build_source
-from flamingo_core.train.config import TrainConfig
+from flamingo_core.data import Stage2Augmentation, build_source
+from flamingo_core.train.config import TrainConfig, parse_source_lengths
 
 SOURCE_KINDS = {"m3w": "interleaved", "ltip": "pairs", "align": "pairs", "vtp": "video"}
 
-
-MAX_TOKENS = {"interleaved": 256, "pairs": 64, "video": 32}  # paper: 256 for M3W; 32 for VTP
+# sequence lengths (paper Appendix A.3): M3W 256, LTIP 64, ALIGN 32 (its alt-texts are short), VTP 32; a source
+# of another name (or of another kind under one of these names) gets its kind's
+SOURCE_MAX_TOKENS = {"m3w": 256, "ltip": 64, "align": 32, "vtp": 32}
+MAX_TOKENS = {"interleaved": 256, "pairs": 64, "video": 32}
 
 
 def default_sources(root: str | Path) -> dict[str, tuple[str, str]]:
@@ -55,8 +57,25 @@ def source_batch_sizes(cfg: TrainConfig, names: list[str]) -> dict[str, int]:
     return sizes
 
 
+def source_max_tokens(cfg: TrainConfig) -> dict[str, int]:
+    """Each source's sequence length: ``--max-tokens`` entries, else ``SOURCE_MAX_TOKENS``, else by kind.
+
+    Raises:
+        ValueError: a malformed entry, or one naming no source.
+    """
+    kinds = parse_source_specs(cfg.sources, cfg.data)
+    given = parse_source_lengths(cfg.max_tokens)
+    unknown = sorted(set(given) - set(kinds))
+    if unknown:
+        raise ValueError(f"--max-tokens names unknown source(s) {unknown}; sources are {list(kinds)}")
+    return {n: given.get(n, SOURCE_MAX_TOKENS[n] if SOURCE_KINDS.get(n) == kind else MAX_TOKENS[kind])
+            for n, (kind, _) in kinds.items()}
+
+
 def check_sources(cfg: TrainConfig, weights: dict[str, float]) -> None:
-    """Fail early (before loading models) when a source with weight > 0 does not exist."""
+    """Fail early (before loading models) when a source with weight > 0 does not exist, or ``--max-tokens``
+    is bad."""
+    source_max_tokens(cfg)
     for name, (_, spec) in parse_source_specs(cfg.sources, cfg.data).items():
         if weights.get(name, 0.0) > 0 and not (spec.startswith("hf:") or any(c in spec for c in "*?{")
                                                or Path(spec).exists()):
@@ -65,14 +84,21 @@ def check_sources(cfg: TrainConfig, weights: dict[str, float]) -> None:
 
 
 def build_sources(cfg: TrainConfig, weights: dict[str, float], skipped, video_frames: int = 8) -> dict[str, Any]:
+    """The training sources with weight > 0, with the run's sequence lengths, stage-2 augmentation (Appendix
+    B.1.2), pair leading spaces and M3W next-image probability."""
     check_sources(cfg, weights)
+    lengths = source_max_tokens(cfg)
+    augment = (Stage2Augmentation(pad=cfg.pad_to_square, augment=cfg.augment, swap_lr=cfg.swap_lr)
+               if cfg.pad_to_square or cfg.augment else None)
     out = {}
     for name, (kind, spec) in parse_source_specs(cfg.sources, cfg.data).items():
         if weights.get(name, 0.0) <= 0:
             continue
-        opts: dict[str, Any] = {"max_tokens": MAX_TOKENS[kind]}
+        opts: dict[str, Any] = {"max_tokens": lengths[name], "augment": augment}
         if kind == "interleaved":
             opts["p_next"] = cfg.p_next
+        else:
+            opts["p_leading_space"] = cfg.p_leading_space
         if kind == "video":
             opts["num_frames"] = cfg.video_frames or video_frames
         out[name] = build_source(name, kind, spec, strict=cfg.strict, skipped=skipped, **opts)

@@ -20,12 +20,11 @@ only (``train/mesh.py``).
 
 from __future__ import annotations
 
-import math
 import re
 
-import torch
 from torch import nn
 
+from contrastive_encoder.shared.fsdp import clip_grad_norm  # whole tensors and DTensors of several meshes
 from flamingo_core.linear import RowSplitLinear
 
 __all__ = ["clip_grad_norm", "lm_parallel_plan", "parallelize_flamingo", "check_tensor_parallel"]
@@ -170,24 +169,3 @@ def parallelize_flamingo(model: nn.Module, tp_mesh) -> nn.Module:
     head.__class__ = _GatheredHead
     model.fused_head_loss = False  # the head's gradient by autograd through the gathered logits
     return model
-
-
-@torch.no_grad()
-def clip_grad_norm(parameters: list[torch.Tensor], max_norm: float) -> torch.Tensor:
-    """``torch.nn.utils.clip_grad_norm_`` for parameters that mix whole tensors and DTensors on different meshes
-    (tensor parallel, FSDP x TP): each DTensor gradient's norm is reduced over its own mesh. Returns the total
-    norm before clipping (collective over every mesh the gradients live on)."""
-    squares = []
-    for p in parameters:
-        if p.grad is None:
-            continue
-        norm = torch.linalg.vector_norm(p.grad.float() if not hasattr(p.grad, "to_local") else p.grad)
-        norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm
-        squares.append(norm.float().pow(2))
-    total = torch.stack(squares).sum().sqrt() if squares else torch.zeros(())
-    coef = float(max_norm) / (float(total) + 1e-6)
-    if coef < 1.0 and math.isfinite(float(total)):
-        for p in parameters:
-            if p.grad is not None:
-                p.grad.mul_(coef)
-    return total
