@@ -355,7 +355,9 @@ def test_no_evaluation_word_appears_in_any_training_file(world):
     from fewshot_eval.nonce import EVAL_NONCE_WORDS
     from fewshot_eval.prompts import DEFAULT_TEMPLATES
 
-    format_words = {w.lower() for t in DEFAULT_TEMPLATES.values() for w in re.findall(r"([A-Za-z]+):", t)}
+    # the prompts of the tasks ShapesWorld has sets for (hateful-memes, not one of them, reads "an image with: ...")
+    format_words = {w.lower() for task, t in DEFAULT_TEMPLATES.items() if task != "hateful-memes"
+                    for w in re.findall(r"([A-Za-z]+):", t)}  # fmt: skip
     assert format_words >= {"output", "question", "answer"}
     banned = {w.lower() for w in EVAL_NONCE_WORDS} | format_words
     assert not banned & set(m3w_pages.TRAIN_NAMES)
