@@ -2,7 +2,8 @@
 # The GPU checks, as one script for a lent machine (python3 with torch, transformers, accelerate, timm; no
 # registry, none of the packaged models): stand-in models, a small ShapesWorld, the side-by-side benchmark on
 # the GPU (batch 4 x 64 with generation; 32 x 256 training in fp32 and in bf16), stage 1 in bf16, stage 2 in
-# bf16 with a resume, stage 2 under FSDP (one process) with a resume, and generation from the saved model.
+# bf16 with a resume, stage 2 under accelerate's FSDP and under torch's FSDP2 (one process, bf16) with resumes,
+# and generation from the saved model.
 # About 7 minutes on an H100 (2026-11-27: 5.5 minutes before the two 32 x 256 benchmarks were added).
 #
 #   bash benchmarks/gpu/run_checks.sh OUT CONFIG_DIR [DEVICE]
@@ -59,6 +60,12 @@ if [ "$DEV" = cuda ]; then
     check stage2-fsdp 150 "${FSDP[@]}" "${TRAIN[@]}" --out "$W/fsdp" --max-steps 20 --save-every 10 --no-eval
     check stage2-fsdp-resume 90 "${FSDP[@]}" "${TRAIN[@]}" --out "$W/fsdp" --max-steps 25 --save-every 5 --resume latest \
         --eval-every 5
+    # torch's FSDP2 (--fsdp) with bf16 compute and bf16 frozen parts, its sharded checkpoint resumed
+    FSDP2=(torchrun --standalone --nproc_per_node 1)
+    check stage2-fsdp2-bf16 150 "${FSDP2[@]}" "${TRAIN[@]}" --fsdp --frozen-dtype bfloat16 --out "$W/fsdp2" \
+        --max-steps 20 --save-every 10 --no-eval
+    check stage2-fsdp2-resume 90 "${FSDP2[@]}" "${TRAIN[@]}" --fsdp --frozen-dtype bfloat16 --out "$W/fsdp2" \
+        --max-steps 25 --save-every 5 --resume latest --no-eval
 fi
 IMG=$(ls "$W"/world/ltip/*/*.png "$W"/world/ltip/*.png 2>/dev/null | head -1)
 check generate 60 $PY -m flamingo_core.cli generate --model "$W/s2/model" --device "$DEV" --image "$IMG" --prompt "<image>" --max-new-tokens 12
