@@ -190,42 +190,42 @@ class Flamingo(nn.Module):
         return ids
 
     # ------------------------------------------------------------------ vision
-    def encode_media(
-        self,
-        media: torch.Tensor,
-        media_mask: torch.Tensor | None = None,
-        media_frame_mask: torch.Tensor | None = None,
-    ) -> torch.Tensor:
+    def encode_media(self, media: torch.Tensor, media_mask: torch.Tensor | None = None,
+                     media_frame_mask: torch.Tensor | None = None,
+                     media_frame_positions: torch.Tensor | None = None) -> torch.Tensor:
         """Pixels -> visual tokens: frozen encoder, then the Perceiver Resampler.
 
         Args:
             media: (B, N, T, C, H, W) pixels (or (B, N, C, H, W) for images).
             media_mask: (B, N) bool, False for padding slots (not encoded).
             media_frame_mask: (B, N, T) bool, False for padding frames.
+            media_frame_positions: (T,) or (B, N, T) frame places in trained frames (``PerceiverResampler``).
 
         Returns:
             (B, N, R, d) visual tokens (zeros for padding slots).
         """
-        if media.ndim == 5:
-            media = media[:, :, None]  # (B, N, 1, C, H, W)
+        media = media[:, :, None] if media.ndim == 5 else media  # (B, N, 1, C, H, W)
         if media.ndim != 6:
             raise ValueError(f"media must have shape (B, N, T, C, H, W), got {tuple(media.shape)}")
         b, n, t = media.shape[:3]
         flat = media.flatten(0, 1)  # (B*N, T, C, H, W)
-        valid = torch.ones(b * n, dtype=torch.bool, device=media.device)
-        if media_mask is not None:
-            valid = media_mask.reshape(b * n).to(torch.bool)
+        valid = (torch.ones(b * n, dtype=torch.bool, device=media.device) if media_mask is None
+                 else media_mask.reshape(b * n).to(torch.bool))
         frame_mask = None if media_frame_mask is None else media_frame_mask.reshape(b * n, t)[valid]
+        if media_frame_positions is not None:  # (T,) or (B, N, T) -> the encoded slots' (M, T)
+            positions = torch.as_tensor(media_frame_positions)
+            if positions.shape not in ((t,), (b, n, t)):
+                raise ValueError(f"media_frame_positions must have shape ({t},) or ({b}, {n}, {t}) for media of "
+                                 f"shape {tuple(media.shape)}, got {tuple(positions.shape)}")
+            media_frame_positions = positions.expand(b, n, t).reshape(b * n, t)[valid.to(positions.device)]
         tower = next(self.vision_encoder.parameters(), None)
         pixels = flat[valid] if tower is None else flat[valid].to(tower.dtype)  # a bf16 tower takes bf16 pixels
         with torch.no_grad():
-            if self.feature_cache is not None:
-                x_f = self.feature_cache.features(self.vision_encoder, pixels)  # (M, T, S, d)
-            else:
-                x_f = self.vision_encoder(pixels)  # (M, T, S, d)
-        tokens = self.perceiver(x_f.to(self.perceiver.latents.dtype), frame_mask)  # (M, R, d)
-        out = tokens.new_zeros(b * n, *tokens.shape[1:])
-        out = out.index_copy(0, valid.nonzero().squeeze(1), tokens)
+            x_f = (self.vision_encoder(pixels) if self.feature_cache is None
+                   else self.feature_cache.features(self.vision_encoder, pixels))  # (M, T, S, d)
+        tokens = self.perceiver(x_f.to(self.perceiver.latents.dtype), frame_mask,
+                                frame_positions=media_frame_positions)  # (M, R, d)
+        out = tokens.new_zeros(b * n, *tokens.shape[1:]).index_copy(0, valid.nonzero().squeeze(1), tokens)
         return out.view(b, n, *tokens.shape[1:])  # (B, N, R, d)
 
     def media_kv_cache(self, visual: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

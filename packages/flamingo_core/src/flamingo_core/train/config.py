@@ -16,6 +16,7 @@ from contrastive_encoder.shared.argtypes import (
 from contrastive_encoder.shared.configcli import option
 from contrastive_encoder.shared.run_options import MAX_MINUTES_HELP, RunOptions
 from flamingo_core.mixture import STRATEGIES
+from flamingo_core.train.step import LOSS_NORMALISATIONS
 
 
 def parse_source_lengths(text: str | None) -> dict[str, int]:
@@ -59,6 +60,10 @@ class TrainConfig(RunOptions):
         "dataset strategy (paper Table 3): accumulation = every step sums the weighted losses of one batch per "
         "source; round-robin = every step trains on one source's batch, the sources taking turns in proportion "
         "to their weights (as stage 1's --strategy)", choices=STRATEGIES))
+    loss_normalisation: str = field(default="tokens", metadata=option(
+        "what each source's summed token NLL is divided by: tokens = a per-token mean; sequences = the paper's "
+        "Eq. 2, the sum of each sequence's NLL, divided by the source's sequences in the global batch",
+        choices=LOSS_NORMALISATIONS))
     eval_data: str | None = field(default=None, metadata=option(
         "held-out image-text JSONL (default <data>/ltip/val.jsonl)"))
     out: str = field(default="runs/flamingo", metadata=option("run folder: checkpoints/, metrics.jsonl, model/"))

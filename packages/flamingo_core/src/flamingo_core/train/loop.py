@@ -224,7 +224,8 @@ class _MixtureRun:
         packing = {f"packing/{n}": b["packing"] for n, b in batches.items() if "packing" in b}  # real tokens / window
         r = train_step(self.model, self.optimizer, batches, self.weights, accelerator=self.replica,
                        scheduler=self.scheduler, grad_clip=self.cfg.grad_clip, trained=self.trained,
-                       strategy=self.cfg.strategy, fsdp=self.cfg.fsdp)
+                       strategy=self.cfg.strategy, fsdp=self.cfg.fsdp,
+                       loss_normalisation=self.cfg.loss_normalisation)
         if r.finite:
             self.last.update(r.losses)
         # round-robin: `source` is the one dataset this step trained on (`loss` is its loss)

@@ -16,9 +16,20 @@ def _to(batch: dict[str, Any], device) -> dict[str, Any]:
     return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
+# what a source's summed NLL is divided by (paper Eq. 2): its label tokens, or its sequences
+LOSS_NORMALISATIONS = ("tokens", "sequences")
+
+
+def sequence_count(batch: dict[str, Any]) -> int:
+    """The sequences (samples) in a collated batch: one per row, or per segment of a packed row."""
+    if batch.get("segment_ids") is not None:
+        return int(batch["segment_ids"].amax(dim=1).sum())  # segments are numbered 1..k in each row
+    return int(batch["labels"].shape[0])
+
+
 @dataclass
 class StepResult:
-    losses: dict[str, float]  # per-source mean NLL over the global batch
+    losses: dict[str, float]  # per-source NLL over the global batch, per token or per sequence
     loss: float  # sum_m lambda_m * loss_m (round-robin: the one source's loss)
     grad_norm: float  # before clipping
     finite: bool  # False: the update was NOT applied
@@ -27,7 +38,7 @@ class StepResult:
 
 def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: dict[str, float], *,
                accelerator=None, scheduler=None, grad_clip: float = 1.0, trained: list | None = None,
-               strategy: str = "accumulation", fsdp: bool = False) -> StepResult:
+               strategy: str = "accumulation", fsdp: bool = False, loss_normalisation: str = "tokens") -> StepResult:
     """One optimizer step of the mixture: accumulate ``lambda_m * loss_m`` over the sources' batches, clip,
     and step, unless the loss or gradient norm is non-finite (then gradients are dropped and ``finite`` is False).
 
@@ -38,11 +49,18 @@ def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: di
     batch that has media on some processes and none on others (which would run the cross-attention on some only)
     is refused on every process, naming it.
 
+    ``loss_normalisation``: each source's summed token NLL over the global batch is divided by its label tokens
+    (``tokens``, a per-token mean) or by its sequences (``sequences``: Eq. 2's sum of per-sequence NLLs, averaged
+    over the batch's sequences so its scale does not grow with the batch size).
+
     Collective under DDP (every process must call it). Used by ``train`` and by
     ``benchmarks/bench_train_flamingo.py``.
     """
     from accelerate import Accelerator
 
+    if loss_normalisation not in LOSS_NORMALISATIONS:
+        raise ValueError(f"loss_normalisation {loss_normalisation!r}: expected one of "
+                         f"{', '.join(LOSS_NORMALISATIONS)}")
     accelerator = accelerator or Accelerator(cpu=not torch.cuda.is_available())
     world = accelerator.num_processes
     device = accelerator.device
@@ -51,12 +69,16 @@ def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: di
         raise ValueError(f"a round-robin step trains on one source, got batches of {names}")
     weights = SourceSchedule(weights, strategy).loss_weights(names)  # the factor on each source's loss
     trained = trained if trained is not None else [p for p in model.parameters() if p.requires_grad]
-    local = [float((batches[n]["labels"][:, 1:] != IGNORE_INDEX).sum()) for n in names]
+    tokens = [float((batches[n]["labels"][:, 1:] != IGNORE_INDEX).sum()) for n in names]
+    sequences = [float(sequence_count(batches[n])) for n in names] if loss_normalisation == "sequences" else []
     with_media = [float(batches[n].get("media") is not None) for n in names] if fsdp else []
-    agreed = torch.tensor(local + with_media, dtype=torch.float64, device=device)
+    agreed = torch.tensor(tokens + sequences + with_media, dtype=torch.float64, device=device)
     agreed = accelerator.reduce(agreed, reduction="sum") if world > 1 else agreed
-    global_counts = {n: int(agreed[i]) for i, n in enumerate(names)}
-    for n, k in zip(names, agreed[len(names):].tolist()):
+    m = len(names)
+    token_counts = {n: int(agreed[i]) for i, n in enumerate(names)}
+    # the divisor of each source's summed NLL, in the loss value and in its gradient alike
+    global_counts = {n: int(agreed[m + i]) for i, n in enumerate(names)} if sequences else token_counts
+    for n, k in zip(names, agreed[m + len(sequences):].tolist()):
         if 0 < k < world:
             raise ValueError(f"--fsdp: this step's {n} batch has media on {int(k)} of {world} processes; FSDP runs "
                              "the same modules on every process (give every sequence of that source an image, or "
@@ -75,4 +97,4 @@ def train_step(model, optimizer, batches: dict[str, dict[str, Any]], weights: di
         if scheduler is not None:
             scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    return StepResult(per_source, total, grad_norm, finite, sum(global_counts.values()))
+    return StepResult(per_source, total, grad_norm, finite, sum(token_counts.values()))
