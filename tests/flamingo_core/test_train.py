@@ -158,6 +158,8 @@ def test_round_robin_run_records_its_turns_and_resumes_mid_cycle_after_the_time_
     assert state["data_position"] == {"ltip": {"epoch": 0, "offset": 2}, "align": {"epoch": 0, "offset": 2}}
     with pytest.raises(ValueError, match="--strategy round-robin"):  # another strategy would not continue it
         train(_cfg(world, tmp_path / "b", resume="latest", **dict(rr, strategy="accumulation")))
+    with pytest.raises(ValueError, match="trained with --loss-normalisation tokens, not sequences"):
+        train(_cfg(world, tmp_path / "b", resume="latest", **dict(rr, loss_normalisation="sequences")))
     resumed = train(_cfg(world, tmp_path / "b", resume="latest", **rr))
     assert resumed.step == 5 and resumed.losses == straight.losses
     a = load_file(str(_ckpt(tmp_path / "a", 5) / "model" / "model.safetensors"))

@@ -143,7 +143,7 @@ class SourceLoss:
 
     sum_nll: float
     count: int  # label tokens on this process
-    global_count: int  # label tokens over all processes (normaliser)
+    global_count: int  # the normaliser: label tokens (or sequences, --loss-normalisation) over all processes
     weight: float
 
 
@@ -169,7 +169,8 @@ def accumulate_gradients(
         model: the (possibly DDP-wrapped) model.
         batches: source name -> collated batch (``input_ids``, ``attention_mask``, ``media``, ``labels``).
         weights: source name -> lambda.
-        global_counts: source name -> label tokens over all processes; defaults to this process's counts.
+        global_counts: source name -> the divisor over all processes: label tokens, or sequences under
+            ``--loss-normalisation sequences``; defaults to this process's label tokens.
         world_size: number of processes whose gradients DDP averages.
         forward: ``forward(model, batch) -> logits`` (B, L, V); default: ``token_nll`` (the model's summed loss).
         backward: ``backward(loss)``, e.g. ``accelerator.backward``; defaults to ``loss.backward()``.

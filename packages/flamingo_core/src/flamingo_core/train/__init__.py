@@ -33,7 +33,7 @@ or ``torchrun --nproc_per_node 2 -m flamingo_core.train --cpu`` (add ``--fsdp`` 
 """
 
 from flamingo_core.train.checkpoint import (
-    check_resume_strategy,
+    check_resume_settings,
     load_checkpoint,
     resolve_resume,
     save_checkpoint,
@@ -52,7 +52,7 @@ __all__ = [
     "TrainResult",
     "build_parser",
     "caption_eval",
-    "check_resume_strategy",
+    "check_resume_settings",
     "default_sources",
     "load_checkpoint",
     "main",

@@ -127,12 +127,19 @@ def _extra(loaders, drawn: dict[str, int], skipped, last) -> dict[str, Any]:
     return {"data_position": positions, "skipped": dict(skipped), "losses": dict(last)}
 
 
-def check_resume_strategy(ckpt: Path, strategy: str) -> None:
-    """A resumed run keeps its dataset strategy: under another one the sources' data positions (and the turn
-    order) would not continue the run."""
+# what a resumed run keeps, with the value of runs saved before the setting existed: under another dataset
+# strategy the sources' data positions (and the turn order) would not continue the run; under another loss
+# normalisation the same learning rate would take steps of another size
+RESUME_KEEPS = {"strategy": "accumulation", "loss_normalisation": "tokens"}
+
+
+def check_resume_settings(ckpt: Path, cfg) -> None:
+    """Refuse to resume ``ckpt`` under another value of a ``RESUME_KEEPS`` setting of ``cfg``, in one line."""
     from contrastive_encoder.shared.readers import read_json
 
-    saved = (read_json(ckpt / "state.json").get("config") or {}).get("strategy", "accumulation")
-    if saved != strategy:
-        raise ValueError(f"--resume {ckpt}: that run was trained with --strategy {saved}, not {strategy}; resume "
-                         f"it with --strategy {saved}, or start a new run")
+    saved_cfg = read_json(ckpt / "state.json").get("config") or {}
+    for name, before in RESUME_KEEPS.items():
+        saved, now, flag = saved_cfg.get(name, before), getattr(cfg, name), "--" + name.replace("_", "-")
+        if saved != now:
+            raise ValueError(f"--resume {ckpt}: that run was trained with {flag} {saved}, not {now}; resume it "
+                             f"with {flag} {saved}, or start a new run")

@@ -24,7 +24,7 @@ from flamingo_core.lm_adapter import enable_gradient_checkpointing
 from flamingo_core.mixture import DEFAULT_WEIGHTS, DatasetMixture, SourceSchedule, parse_weights
 from flamingo_core.train.checkpoint import (
     _extra,
-    check_resume_strategy,
+    check_resume_settings,
     load_checkpoint,
     read_resume_state,
     resolve_resume,
@@ -71,7 +71,7 @@ def _check_inputs(cfg: TrainConfig, accelerator, model) -> dict[str, float]:
         check_vision_encoder_name(cfg.vision_encoder)
     _check_fsdp(cfg, accelerator)
     if cfg.resume:
-        check_resume_strategy(resolve_resume(cfg.resume, cfg.out), cfg.strategy)
+        check_resume_settings(resolve_resume(cfg.resume, cfg.out), cfg)
         check_resume_layout(resolve_resume(cfg.resume, cfg.out), _sharded(cfg))
     for spec in cfg.eval_probes:
         load_probe(spec)
