@@ -191,6 +191,7 @@ def run(spec: dict) -> list[dict]:
     args = argparse.Namespace(model="open_flamingo", num_samples=-1, batch_size=spec["batch_size"], rices=False,
                               query_set_size=2048, rank=0, world_size=1, **paths)  # fmt: skip
     results, captured = [], {}
+    score_vqa, score_cider = of_eval.compute_vqa_accuracy, of_eval.compute_cider  # the peer's own, wrapped per run
 
     for r in spec["runs"]:
         pending = list(r["demos"])
@@ -222,11 +223,11 @@ def run(spec: dict) -> list[dict]:
         os.chdir(work)  # the peer writes its results file into the working folder
         try:
             if task == "vqa":
-                of_eval.compute_vqa_accuracy = keep(_original(of_eval, "compute_vqa_accuracy"))
+                of_eval.compute_vqa_accuracy = keep(score_vqa)
                 start = time.perf_counter()
                 score = of_eval.evaluate_vqa(args, eval_model, num_shots=r["shots"], dataset_name="vqav2")
             else:
-                of_eval.compute_cider = keep(_original(of_eval, "compute_cider"))
+                of_eval.compute_cider = keep(score_cider)
                 start = time.perf_counter()
                 score = of_eval.evaluate_captioning(args, eval_model, num_shots=r["shots"], dataset_name="coco")
             seconds = time.perf_counter() - start
@@ -241,12 +242,6 @@ def run(spec: dict) -> list[dict]:
                         "prompts": dict(zip(r["queries"], prompts)), "raw": dict(zip(r["queries"], raw)),
                         "predictions": {str(p[id_key]): p[key] for p in preds}})  # fmt: skip
     return results
-
-
-def _original(module, name: str):
-    """The peer's own scoring function, kept across runs (each run wraps it once)."""
-    store = module.__dict__.setdefault("_originals", {})
-    return store.setdefault(name, getattr(module, name))
 
 
 def main(argv: list[str] | None = None) -> int:

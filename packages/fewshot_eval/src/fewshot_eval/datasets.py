@@ -21,7 +21,7 @@ from fewshot_eval.layouts.video import load_video_jsonl
 from fewshot_eval.layouts.vqa import load_vqa
 
 __all__ = [
-    "CLOSE_ENDED_TASKS", "DEFAULT_IMAGE_TEMPLATE", "RESERVED_TOKENS", "SERVER_TASKS", "TASKS", "VQA_TASKS",
+    "CAPTION_TASKS", "CLOSE_ENDED_TASKS", "DEFAULT_IMAGE_TEMPLATE", "RESERVED_TOKENS", "SERVER_TASKS", "SHORT_ANSWER_TASKS", "TASKS", "VQA_TASKS",
     "DataError", "EvalSet", "Example", "load_classification", "load_hateful_memes", "load_karpathy", "load_split",
     "load_task_data", "load_video_jsonl", "load_vqa",
 ]  # fmt: skip
@@ -29,6 +29,8 @@ __all__ = [
 # image VQA benchmarks: one format (VQAv2's questions + annotations), each scored as its evaluation does
 # (metrics/vqa_benchmarks.py)
 VQA_TASKS = ("vqa", "okvqa", "vizwiz", "textvqa")
+SHORT_ANSWER_TASKS = (*VQA_TASKS, "video-qa")  # open-ended, answered in a few words
+CAPTION_TASKS = ("caption", "video-caption")
 # ranked over their class names by log-likelihood (runner), not generated
 CLOSE_ENDED_TASKS = ("classify", "hateful-memes")
 TASKS = ("caption", *VQA_TASKS, *CLOSE_ENDED_TASKS, "video-caption", "video-qa")

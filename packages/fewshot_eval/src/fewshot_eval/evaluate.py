@@ -28,7 +28,6 @@ from fewshot_eval.datasets import (
     CLOSE_ENDED_TASKS,
     DEFAULT_IMAGE_TEMPLATE,
     TASKS,
-    VQA_TASKS,
     DataError,
     EvalSet,
     Example,
@@ -55,12 +54,10 @@ from fewshot_eval.selection import SELECTIONS, RicesSelector, check_balanced_sup
 from fewshot_eval.server_results import write_server_results
 
 __all__ = [
-    "MAX_NEW_TOKENS", "OUTPUT_NAMES", "TaskData", "check_context", "check_plan", "check_prompt_lengths",
+    "OUTPUT_NAMES", "TaskData", "check_context", "check_plan", "check_prompt_lengths",
     "claim_output", "evaluate", "prepare_data",
 ]  # fmt: skip
 
-# paper: short VQA answers
-MAX_NEW_TOKENS = {"caption": 30, **{t: 5 for t in VQA_TASKS}, "video-caption": 30, "video-qa": 5}
 # what an evaluation writes in --out (glob patterns): all that --overwrite deletes there
 OUTPUT_NAMES = ("predictions/*.rank*.jsonl", "results.json", "results.md", "results.png", "cache/*.npy", "cache/*.json")
 
@@ -203,7 +200,7 @@ def _runner(model, td: TaskData, protocol: str, template: str | None, num_beams:
     """The runner of ``td.task`` under ``protocol`` (its template and generation length unless given)."""
     proto = get_protocol(protocol)
     template = template if template is not None else proto.templates.get(td.task)
-    max_new = max_new_tokens or proto.max_new_tokens.get(td.task) or MAX_NEW_TOKENS.get(td.task, 0)
+    max_new = max_new_tokens or proto.max_new_tokens.get(td.task, 0)  # 0: a close-ended task generates nothing
     return Runner(model, td.task, td.support, get_template(td.task, template), td.support.class_names, num_beams,
                   max_new, ensemble, seed, max_frames, words, proto)  # fmt: skip
 
@@ -280,7 +277,7 @@ def evaluate(
         resume: continue from the predictions already in ``out_dir``; without it they are overwritten.
         batch_size: queries per ``generate`` call (and images per embedding call).
         num_beams: beams for open-ended decoding.
-        max_new_tokens: tokens to generate (default per task, ``MAX_NEW_TOKENS``).
+        max_new_tokens: tokens to generate (default per task and protocol, ``Protocol.max_new_tokens``).
         template: a prompt template overriding the task's (see ``prompts.PromptTemplate``).
         split / support_split: query and support splits (defaults per task).
         image_template: VQA image path template.

@@ -15,13 +15,13 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
+from fewshot_eval.datasets import SHORT_ANSWER_TASKS
 from fewshot_eval.model import EOC
 
 __all__ = ["EOS_STRINGS", "STOP_WORDS", "postprocess"]
 
 EOS_STRINGS = ("</s>", "<|endoftext|>", "<|im_end|>", "<eos>")
 STOP_WORDS = ("Question:", "Answer:", "Output:", "Short answer:", "Long answer:", "<image>")
-SHORT_ANSWER_TASKS = ("vqa", "okvqa", "vizwiz", "textvqa", "video-qa")
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)")  # a period before a digit ("3.5") is not an end
 _GLUED_WORD = re.compile(r"(?<=[a-z0-9])(?=[A-Z][a-z])")  # "yellowThe": a new word started without a space
 

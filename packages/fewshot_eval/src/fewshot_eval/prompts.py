@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from fewshot_eval.datasets import VQA_TASKS
 from fewshot_eval.model import EOC, IMAGE_TOKEN, Prompt
 
 __all__ = ["DEFAULT_TEMPLATES", "ZERO_SHOT_DEMOS", "PromptTemplate", "Shot", "build_prompt", "get_template"]
@@ -70,11 +71,8 @@ class PromptTemplate:
 
 DEFAULT_TEMPLATES = {
     "caption": "<image>Output: {answer}" + EOC,
-    "vqa": "<image>Question: {question} Answer: {answer}" + EOC,
-    # the other image VQA benchmarks: the same prompt, as in OpenFlamingo's evaluation
-    "okvqa": "<image>Question: {question} Answer: {answer}" + EOC,
-    "vizwiz": "<image>Question: {question} Answer: {answer}" + EOC,
-    "textvqa": "<image>Question: {question} Answer: {answer}" + EOC,
+    # every image VQA benchmark: the same prompt, as in OpenFlamingo's evaluation
+    **{t: "<image>Question: {question} Answer: {answer}" + EOC for t in VQA_TASKS},
     "classify": "<image>Output: {answer}" + EOC,
     # OpenFlamingo's Hateful Memes prompt, the meme's text as the question
     "hateful-memes": "<image>is an image with: '{question}' written on it. Is it hateful? Answer: {answer}" + EOC,

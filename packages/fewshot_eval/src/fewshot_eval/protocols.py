@@ -21,6 +21,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from fewshot_eval.datasets import CAPTION_TASKS, SHORT_ANSWER_TASKS
 from fewshot_eval.model import EOC
 from fewshot_eval.postprocess import postprocess
 
@@ -42,7 +43,7 @@ class Protocol:
 
     name: str
     templates: dict[str, str] = field(default_factory=dict)  # task -> template, over prompts.DEFAULT_TEMPLATES
-    max_new_tokens: dict[str, int] = field(default_factory=dict)  # task -> default generation length
+    max_new_tokens: dict[str, int] = field(default_factory=dict)  # open-ended task -> default generation length
     decoding: dict = field(default_factory=dict)  # extra keywords of EvalModel.generate (length penalty, ...)
     demo_answer: str = "target"  # "target" (majority answer / first caption) or "first" (first reference)
     vqa_scorer: str = "official"
@@ -55,17 +56,14 @@ class Protocol:
         return references[0].strip() if self.demo_answer == "first" and references else target
 
 
-_SHORT = ("vqa", "okvqa", "vizwiz", "textvqa", "video-qa")
-_CAPTIONS = ("caption", "video-caption")
-
 PROTOCOLS = {
-    "flamingo": Protocol(
-        "flamingo", max_new_tokens={**{t: 30 for t in _CAPTIONS}, **{t: 5 for t in _SHORT}}),
+    "flamingo": Protocol(  # 30 tokens for a caption, 5 for a short answer (the paper's short VQA answers)
+        "flamingo", max_new_tokens={**{t: 30 for t in CAPTION_TASKS}, **{t: 5 for t in SHORT_ANSWER_TASKS}}),
     "openflamingo": Protocol(
         "openflamingo",
-        templates={**{t: "<image>Output:{answer}" + EOC + "\n" for t in _CAPTIONS},
-                   **{t: "<image>Question:{question} Short answer:{answer}" + EOC + "\n" for t in _SHORT}},
-        max_new_tokens={**{t: 20 for t in _CAPTIONS}, **{t: 5 for t in _SHORT}},
+        templates={**{t: "<image>Output:{answer}" + EOC + "\n" for t in CAPTION_TASKS},
+                   **{t: "<image>Question:{question} Short answer:{answer}" + EOC + "\n" for t in SHORT_ANSWER_TASKS}},
+        max_new_tokens={**{t: 20 for t in CAPTION_TASKS}, **{t: 5 for t in SHORT_ANSWER_TASKS}},
         decoding={"length_penalty": 0.0, "min_new_tokens": 0, "stop_at_eos": False},
         demo_answer="first", vqa_scorer="openflamingo", openflamingo_postprocess=True),
 }  # fmt: skip

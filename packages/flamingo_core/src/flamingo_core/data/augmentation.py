@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from PIL import Image, ImageEnhance, ImageStat
+from PIL import Image, ImageStat
 
 from contrastive_encoder.transforms import swap_left_right
 
@@ -81,16 +81,15 @@ class Stage2Augmentation:
         image = pad_to_square(image) if self.pad else image.convert("RGB")
         if draw is None:
             return image
-        if draw.flip:
-            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
-        image = ImageEnhance.Brightness(image).enhance(draw.brightness)
-        image = ImageEnhance.Contrast(image).enhance(draw.contrast)
-        image = ImageEnhance.Color(image).enhance(draw.saturation)
-        if draw.hue:
-            import torchvision.transforms.v2.functional as TF
+        # the jitter of stage 1's TrainTransform (torchvision's functions), here on the PIL image before the
+        # encoder's own transform
+        import torchvision.transforms.v2.functional as TF
 
-            image = TF.adjust_hue(image, draw.hue)
-        return image
+        if draw.flip:
+            image = TF.horizontal_flip(image)
+        image = TF.adjust_saturation(TF.adjust_contrast(TF.adjust_brightness(image, draw.brightness), draw.contrast),
+                                     draw.saturation)
+        return TF.adjust_hue(image, draw.hue) if draw.hue else image
 
     def text(self, text: str, draw: AugmentDraw | None) -> str:
         """A text of the sample, with left and right swapped when ``draw`` flipped its images and ``swap_lr``."""
