@@ -45,7 +45,7 @@ def test_every_flag_given_reaches_the_config():
             "--zero-shot-demos", "1", "--selection", "rices", "balanced", "--trials", "2", "--nonce-labels",
             "--nonce-words", "w.txt", "--bootstrap", "50", "--ensemble", "--limit", "7", "--out", "o",
             "--resume", "--overwrite", "--split", "val", "--support-split", "train", "--image-template", "{id}.jpg",
-            "--cache-dir", "c", "--batch-size", "3", "--num-beams", "1", "--max-new-tokens", "9",
+            "--cache-dir", "c", "--video-frames", "8", "--video-fps", "0", "--batch-size", "3", "--num-beams", "1", "--max-new-tokens", "9",
             "--template", "<image>{answer}<EOC>", "--seed", "5", "--device", "cpu", "--no-progress",
             "--vqa-scorer", "official-2017", "--caption-scorer", "python", "--protocol", "openflamingo",
             "--no-score"]  # fmt: skip
@@ -54,13 +54,14 @@ def test_every_flag_given_reaches_the_config():
         model="runs/m", task="classify", data="data/c", shots=[0, 2], zero_shot_demos=1,
         selection=["rices", "balanced"], trials=2, nonce_labels=True, nonce_words="w.txt", bootstrap=50,
         ensemble=DEFAULT_ENSEMBLE, limit=7, out="o", resume="latest", overwrite=True, split="val",
-        support_split="train", image_template="{id}.jpg", cache_dir="c", batch_size=3, num_beams=1,
+        support_split="train", image_template="{id}.jpg", cache_dir="c", video_frames=8, video_fps=0.0, batch_size=3, num_beams=1,
         max_new_tokens=9, template="<image>{answer}<EOC>", seed=5, device="cpu", progress=False,
         vqa_scorer="official-2017", caption_scorer="python", protocol="openflamingo", score=False,
     )  # fmt: skip
     # every field differs from its default, so no flag was left out (the parser leaves --resume with --overwrite
     # to run(), which refuses the pair)
     assert [f.name for f in dataclasses.fields(cfg) if getattr(cfg, f.name) == _default(f)] == []
+    assert (cfg.evaluate_kwargs()["max_frames"], cfg.evaluate_kwargs()["video_fps"]) == (8, None)  # 0: evenly spaced
     later = cli.parse_args(["run", *REQUIRED, "--ensemble", "4", "--resume", "latest"])
     assert (later.ensemble, later.resume) == (4, "latest")
 
@@ -106,7 +107,7 @@ def test_the_configs_keywords_are_the_apis():
     assert cfg.evaluate_kwargs() == dict(
         trials=2, ensemble=4, out_dir="o", resume=True, batch_size=3, num_beams=1, max_new_tokens=7, template="t",
         cache_dir="c", seed=6, progress=False, n_bootstrap=9, vqa_scorer="official-2017", caption_scorer="auto",
-        protocol="flamingo", **data)  # fmt: skip
+        protocol="flamingo", max_frames=30, video_fps=3.0, **data)  # fmt: skip
     assert set(cfg.evaluate_kwargs()) <= set(inspect.signature(evaluate).parameters)
     assert set(cfg.data_kwargs()) <= set(inspect.signature(prepare_data).parameters)
     assert EvalConfig(model="m", task="caption", data="d").evaluate_kwargs()["resume"] is False

@@ -59,7 +59,7 @@ def test_video_sets(video_dir):
     support, query = load_task_data("video-caption", video_dir / "caption")
     assert len(support) == 8 and query.examples[0].target.startswith("A red square")
     frames = load_media(query.examples[0])
-    assert isinstance(frames, list) and len(frames) == 3
+    assert isinstance(frames, list) and len(frames) == 9  # 3 s at 3 FPS (the paper's inference rate)
     _, qa = load_task_data("video-qa", video_dir / "qa")
     assert qa.examples[0].question and len(qa.examples[0].references) == 10
 

@@ -36,4 +36,4 @@ def test_generated_videos_decode(world):
 
     _, query = load_task_data("video-qa", world / "eval" / "videoqa")
     frames = load_media(query.examples[0])
-    assert isinstance(frames, list) and len(frames) == 4 and frames[0].size == (32, 32)
+    assert isinstance(frames, list) and len(frames) == 12 and frames[0].size == (32, 32)  # 4 s at 3 FPS

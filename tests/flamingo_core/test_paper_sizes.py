@@ -97,3 +97,28 @@ def test_paper_preset_builds_at_the_papers_sizes(meta_3b):
     assert all(isinstance(b.ffw[2], SquaredReLU) for b in blocks)
     xattn = sum(p.numel() for p in blocks.parameters())
     assert abs(xattn - PAPER_XATTN_3B) / PAPER_XATTN_3B < 0.05, xattn  # 1.16 G against the paper's 1.2 G
+
+
+def test_paper_preset_reads_images_at_320(meta_3b):
+    from PIL import Image
+
+    assert meta_3b.config.image_size == 320  # Appendix B.1.2: stage 2 at 320 x 320, the F6 pretrained at 288
+    assert meta_3b.vision_encoder.image_size == 288
+    pixels = meta_3b.processor.media_to_tensor(Image.new("RGB", (64, 40), (10, 200, 30)))
+    assert pixels.shape == (1, 3, 320, 320)
+
+
+def test_image_size_resizes_a_stage_1_tower_and_is_refused_where_the_tower_cannot():
+    from PIL import Image
+
+    import contrastive_encoder as ce
+
+    tower = ce.load_vision_encoder("tiny")
+    model = fc.create_model("tiny", vision_encoder=tower, image_size=48)
+    assert model.processor.media_to_tensor(Image.new("RGB", (20, 20))).shape == (1, 3, 48, 48)
+    default = fc.create_model("tiny", vision_encoder=tower)
+    assert default.processor.media_to_tensor(Image.new("RGB", (20, 20))).shape[-1] == tower.image_size
+    with pytest.raises(ValueError, match="image size 48.*resizes to 32"):
+        fc.create_model("tiny", image_size=48)  # the conv test stem's preprocessing has no size to change
+    with pytest.raises(ValueError, match="image_size must be a positive integer"):
+        fc.FlamingoConfig(image_size=0)

@@ -16,11 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from contrastive_encoder.shared.argtypes import non_negative_int, positive_int
+from contrastive_encoder.shared.argtypes import non_negative_float, non_negative_int, positive_int
 from contrastive_encoder.shared.configcli import option
 from fewshot_eval.bootstrap import N_BOOTSTRAP
 from fewshot_eval.datasets import DEFAULT_IMAGE_TEMPLATE, TASKS
 from fewshot_eval.ensemble import DEFAULT_ENSEMBLE
+from fewshot_eval.media import PAPER_VIDEO
 from fewshot_eval.metrics.coco_caption import CAPTION_SCORERS
 from fewshot_eval.metrics.vqa import SCORERS as VQA_SCORERS
 from fewshot_eval.prompts import ZERO_SHOT_DEMOS
@@ -81,6 +82,11 @@ class EvalConfig:
         "VQA image paths: one template (may use {split}, {image_id}), per split 'train=...,val=...', or 'coco' "
         "(train2014/, val2014/, test2015/ with COCO file names)"))
     cache_dir: str | None = field(default=None, metadata=option("RICES feature cache (default: <out>/cache)"))
+    video_frames: int = field(default=PAPER_VIDEO.frames, metadata=option(
+        "frames read from each video (video tasks; the paper: 30)", type=positive_int))
+    video_fps: float = field(default=PAPER_VIDEO.fps, metadata=option(
+        "their rate from the clip's start, placed on the model's 1-FPS trained time axis (the paper: 3); 0: "
+        "--video-frames frames spread evenly over the whole clip", type=non_negative_float))
     # benchmark layouts
     score: bool | None = field(default=None, metadata=option(
         "--score: score the query split (one without annotations is an error); --no-score: write the evaluation "
@@ -133,4 +139,5 @@ class EvalConfig:
                     batch_size=self.batch_size, num_beams=self.num_beams, max_new_tokens=self.max_new_tokens,
                     template=self.template, cache_dir=self.cache_dir, seed=self.seed, progress=self.progress,
                     n_bootstrap=self.bootstrap, vqa_scorer=self.vqa_scorer, caption_scorer=self.caption_scorer,
-                    protocol=self.protocol, **self.data_kwargs())  # fmt: skip
+                    protocol=self.protocol, max_frames=self.video_frames, video_fps=self.video_fps or None,
+                    **self.data_kwargs())  # fmt: skip

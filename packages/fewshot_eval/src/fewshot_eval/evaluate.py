@@ -34,7 +34,7 @@ from fewshot_eval.datasets import (
     load_task_data,
 )
 from fewshot_eval.distributed import _Dist, claim_output
-from fewshot_eval.media import check_media, load_media
+from fewshot_eval.media import PAPER_VIDEO, VideoSampling, check_media, load_media
 from fewshot_eval.metrics import SCORERS
 from fewshot_eval.metrics.coco_caption import (
     CAPTION_METRICS,
@@ -184,25 +184,25 @@ def prepare_data(
     return td
 
 
-def _embed(model: EvalModel, examples: Sequence[Example], batch_size: int, max_frames: int) -> np.ndarray:
+def _embed(model: EvalModel, examples: Sequence[Example], batch_size: int, video: VideoSampling) -> np.ndarray:
     feats = []
     for i in range(0, len(examples), batch_size):
         images = []
         for ex in examples[i : i + batch_size]:
-            media = load_media(ex, max_frames)
+            media = load_media(ex, video)
             images.append(media[len(media) // 2] if isinstance(media, list) else media)  # video: middle frame
         feats.append(np.asarray(model.embed_images(images), dtype=np.float32))
     return np.concatenate(feats) if feats else np.zeros((0, 1), np.float32)
 
 
 def _runner(model, td: TaskData, protocol: str, template: str | None, num_beams: int, max_new_tokens: int | None,
-            ensemble: int, seed: int, max_frames: int, words) -> Runner:
+            ensemble: int, seed: int, video: VideoSampling, words) -> Runner:
     """The runner of ``td.task`` under ``protocol`` (its template and generation length unless given)."""
     proto = get_protocol(protocol)
     template = template if template is not None else proto.templates.get(td.task)
     max_new = max_new_tokens or proto.max_new_tokens.get(td.task, 0)  # 0: a close-ended task generates nothing
     return Runner(model, td.task, td.support, get_template(td.task, template), td.support.class_names, num_beams,
-                  max_new, ensemble, seed, max_frames, words, proto)  # fmt: skip
+                  max_new, ensemble, seed, video, words, proto)  # fmt: skip
 
 
 def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequence[str] = ("random",), *,
@@ -216,7 +216,7 @@ def check_context(counter, td: TaskData, shots: Sequence[int], selection: Sequen
     if counter is None:
         return None
     words = check_plan(td, shots, selection, labels, nonce_words)
-    runner = _runner(None, td, protocol, template, 1, max_new_tokens, 1, seed, 0, words)
+    runner = _runner(None, td, protocol, template, 1, max_new_tokens, 1, seed, PAPER_VIDEO, words)
     jobs = plan_jobs(td.task, list(dict.fromkeys(shots)), list(dict.fromkeys(selection)), trials, 1, labels)
     for job in jobs:
         job.todo = list(td.query.examples)
@@ -249,7 +249,8 @@ def evaluate(
     image_template: str = DEFAULT_IMAGE_TEMPLATE,
     cache_dir: str | Path | None = None,
     seed: int = 0,
-    max_frames: int = 8,
+    max_frames: int = PAPER_VIDEO.frames,
+    video_fps: float | None = PAPER_VIDEO.fps,
     progress: bool = True,
     labels: str = "true",
     nonce_words: str | Path | Sequence[str] | None = None,
@@ -283,7 +284,9 @@ def evaluate(
         image_template: VQA image path template.
         cache_dir: folder for cached RICES support features (default ``<out_dir>/cache``).
         seed: base seed of random selection and ensembling.
-        max_frames: frames sampled from each video.
+        max_frames: frames read from each video (paper: 30).
+        video_fps: their rate from the clip's start (paper: 3 FPS); None: ``max_frames`` frames spread evenly
+            over the whole clip (``media.VideoSampling``).
         progress: show progress bars.
         labels: ``true`` (class names) or ``nonce`` (classify: every class renamed per query, ``fewshot_eval.nonce``).
         nonce_words: the words of a nonce evaluation: a file of one word per line, the words, or None for
@@ -309,6 +312,7 @@ def evaluate(
         VQA accuracy: also vqa_scorer; captions: also scorer).
     """
     _check_args(task, selection, ensemble, trials, batch_size, num_beams, max_new_tokens, n_bootstrap)
+    video = VideoSampling(max_frames, video_fps).check()
     vqa_scorer = vqa_scorer or get_protocol(protocol).vqa_scorer
     if vqa_scorer not in SCORERS:
         raise ValueError(f"unknown VQA scorer {vqa_scorer!r}; expected one of {', '.join(SCORERS)}")
@@ -322,11 +326,11 @@ def evaluate(
         td.query.examples = spread(td.query.examples, limit)
     words = check_plan(td, shots, selection, labels, nonce_words)
     shots, selection = list(dict.fromkeys(shots)), list(dict.fromkeys(selection))
-    runner = _runner(model, td, protocol, template, num_beams, max_new_tokens, ensemble, seed, max_frames, words)
+    runner = _runner(model, td, protocol, template, num_beams, max_new_tokens, ensemble, seed, video, words)
     run = _Evaluation(model, task, td, runner, _Dist(), Path(out_dir) if out_dir is not None else None, resume,
                       batch_size, progress, labels, ensemble, seed, n_bootstrap, zero_shot_demos, vqa_scorer,
                       caption_scorer)  # fmt: skip
-    jobs = run.plan(shots, selection, trials, cache_dir, max_frames)
+    jobs = run.plan(shots, selection, trials, cache_dir, video)
     return run.cells(jobs, selection, shots)
 
 
@@ -370,7 +374,7 @@ class _Evaluation:
     vqa_scorer: str
     caption_scorer: str  # resolved: pycocoevalcap or python
 
-    def plan(self, shots: list[int], selection: list[str], trials: int, cache_dir, max_frames: int) -> list[Job]:
+    def plan(self, shots: list[int], selection: list[str], trials: int, cache_dir, video: VideoSampling) -> list[Job]:
         """Every job with its saved predictions (``resume``), this process's queries still to predict and their
         demonstrations; every process raises before anything is generated when a prompt is over the context."""
         td, dist, out = self.td, self.dist, self.out
@@ -382,7 +386,7 @@ class _Evaluation:
             for job in jobs:
                 job.done = load_predictions(pred_files(out, job.stem), self.model.identifier)
         cache = cache_dir if cache_dir is not None else (out / "cache" if out is not None else None)
-        rices_selector = (_rices_selector(self.model, td.support, mine, cache, self.batch_size, max_frames, dist,
+        rices_selector = (_rices_selector(self.model, td.support, mine, cache, self.batch_size, video, dist,
                                           self.progress) if "rices" in selection else None)  # fmt: skip
         for job in jobs:  # every prompt's demonstrations, so that every prompt can be checked before generating
             selector = job_selector(job, td.support, self.seed, rices_selector)
@@ -456,7 +460,7 @@ class _Evaluation:
         } for metric, each in per_trial.items()]  # fmt: skip
 
 
-def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_size, max_frames, dist: _Dist,
+def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_size, video, dist: _Dist,
                     progress: bool) -> RicesSelector:  # fmt: skip
     """RICES over the support set: its features from the cache (or computed once), this process's queries'."""
     t0 = time.time()
@@ -464,15 +468,16 @@ def _rices_selector(model, support: EvalSet, mine: list[Example], cache, batch_s
     keys = [e.key for e in support.examples]
 
     def support_features() -> np.ndarray:
-        return cached_features(cache, encoder_id, support.fingerprint, keys,
-                               lambda: _embed(model, support.examples, batch_size, max_frames))  # fmt: skip
+        # a video's feature is its middle frame, which the sampling chooses: it is part of the key
+        return cached_features(cache, encoder_id, f"{support.fingerprint}:{video.frames}@{video.fps}", keys,
+                               lambda: _embed(model, support.examples, batch_size, video))  # fmt: skip
 
     if dist.state is not None:  # the main process fills the cache, the others read it
         with dist.state.main_process_first():
             feats = support_features()
     else:
         feats = support_features()
-    qfeats = _embed(model, mine, batch_size, max_frames)
+    qfeats = _embed(model, mine, batch_size, video)
     if progress and dist.is_main:
         print(f"RICES: {len(support)} support and {len(mine)} query features in {time.time() - t0:.1f}s")
     return RicesSelector(RICES(feats, keys), {ex.key: f for ex, f in zip(mine, qfeats)})

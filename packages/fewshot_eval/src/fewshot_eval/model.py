@@ -38,6 +38,9 @@ __all__ = [
 
 EOC = "<EOC>"
 IMAGE_TOKEN = "<image>"
+# the rate flamingo train reads video at (its VTP source, the paper's 1 FPS): a frame t seconds into a clip sits at
+# trained frame t * TRAINED_FPS
+TRAINED_FPS = 1.0
 PromptItem = str | Image.Image | list[Image.Image]
 Prompt = list[PromptItem]
 
@@ -304,7 +307,6 @@ class FlamingoEvalModel:
         self.processor = model.processor
         self.tokenizer = self.processor.tokenizer
         self.encoder_identifier = str(getattr(model.vision_encoder, "identifier", self.identifier))
-        self.max_frames = int(getattr(model.config, "max_frames", 0) or 0) or None
         self.cache_visual, self.cache_size = cache_visual, cache_size
         self._visual_cache: OrderedDict = OrderedDict()
         self._placeholder = torch.zeros(3, 1, 1)  # stands for media already encoded
@@ -318,26 +320,26 @@ class FlamingoEvalModel:
         return self.context_length
 
     # ------------------------------------------------------------------ inputs
-    def _fit_frames(self, item):
-        if isinstance(item, list) and self.max_frames and len(item) > self.max_frames:
-            step = (len(item) - 1) / (self.max_frames - 1) if self.max_frames > 1 else 0
-            return [item[round(i * step)] for i in range(self.max_frames)]
-        return item
-
     def _visual(self, item):
-        """(R, d) visual tokens of one image or video, from the cache when seen before."""
+        """(R, d) visual tokens of one image or video, from the cache when seen before. A video read at a rate
+        (a ``Clip``, ``media.VideoSampling``) has its frames placed by their times on the trained time axis (the
+        resampler interpolates its time embeddings between trained frames); other frame lists get the resampler's
+        default places (consecutive trained frames, or spread over them when there are more)."""
         import torch
 
-        key = _media_key(item)
+        times = getattr(item, "times", None)
+        key = (_media_key(item), None if times is None else tuple(times))
         if key in self._visual_cache:
             self._visual_cache.move_to_end(key)
             return self._visual_cache[key]
         pixels = self.processor.media_to_tensor(item).to(self.device)  # (T, C, H, W)
+        positions = None if times is None else torch.tensor(times) * TRAINED_FPS  # seconds -> trained frames
         with torch.inference_mode():
-            tokens = self.model.encode_media(pixels[None, None])[0, 0]  # (R, d)
-        self._visual_cache[key] = tokens
-        if len(self._visual_cache) > self.cache_size:
-            self._visual_cache.popitem(last=False)
+            tokens = self.model.encode_media(pixels[None, None], media_frame_positions=positions)[0, 0]  # (R, d)
+        if self.cache_visual:
+            self._visual_cache[key] = tokens
+            if len(self._visual_cache) > self.cache_size:
+                self._visual_cache.popitem(last=False)
         return tokens
 
     def count_tokens(self, texts: list[str], continuation: bool = False) -> list[int]:
@@ -356,8 +358,9 @@ class FlamingoEvalModel:
         import torch
 
         eoc = getattr(self.processor, "eoc_token", EOC)
-        prompts = [[in_model_tokens(x, eoc) if isinstance(x, str) else self._fit_frames(x) for x in p] for p in prompts]
-        if not self.cache_visual:
+        prompts = [[in_model_tokens(x, eoc) if isinstance(x, str) else x for x in p] for p in prompts]
+        timed = any(getattr(x, "times", None) is not None for p in prompts for x in p)
+        if not (self.cache_visual or timed):  # the pixel batch has no frame times: timed clips take the token path
             batch = self.processor(prompts, padding_side=padding_side)
             return {"media_tokens": None, **{k: (v.to(self.device) if v is not None else None) for k, v in batch.items()}}
         # Text through the processor with placeholders; media through the visual-token cache.

@@ -40,10 +40,10 @@ class Runner:
     nonce labels every class is renamed per query (``nonce.nonce_names``) in its demonstrations and candidates."""
 
     def __init__(self, model, task, support, template, class_names, num_beams, max_new_tokens, ensemble, seed,
-                 max_frames, nonce_words=None, protocol: Protocol = PROTOCOLS["flamingo"]):  # fmt: skip
+                 video, nonce_words=None, protocol: Protocol = PROTOCOLS["flamingo"]):  # fmt: skip
         self.model, self.task, self.support, self.template = model, task, support, template
         self.class_names, self.num_beams, self.max_new_tokens = class_names, num_beams, max_new_tokens
-        self.ensemble, self.seed, self.max_frames, self.nonce_words = ensemble, seed, max_frames, nonce_words
+        self.ensemble, self.seed, self.video, self.nonce_words = ensemble, seed, video, nonce_words
         self.protocol = protocol
 
     def names(self, ex: Example, trial: int) -> dict[str, str] | None:
@@ -53,7 +53,7 @@ class Runner:
         return nonce_names(self.class_names, self.nonce_words, self.seed, trial, ex.id)
 
     def _shot(self, ex: Example, with_media: bool, answer: str | None, load: bool = True) -> Shot:
-        media = (load_media(ex, self.max_frames) if load else _MEDIA) if with_media else None
+        media = (load_media(ex, self.video) if load else _MEDIA) if with_media else None
         return Shot(media, answer, ex.question)
 
     def _shots(self, batch: Sequence[Example], demo_idx: list[list[int]], k: int, trial: int, load: bool = True):

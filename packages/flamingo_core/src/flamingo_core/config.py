@@ -45,6 +45,9 @@ class FlamingoConfig:
     resampler_dim_head: int = 64  # width of each of its heads
     resampler_ff_mult: int = 4  # its feed-forward width multiplier
     max_frames: int = 8  # learned time embeddings, one per trained video frame (longer videos interpolate them)
+    # stage-2 input side (Appendix B.1.2: 320 on the NFNet-F6 pretrained at 288); None = processor.stage2_image_size:
+    # 320 for an NFNet-F6 tower, the encoder's own input size otherwise
+    image_size: int | None = None
     xattn_heads: int | None = 8  # cross-attention heads; None = the LM's (paper, Table 4)
     xattn_dim_head: int | None = 64  # width of each cross-attention head; None = the LM's (hidden / heads)
     xattn_ff_mult: int = 4  # gated feed-forward width multiplier
@@ -81,6 +84,8 @@ class FlamingoConfig:
                              f"{', '.join(CROSS_ATTN_PLACEMENTS)}")
         if self.num_latents < 1 or self.max_frames < 1:
             raise ValueError("num_latents and max_frames must be >= 1")
+        if self.image_size is not None and (not isinstance(self.image_size, int) or self.image_size < 1):
+            raise ValueError(f"image_size must be a positive integer or None (the encoder's), got {self.image_size!r}")
         if self.frozen_dtype not in FROZEN_DTYPES:
             raise ValueError(f"frozen_dtype {self.frozen_dtype!r}: expected one of {', '.join(FROZEN_DTYPES)}")
         if self.ffw_activation not in FFW_ACTIVATIONS:

@@ -21,6 +21,7 @@ from .linear import row_split_linear
 from .lm_adapter import FlamingoDecoderLayer, MediaContext, NewTokenRows, find_decoder_layers
 from .packing import segment_attention_mask, segment_phi, segment_positions
 from .perceiver import PerceiverResampler
+from .processor import FlamingoProcessor, stage2_image_transform
 from .tokenization import add_flamingo_tokens
 from .vision import freeze_module
 
@@ -58,6 +59,8 @@ class Flamingo(nn.Module):
         self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, config.media_token, config.eoc_token)
         self.lm = freeze_module(lm)
         self.vision_encoder = freeze_module(vision_encoder)
+        # the stage-2 resolution (config.image_size; 320 for the paper's NFNet-F6), refused now if the tower cannot
+        self.image_transform = stage2_image_transform(vision_encoder, config.image_size, pad=False)
         in_emb, out_emb = lm.get_input_embeddings(), lm.get_output_embeddings()
         tied = out_emb is None or out_emb.weight is in_emb.weight
         self.lm_vocab_size = (in_emb if out_emb is None else out_emb).weight.shape[0]
@@ -160,10 +163,8 @@ class Flamingo(nn.Module):
 
     @property
     def processor(self):
-        from .processor import FlamingoProcessor
-
         return FlamingoProcessor(
-            self.tokenizer, self.vision_encoder.preprocess, self.config.media_token, self.config.eoc_token,
+            self.tokenizer, self.image_transform, self.config.media_token, self.config.eoc_token,
             doc_start_token=self.config.doc_start_token,
         )
 

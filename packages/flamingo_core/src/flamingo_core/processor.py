@@ -3,7 +3,10 @@ with one ``<image>`` token where each media occurs, ``<EOC>`` ending chunks, and
 
 ``stage2_image_transform`` is the paper's deterministic image preprocessing (Appendix B.1.2): pad to a square
 with the image's mean colour, resize to the stage-2 resolution (320 for the paper's NFNet-F6, the encoder's own
-input size otherwise), normalise as the encoder does.
+input size otherwise), normalise as the encoder does. The model's processor resizes to that resolution
+(``FlamingoConfig.image_size``) without padding: the training sources pad (``data.augmentation``, with their
+``--pad-to-square`` switch), and evaluation keeps the encoder's square resize (the paper does not say how it
+preprocesses at inference; docs/paper.md).
 """
 
 from __future__ import annotations
@@ -35,13 +38,14 @@ def stage2_image_size(vision_encoder) -> int:
     return int(vision_encoder.image_size)
 
 
-def stage2_image_transform(vision_encoder, image_size: int | None = None) -> Callable:
+def stage2_image_transform(vision_encoder, image_size: int | None = None, pad: bool = True) -> Callable:
     """PIL image -> (C, H, W): pad to a square with its mean colour, then resize and normalise.
 
     Args:
         vision_encoder: the frozen tower; its ``preprocess`` does the resize and normalisation at its own size.
         image_size: the output side (default ``stage2_image_size``). A size other than the encoder's needs a
             stage-1 tower, whose normalisation is known (``EvalTransform``): resized to it, normalised alike.
+        pad: pad to a square first (False: the resize and normalisation only, as the model's processor does).
 
     Raises:
         ValueError: another size for a tower whose preprocessing cannot be re-sized.
@@ -58,7 +62,7 @@ def stage2_image_transform(vision_encoder, image_size: int | None = None) -> Cal
         from contrastive_encoder.transforms import EvalTransform
 
         preprocess = EvalTransform(size, tuple(inner.mean), tuple(inner.std))
-    return lambda image: preprocess(pad_to_square(image))
+    return (lambda image: preprocess(pad_to_square(image))) if pad else preprocess
 
 
 def doc_start_id(tokenizer, token: str | None) -> int | None:

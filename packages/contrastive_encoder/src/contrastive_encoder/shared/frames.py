@@ -1,4 +1,4 @@
-"""Which frames of a video a stage reads: the two frame policies, named once.
+"""Which frames of a video a stage reads: the frame policies, named once.
 
 Training and evaluation sample differently, on purpose:
 
@@ -8,14 +8,28 @@ Training and evaluation sample differently, on purpose:
   drawn from the sample's seeded rng, so a resumed run reads the same frames.
 - ``evenly_spaced`` (evaluation, ``fewshot_eval.media.load_media``, through the same ``load_video``): frames spread evenly over the whole clip,
   first and last kept. An evaluation must be deterministic and see the whole clip (a caption or an answer may
-  depend on any part of it), whatever its length.
+  depend on any part of it), whatever its length. It ignores time: its frames are not a known rate apart.
+- ``fixed_rate`` (evaluation, the paper's: 30 frames at 3 FPS, Appendix B.1.2): ``num_frames`` frames ``1/fps``
+  seconds apart from the start, fewer when the clip ends first. Its frames carry their times (``Clip.times``),
+  so the model can place them on the time axis it was trained on (the Perceiver Resampler interpolates its time
+  embeddings between the 1-FPS trained ones).
 """
 
 from __future__ import annotations
 
 import random
 
-__all__ = ["evenly_spaced", "random_window"]
+__all__ = ["Clip", "evenly_spaced", "fixed_rate", "random_window"]
+
+
+class Clip(list):
+    """A video's frames (a list of images) with ``times``: each frame's time in seconds from the clip's start."""
+
+    def __init__(self, frames, times):
+        super().__init__(frames)
+        self.times = [float(t) for t in times]
+        if len(self.times) != len(self):
+            raise ValueError(f"a clip of {len(self)} frames needs {len(self)} times, got {len(self.times)}")
 
 
 def random_window(duration_s: float, num_frames: int, fps: float, rng: random.Random) -> list[float]:
@@ -33,3 +47,11 @@ def evenly_spaced(count: int, num_frames: int) -> list[int]:
         return list(range(count))
     step = (count - 1) / (num_frames - 1) if num_frames > 1 else 0
     return [round(i * step) for i in range(num_frames)]
+
+
+def fixed_rate(duration_s: float, num_frames: int, fps: float) -> list[float]:
+    """The paper's evaluation policy: timestamps of up to ``num_frames`` frames ``1/fps`` seconds apart from 0,
+    those before the clip's end (at least the first)."""
+    if not fps > 0:
+        raise ValueError(f"fps must be > 0, got {fps}")
+    return [i / fps for i in range(num_frames) if i == 0 or i / fps < duration_s]

@@ -16,14 +16,14 @@ from typing import Any
 
 from PIL import Image
 
-from .frames import evenly_spaced, random_window
+from .frames import Clip, evenly_spaced, fixed_rate, random_window
 
 __all__ = ["FRAME_POLICIES", "IMAGE_SUFFIXES", "MediaError", "is_image_file", "load_image", "load_video"]
 
 # what PIL decodes and the suite's writers and readers accept as an image file (also the member extensions of
 # a WebDataset sample that hold its image)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-FRAME_POLICIES = ("random_window", "evenly_spaced")
+FRAME_POLICIES = ("random_window", "evenly_spaced", "fixed_rate")
 
 
 class MediaError(ValueError):
@@ -84,6 +84,10 @@ def _frame_folder(path: Path, num_frames: int, policy: str, fps: float, rng: ran
         raise MediaError(f"video frame folder has no images: {path}")
     if policy == "evenly_spaced":
         return [load_image(files[i]) for i in evenly_spaced(len(files), num_frames)]
+    if policy == "fixed_rate":  # frame i of the folder shows second i: a faster rate shows each one several times
+        times = fixed_rate(float(len(files)), num_frames, fps)
+        loaded = {i: load_image(files[i]) for i in dict.fromkeys(min(int(t), len(files) - 1) for t in times)}
+        return Clip([loaded[min(int(t), len(files) - 1)] for t in times], times)
     stride = max(1, round(1.0 / fps))
     times = random_window(float(len(files)), num_frames, 1.0 / stride, rng)
     picked = [files[min(int(t), len(files) - 1)] for t in times]
@@ -110,6 +114,11 @@ def _mp4(source: str | Path | bytes, num_frames: int, policy: str, fps: float, r
         return [decoded[i][1].to_image().convert("RGB") for i in evenly_spaced(len(decoded), num_frames)]
     t0 = decoded[0][0]
     duration = decoded[-1][0] - t0 + 1.0 / rate
+    if policy == "fixed_rate":  # the decoded frame nearest to each time; a clip slower than fps repeats frames
+        times = fixed_rate(duration, num_frames, fps)
+        nearest = [min(decoded, key=lambda tf: abs(tf[0] - t0 - t))[1] for t in times]
+        images = {id(f): f.to_image().convert("RGB") for f in nearest}
+        return Clip([images[id(f)] for f in nearest], times)
     frames = []
     for t in random_window(duration, num_frames, fps, rng):
         if t > duration:
@@ -133,10 +142,11 @@ def load_video(
         source: mp4 path, mp4 bytes, or a folder of frame images sorted by name (one frame per second).
         num_frames: frames to return.
         policy: ``random_window`` (training: ``num_frames`` frames at ``fps`` from a start drawn from ``rng``,
-            a short clip padded by repeating its last frame) or ``evenly_spaced`` (evaluation: at most
-            ``num_frames`` frames spread over the whole clip, never padded). ``shared.frames`` says why the two
-            differ.
-        fps: sampling rate of ``random_window`` (the paper trains at 1).
+            a short clip padded by repeating its last frame), ``evenly_spaced`` (evaluation: at most
+            ``num_frames`` frames spread over the whole clip, never padded) or ``fixed_rate`` (evaluation, the
+            paper's: at most ``num_frames`` frames at ``fps`` from the start, never padded; returns a
+            ``shared.frames.Clip`` with the frames' times). ``shared.frames`` says why they differ.
+        fps: sampling rate of ``random_window`` (the paper trains at 1) and ``fixed_rate`` (the paper: 3).
         rng: ``random_window``'s start (seeded per sample for an exact resume).
         name: what to call the video in error messages when ``source`` is bytes.
     """
