@@ -38,6 +38,7 @@ import argparse
 import contextlib
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -53,6 +54,7 @@ BATCH, SEQ, NEW_TOKENS = 4, 64, 20
 DEVICE = torch.device("cpu")  # set from --device in each worker
 PRECISION = "fp32"  # set from --precision in each worker: fp32, or bf16 autocast with fp32 parameters
 VISION = "nano-minilm"  # set from --vision in each worker
+PEAK_OVERRIDE = None  # --peak-tflops
 
 
 def _autocast():
@@ -141,7 +143,40 @@ def _measure_training(step, n: int, turns: bool = False) -> dict:
     if DEVICE.type == "cuda":  # on a GPU the memory that counts is the device's
         peak = torch.cuda.max_memory_allocated(DEVICE)
         res.update(cuda_peak_mb=peak / 2**20, cuda_added_mb=(peak - cuda_before) / 2**20)
+    res.update(_utilisation(step, statistics.median(step_s)))
     return res
+
+
+# dense peak of one chip in TFLOP/s by (device name part, precision): the vendors' datasheet figures without
+# sparsity (H100 / H200 SXM: 989 bf16, 495 TF32; fp32 without TF32, as torch runs fp32 matmuls by default: 67)
+PEAK_TFLOPS = {("H100", "bf16"): 989.4, ("H200", "bf16"): 989.4, ("H100", "fp32"): 66.9, ("H200", "fp32"): 66.9,
+               ("A100", "bf16"): 312.0, ("A100", "fp32"): 19.5}
+
+
+def _peak_tflops() -> float | None:
+    """``--peak-tflops`` when given, else the datasheet peak of this GPU at this precision, else None."""
+    if PEAK_OVERRIDE:
+        return PEAK_OVERRIDE
+    if DEVICE.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(DEVICE)
+    return next((v for (part, prec), v in PEAK_TFLOPS.items() if part in name and prec == PRECISION), None)
+
+
+def _utilisation(step, median_s: float) -> dict:
+    """FLOPs of one more step as torch counts them (``FlopCounterMode``: every matmul, convolution and attention
+    product, forward and backward, the optimizer's element-wise work not counted), the achieved TFLOP/s at the
+    median step time, and the model FLOPs utilisation (MFU) against ``_peak_tflops`` where one is known."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter:
+        step()
+    flops = counter.get_total_flops()
+    achieved = flops / median_s / 1e12
+    peak = _peak_tflops()
+    return {"flops_per_step": flops, "achieved_tflops": achieved, "peak_tflops": peak,
+            "mfu": None if peak is None else achieved / peak}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -346,7 +381,6 @@ def ours_generate_calls(args) -> dict:
 
 def generate_all(args) -> dict:
     """All generation calls in one process, interleaved over ``args.gen_rounds`` rounds."""
-    import statistics
 
     calls = {**lm_generate_calls(args), **of_generate_calls(args), **ours_generate_calls(args)}
     for run in calls.values():  # warm-up
@@ -378,7 +412,7 @@ def _worker_cmd(name: str, args, turns: bool = False) -> list[str]:
     return [sys.executable, __file__, "--worker", name, "--lm", args.lm, "--every", str(args.every),
             "--steps", str(args.steps), "--gen-rounds", str(args.gen_rounds), "--device", args.device,
             "--vision", args.vision, "--batch", str(args.batch), "--seq", str(args.seq),
-            "--precision", args.precision] + (
+            "--precision", args.precision] + (["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []) + (
                 ["--turns"] if turns else [])
 
 
@@ -425,21 +459,22 @@ def main(argv=None) -> int:
     p.add_argument("--gen-rounds", type=int, default=9, help="interleaved rounds of every generate call")
     p.add_argument("--only", nargs="*", default=list(WORKERS), help="workers to run")
     p.add_argument("--device", default="cpu", help="torch device of every worker (cuda: fp32, CUDA peak memory too)")
+    p.add_argument("--peak-tflops", type=float, default=None,
+                   help="the chip's dense peak TFLOP/s at --precision for the MFU figure (default: known GPUs' datasheet)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     p.add_argument("--turns", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--json", type=Path, default=None, help="also write the results here")
     p.add_argument("--log", type=Path, default=ROOT / "runs" / "bench_vs_openflamingo.log", help="workers' stderr")
     args = p.parse_args(argv)
-    global DEVICE, VISION, BATCH, SEQ, PRECISION
+    global DEVICE, VISION, BATCH, SEQ, PRECISION, PEAK_OVERRIDE
     DEVICE, VISION, BATCH, SEQ = torch.device(args.device), args.vision, args.batch, args.seq
-    PRECISION = args.precision
+    PRECISION, PEAK_OVERRIDE = args.precision, args.peak_tflops
     if args.worker:
         print("RESULT " + json.dumps(WORKERS[args.worker](args)), flush=True)
         return 0
     if not openflamingo_peer.is_installed():
         print(f"run `{openflamingo_peer.INSTALL_COMMAND}` first", file=sys.stderr)
         return 2
-    import statistics
 
     train_workers = [w for w in args.only if w.endswith("-train")]
     results = []

@@ -2,7 +2,7 @@
 # The GPU checks, as one script for a lent machine (python3 with torch, transformers, accelerate, timm; no
 # registry, none of the packaged models): stand-in models, a small ShapesWorld, the side-by-side benchmark on
 # the GPU (batch 4 x 64 with generation; 32 x 256 training in fp32 and in bf16), stage 1 in bf16, stage 2 in
-# bf16 with a resume, stage 2 under accelerate's FSDP and under torch's FSDP2 (one process, bf16) with resumes,
+# bf16 with a resume, the paper's mixture against OpenFlamingo's recipe (bf16, MFU), stage 2 under accelerate's FSDP and under torch's FSDP2 (one process, bf16) with resumes,
 # and generation from the saved model.
 # About 7 minutes on an H100 (2026-11-27: 5.5 minutes before the two 32 x 256 benchmarks were added).
 #
@@ -46,6 +46,10 @@ if [ "$DEV" = cuda ]; then  # a batch that fills the GPU, in fp32 and in bf16 au
             --batch 32 --seq 256 --steps 12 --precision $prec --only lm-train of-train ours-train \
             --json "$OUT/bench-32x256-$prec.json" --log "$OUT/bench-32x256-$prec.log"
     done
+    # the paper's mixture, packed (ours) against OpenFlamingo's per-dataset padded passes, bf16, with MFU
+    check bench-mixture-bf16 240 $PY benchmarks/bench_mixture_vs_openflamingo.py --device "$DEV" --lm "$W/lm" \
+        --vision "$W/vis" --batch m3w=16,ltip=64,align=64 --steps 8 --precision bf16 \
+        --json "$OUT/bench-mixture-bf16.json" --log "$OUT/bench-mixture-bf16.log"
 fi
 check stage1 90 $PY -m contrastive_encoder.cli train --model "$W/vis/preset.json" --data "$W/world/ltip/train.jsonl" \
     --max-steps $S1 --batch-size 64 --precision $PREC --out "$W/s1" --export "$W/s1vis" --eval-every 0 --no-progress $CPU \
@@ -69,4 +73,4 @@ if [ "$DEV" = cuda ]; then
 fi
 IMG=$(ls "$W"/world/ltip/*/*.png "$W"/world/ltip/*.png 2>/dev/null | head -1)
 check generate 60 $PY -m flamingo_core.cli generate --model "$W/s2/model" --device "$DEV" --image "$IMG" --prompt "<image>" --max-new-tokens 12
-grep -E "^=== .* rc=|trained [0-9]+ steps|tokens_per_s|ratio_to_plain" "$LOG" | cut -c1-600 > "$OUT/summary.txt"
+grep -E "^=== .* rc=|trained [0-9]+ steps|tokens_per_s|ratio_to_plain|mfu" "$LOG" | cut -c1-600 > "$OUT/summary.txt"

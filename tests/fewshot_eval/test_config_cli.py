@@ -45,7 +45,8 @@ def test_every_flag_given_reaches_the_config():
             "--zero-shot-demos", "1", "--selection", "rices", "balanced", "--trials", "2", "--nonce-labels",
             "--nonce-words", "w.txt", "--bootstrap", "50", "--ensemble", "--limit", "7", "--out", "o",
             "--resume", "--overwrite", "--split", "val", "--support-split", "train", "--image-template", "{id}.jpg",
-            "--cache-dir", "c", "--video-frames", "8", "--video-fps", "0", "--batch-size", "3", "--num-beams", "1", "--max-new-tokens", "9",
+            "--cache-dir", "c", "--feature-cache", "f", "--video-frames", "8", "--video-fps", "0",
+            "--batch-size", "3", "--num-beams", "1", "--max-new-tokens", "9",
             "--template", "<image>{answer}<EOC>", "--seed", "5", "--device", "cpu", "--no-progress",
             "--vqa-scorer", "official-2017", "--caption-scorer", "python", "--protocol", "openflamingo",
             "--no-score"]  # fmt: skip
@@ -54,7 +55,8 @@ def test_every_flag_given_reaches_the_config():
         model="runs/m", task="classify", data="data/c", shots=[0, 2], zero_shot_demos=1,
         selection=["rices", "balanced"], trials=2, nonce_labels=True, nonce_words="w.txt", bootstrap=50,
         ensemble=DEFAULT_ENSEMBLE, limit=7, out="o", resume="latest", overwrite=True, split="val",
-        support_split="train", image_template="{id}.jpg", cache_dir="c", video_frames=8, video_fps=0.0, batch_size=3, num_beams=1,
+        support_split="train", image_template="{id}.jpg", cache_dir="c", feature_cache="f", video_frames=8,
+        video_fps=0.0, batch_size=3, num_beams=1,
         max_new_tokens=9, template="<image>{answer}<EOC>", seed=5, device="cpu", progress=False,
         vqa_scorer="official-2017", caption_scorer="python", protocol="openflamingo", score=False,
     )  # fmt: skip
@@ -99,8 +101,8 @@ def test_the_configs_keywords_are_the_apis():
     cfg = EvalConfig(model="m", task="classify", data="d", shots=[2], zero_shot_demos=1, selection=["balanced"],
                      trials=2, nonce_labels=True, nonce_words="w.txt", bootstrap=9, ensemble=4, limit=5, out="o",
                      resume="latest", split="val", support_split="s", image_template="{id}.jpg", cache_dir="c",
-                     batch_size=3, num_beams=1, max_new_tokens=7, template="t", seed=6, progress=False,
-                     vqa_scorer="official-2017", score=True)  # fmt: skip
+                     feature_cache="f", batch_size=3, num_beams=1, max_new_tokens=7, template="t", seed=6,
+                     progress=False, vqa_scorer="official-2017", score=True)  # fmt: skip
     data = dict(split="val", support_split="s", limit=5, image_template="{id}.jpg", score=True,
                 selection=["balanced"], labels="nonce", nonce_words="w.txt", zero_shot_demos=1)  # fmt: skip
     assert cfg.data_kwargs() == data
@@ -109,6 +111,8 @@ def test_the_configs_keywords_are_the_apis():
         cache_dir="c", seed=6, progress=False, n_bootstrap=9, vqa_scorer="official-2017", caption_scorer="auto",
         protocol="flamingo", max_frames=30, video_fps=3.0, **data)  # fmt: skip
     assert set(cfg.evaluate_kwargs()) <= set(inspect.signature(evaluate).parameters)
+    # --feature-cache is the model's (FlamingoEvalModel, through cli.load_model), not an evaluate() keyword
+    assert "feature_cache" not in cfg.evaluate_kwargs() and "feature_cache" not in cfg.data_kwargs()
     assert set(cfg.data_kwargs()) <= set(inspect.signature(prepare_data).parameters)
     assert EvalConfig(model="m", task="caption", data="d").evaluate_kwargs()["resume"] is False
 

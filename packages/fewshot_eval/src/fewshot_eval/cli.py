@@ -11,7 +11,9 @@ wrong format, a model folder that cannot be loaded, a device this machine lacks,
 unwritable, or holds a previous evaluation (``--resume`` continues it, ``--overwrite`` starts it again), a
 flag of classification used with another task, too few support examples of a class for ``--selection
 balanced``, unusable ``--nonce-words``, and prompts that do not fit in the language model's context - all before
-the model's weights are loaded (the prompts are counted with the model folder's tokenizer alone).
+the model's weights are loaded (the prompts are counted with the model folder's tokenizer alone). A
+``--feature-cache`` folder written for another vision encoder is refused as the model loads (the loaded tower's
+identifier is what names its features).
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     return config_from_args(EvalConfig, build_parser().parse_args(argv))
 
 
-def load_model(model_dir: str, device: str | None = None):
-    """The model behind ``--model`` (a seam tests replace with a fake)."""
+def load_model(model_dir: str, device: str | None = None, feature_cache: str | None = None):
+    """The model behind ``--model`` (a seam tests replace with a fake), its frozen features cached in
+    ``feature_cache`` (``--feature-cache``: a folder, ``memory`` or None)."""
     from fewshot_eval.model import FlamingoEvalModel
 
-    return FlamingoEvalModel(model_dir, device=device)
+    return FlamingoEvalModel(model_dir, device=device, feature_cache=feature_cache)
 
 
 def load_token_counter(model_dir: str):
@@ -66,6 +69,13 @@ def _note_skipped(data) -> None:
     for s in {(str(s.source), s.split): s for s in (data.support, data.query)}.values():
         if sum(s.skipped.values()):
             print(f"fewshot-eval: note: {s.source} (split {s.split!r}): {s.skipped.report()}", file=sys.stderr)
+
+
+def _note_feature_cache(model, where: str) -> None:
+    """How much of the frozen tower's work the feature cache spared (a run's misses are what the next one reads)."""
+    cache = getattr(model, "feature_cache", None)  # an EvalModel other than FlamingoEvalModel may have none
+    if cache is not None:
+        print(f"fewshot-eval: note: feature cache {where}: {cache.hits} hits, {cache.misses} misses", file=sys.stderr)
 
 
 def run(cfg: EvalConfig) -> list[dict]:
@@ -91,6 +101,8 @@ def run(cfg: EvalConfig) -> list[dict]:
     data = prepare_data(cfg.task, cfg.data, cfg.shots, **cfg.data_kwargs())
     if cfg.cache_dir is not None:  # a file or read-only folder fails now, not after the first predictions
         check_writable_dir(cfg.cache_dir, "--cache-dir")
+    if cfg.feature_cache not in (None, "memory"):  # likewise; a folder of another tower is refused when it loads
+        check_writable_dir(cfg.feature_cache, "--feature-cache")
     problem = check_context(load_token_counter(cfg.model), data, cfg.shots, trials=cfg.trials, template=cfg.template,
                             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, protocol=cfg.protocol,
                             **cfg.plan())  # fmt: skip
@@ -99,8 +111,13 @@ def run(cfg: EvalConfig) -> list[dict]:
     # claimed once the inputs are known good, so that a typo in --data does not leave a run folder behind
     claim_output(cfg.out, COMMAND, OUTPUT_NAMES, resume=cfg.resume is not None, overwrite=cfg.overwrite)
     _note_skipped(data)  # after the checks: a refused run prints its one error line only
-    model = load_model(cfg.model, cfg.device)
-    return evaluate(model, cfg.task, data, cfg.shots, **cfg.evaluate_kwargs())
+    # the keyword only when on: a replacement of the seam that predates it, load(model_dir, device), still works
+    cache = {} if cfg.feature_cache is None else {"feature_cache": cfg.feature_cache}
+    model = load_model(cfg.model, cfg.device, **cache)
+    results = evaluate(model, cfg.task, data, cfg.shots, **cfg.evaluate_kwargs())
+    if cfg.feature_cache is not None:
+        _note_feature_cache(model, cfg.feature_cache)
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,8 +5,8 @@ Python API::
 
     from fewshot_eval import EvalConfig, FlamingoEvalModel, evaluate
     cfg = EvalConfig(model="runs/flamingo/model", task="vqa", data="data/world/eval/vqav2", shots=[0, 4])
-    results = evaluate(FlamingoEvalModel(cfg.model, device=cfg.device), cfg.task, cfg.data, cfg.shots,
-                       **cfg.evaluate_kwargs())
+    model = FlamingoEvalModel(cfg.model, device=cfg.device, feature_cache=cfg.feature_cache)
+    results = evaluate(model, cfg.task, cfg.data, cfg.shots, **cfg.evaluate_kwargs())
 
 ``fewshot_eval.cli.run(cfg)`` does what ``fewshot-eval run`` does: every input checked before the weights load.
 """
@@ -82,6 +82,11 @@ class EvalConfig:
         "VQA image paths: one template (may use {split}, {image_id}), per split 'train=...,val=...', or 'coco' "
         "(train2014/, val2014/, test2015/ with COCO file names)"))
     cache_dir: str | None = field(default=None, metadata=option("RICES feature cache (default: <out>/cache)"))
+    # the model's, not evaluate()'s: FlamingoEvalModel(feature_cache=...), so evaluate_kwargs() leaves it out
+    feature_cache: str | None = field(default=None, metadata=option(
+        "keep the frozen vision encoder's outputs of every image in a folder that later runs over the same images "
+        "and tower read (other tasks, shots, ablations; the resampler still runs), or 'memory' for this run only; "
+        "default: off", metavar="DIR|memory"))
     video_frames: int = field(default=PAPER_VIDEO.frames, metadata=option(
         "frames read from each video (video tasks; the paper: 30)", type=positive_int))
     video_fps: float = field(default=PAPER_VIDEO.fps, metadata=option(

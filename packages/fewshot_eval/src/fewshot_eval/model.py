@@ -271,6 +271,16 @@ class FlamingoEvalModel:
         model: an already built ``Flamingo`` instead of a folder (tests, notebooks).
         cache_visual: reuse visual tokens across prompts (False: encode the pixels of every prompt).
         cache_size: visual-token entries kept (least recently used dropped first).
+        feature_cache: the frozen encoder's outputs kept beyond this model (``flamingo_core.feature_cache``,
+            installed with ``Flamingo.use_feature_cache``): a folder, reused by later runs over the same images and
+            tower, or ``"memory"``; None (default): off. The resampler still runs on every miss of the visual-token
+            cache. ``self.feature_cache`` is then the cache, its ``hits`` / ``misses`` the media items read from it
+            / encoded.
+
+    Raises:
+        ModelLoadError: the folder does not hold a loadable model.
+        ValueError: ``feature_cache`` is a folder written for another vision encoder, or a non-empty folder that
+            is not a feature cache (one line naming it).
     """
 
     def __init__(
@@ -280,6 +290,7 @@ class FlamingoEvalModel:
         model=None,
         cache_visual: bool = True,
         cache_size: int = 8192,
+        feature_cache: str | Path | None = None,
     ):
         import torch
 
@@ -304,6 +315,9 @@ class FlamingoEvalModel:
         else:
             self.identifier = f"flamingo:{model_dir or 'in-memory'}:{getattr(model.config, 'name', '')}"
         self.model = model.to(self.device).eval()
+        # the visual-token cache lives one run; this one spares the frozen tower in the next run (task, shots, ablation)
+        self.feature_cache = None if feature_cache is None else self.model.use_feature_cache(
+            None if str(feature_cache) == "memory" else feature_cache)  # "memory": as `flamingo train --feature-cache`
         self.processor = model.processor
         self.tokenizer = self.processor.tokenizer
         self.encoder_identifier = str(getattr(model.vision_encoder, "identifier", self.identifier))
