@@ -35,7 +35,6 @@ import argparse
 import json
 import math
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -190,37 +189,6 @@ def _worker_cmd(name: str, args) -> list[str]:
             "--precision", args.precision]
 
 
-def _in_turns(args, log) -> dict[str, dict]:
-    """Both workers started, then turns handed out one step at a time, who goes first alternating."""
-    procs = {n: subprocess.Popen(_worker_cmd(n, args), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                                 text=True) for n in WORKERS}
-
-    def answer(proc) -> str | None:
-        for line in proc.stdout:
-            if line.startswith(("STEP ", "RESULT ")):
-                return line
-        return None
-
-    names = list(procs)
-    for turn in range(args.steps + 1):  # turn 0: the warm-up steps
-        for i in range(len(names)):
-            name = names[(i + turn) % len(names)]
-            if name not in procs:
-                continue
-            procs[name].stdin.write("go\n")
-            procs[name].stdin.flush()
-            if answer(procs[name]) is None:
-                print(f"{name} failed (see the log)", file=sys.stderr)
-                del procs[name]
-    results = {}
-    for name, proc in procs.items():
-        line = answer(proc)
-        proc.wait()
-        if line and line.startswith("RESULT "):
-            results[name] = json.loads(line[7:])
-    return results
-
-
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--lm", default="smollm2-135m", help="the frozen causal LM of both")
@@ -247,7 +215,7 @@ def main(argv=None) -> int:
     per_step = [real_tokens(samples(s, sizes)) for s in range(2, args.steps + 2)]  # the timed steps' (after 2 warm-up)
     args.log.parent.mkdir(parents=True, exist_ok=True)
     with args.log.open("w") as log:
-        runs = _in_turns(args, log)
+        runs = pair._train_in_turns(list(WORKERS), args, log, _worker_cmd)  # its turn protocol
     results = []
     for name, res in runs.items():
         res = dict(res, real_tokens_per_step=per_step,

@@ -416,9 +416,11 @@ def _worker_cmd(name: str, args, turns: bool = False) -> list[str]:
                 ["--turns"] if turns else [])
 
 
-def _train_in_turns(names: list[str], args, log) -> dict[str, dict]:
-    """Start every training worker, then hand out turns: the warm-up, then one step at a time, round-robin."""
-    alive = {n: subprocess.Popen(_worker_cmd(n, args, turns=True), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+def _train_in_turns(names: list[str], args, log, worker_cmd=None) -> dict[str, dict]:
+    """Start every training worker, then hand out turns: the warm-up, then one step at a time, round-robin.
+    ``worker_cmd(name, args)``: another script's worker command line (default this script's, with ``--turns``)."""
+    worker_cmd = worker_cmd or (lambda n, a: _worker_cmd(n, a, turns=True))
+    alive = {n: subprocess.Popen(worker_cmd(n, args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                  stderr=log, text=True) for n in names}
 
     def answer(proc) -> str | None:  # the next protocol line (STEP / RESULT); None when the worker died

@@ -59,8 +59,7 @@ class Flamingo(nn.Module):
         self.media_token_id, self.eoc_token_id = add_flamingo_tokens(tokenizer, config.media_token, config.eoc_token)
         self.lm = freeze_module(lm)
         self.vision_encoder = freeze_module(vision_encoder)
-        # the stage-2 resolution (config.image_size; 320 for the paper's NFNet-F6), refused now if the tower cannot
-        self.image_transform = stage2_image_transform(vision_encoder, config.image_size, pad=False)
+        self.image_transform = stage2_image_transform(vision_encoder, config.image_size, pad=False)  # refused now
         in_emb, out_emb = lm.get_input_embeddings(), lm.get_output_embeddings()
         tied = out_emb is None or out_emb.weight is in_emb.weight
         self.lm_vocab_size = (in_emb if out_emb is None else out_emb).weight.shape[0]
